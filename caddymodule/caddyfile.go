@@ -1,0 +1,267 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/caddy-messenger/messenger/otp"
+)
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	messenger [<matcher>] {
+//		database        <dsn>
+//		redis           <url>
+//		redis_key_prefix <prefix>
+//		mesibo {
+//			endpoint    <url>
+//			app_token   <token>
+//			timeout     <duration>
+//		}
+//		otp {
+//			secret          <secret>
+//			ttl             <duration>
+//			max_checks      <n>
+//			max_failures    <n>
+//			failure_window  <duration>
+//			test_number     <phone> <code>
+//			sender          <module> [<args...>] [{ ... }]
+//		}
+//		rate_limit      otp_phone|otp_ip|otp_global <events> <window>
+//		max_body_size   <size>
+//		download_url    <url>
+//		upload_url      <url>
+//		invite {
+//			text        <text>
+//			subject     <text>
+//			title       <text>
+//		}
+//		google_maps_key <key>
+//		token_expiry    <duration>
+//		revoke_on_logout
+//	}
+//
+// Secrets should be given as {env.NAME} placeholders. rate_limit may repeat; the rules
+// given for a scope replace that scope's defaults. sender names a module of the
+// messenger.otp_senders namespace: "log" (development: codes go to the log) or
+// "webhook <url> { secret <s>; timeout <d>; retries <n> }".
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "database":
+			err = oneArg(d, &h.Database)
+		case "redis":
+			err = oneArg(d, &h.Redis)
+		case "redis_key_prefix":
+			err = oneArg(d, &h.RedisKeyPrefix)
+		case "mesibo":
+			err = h.unmarshalMesibo(d)
+		case "otp":
+			err = h.unmarshalOTP(d)
+		case "rate_limit":
+			err = h.unmarshalRateLimit(d)
+		case "max_body_size":
+			var s string
+			if err = oneArg(d, &s); err == nil {
+				var size uint64
+				size, err = humanize.ParseBytes(s)
+				if err != nil || size == 0 {
+					return d.Errf("max_body_size: invalid size %q", s)
+				}
+				h.MaxBodySize = int64(size)
+			}
+		case "download_url":
+			err = oneArg(d, &h.DownloadURL)
+		case "upload_url":
+			err = oneArg(d, &h.UploadURL)
+		case "invite":
+			err = block(d, map[string]*string{"text": &h.Invite.Text, "subject": &h.Invite.Subject, "title": &h.Invite.Title})
+		case "google_maps_key":
+			err = oneArg(d, &h.GoogleMapsKey)
+		case "token_expiry":
+			err = durationArg(d, &h.TokenExpiry)
+		case "revoke_on_logout":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.RevokeOnLogout = true
+		default:
+			return d.Errf("unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalMesibo(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "endpoint":
+			err = oneArg(d, &h.Mesibo.Endpoint)
+		case "app_token":
+			err = oneArg(d, &h.Mesibo.AppToken)
+		case "timeout":
+			err = durationArg(d, &h.Mesibo.Timeout)
+		default:
+			return d.Errf("mesibo: unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalOTP(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	o := &h.OTP
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "secret":
+			err = oneArg(d, &o.Secret)
+		case "ttl":
+			err = durationArg(d, &o.TTL)
+		case "max_checks":
+			err = intArg(d, &o.MaxChecks)
+		case "max_failures":
+			err = intArg(d, &o.MaxFailures)
+		case "failure_window":
+			err = durationArg(d, &o.FailureWindow)
+		case "test_number":
+			var number, code string
+			if !d.AllArgs(&number, &code) {
+				return d.ArgErr()
+			}
+			if o.TestNumbers == nil {
+				o.TestNumbers = map[string]string{}
+			}
+			o.TestNumbers[number] = code
+		case "sender":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			mod, err := caddyfile.UnmarshalModule(d, "messenger.otp_senders."+name)
+			if err != nil {
+				return err
+			}
+			if _, ok := mod.(otp.Sender); !ok {
+				return d.Errf("sender %q is not an otp sender", name)
+			}
+			o.SenderRaw = caddyconfig.JSONModuleObject(mod, "sender", name, nil)
+		default:
+			return d.Errf("otp: unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalRateLimit(d *caddyfile.Dispenser) error {
+	var scope, events, window string
+	if !d.AllArgs(&scope, &events, &window) {
+		return d.ArgErr()
+	}
+	n, err := strconv.Atoi(events)
+	if err != nil || n <= 0 {
+		return d.Errf("rate_limit: events must be a positive number, got %q", events)
+	}
+	dur, err := caddy.ParseDuration(window)
+	if err != nil || dur <= 0 {
+		return d.Errf("rate_limit: invalid window %q", window)
+	}
+	rule := Rule{Events: n, Window: caddy.Duration(dur)}
+	rl := &h.RateLimits
+	switch scope {
+	case "otp_phone":
+		rl.OTPPerPhone = append(rl.OTPPerPhone, rule)
+	case "otp_ip":
+		rl.OTPPerIP = append(rl.OTPPerIP, rule)
+	case "otp_global":
+		rl.OTPGlobal = append(rl.OTPGlobal, rule)
+	default:
+		return d.Errf("rate_limit: unknown scope %q (want otp_phone, otp_ip or otp_global)", scope)
+	}
+	return nil
+}
+
+// block reads a block of "key value" lines into the named strings.
+func block(d *caddyfile.Dispenser, fields map[string]*string) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		dst, ok := fields[d.Val()]
+		if !ok {
+			return d.Errf("unknown subdirective %q", d.Val())
+		}
+		if err := oneArg(d, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func oneArg(d *caddyfile.Dispenser, dst *string) error {
+	if !d.AllArgs(dst) {
+		return d.ArgErr()
+	}
+	return nil
+}
+
+func durationArg(d *caddyfile.Dispenser, dst *caddy.Duration) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil {
+		return d.Errf("%s: %v", s, err)
+	}
+	*dst = caddy.Duration(dur)
+	return nil
+}
+
+func intArg(d *caddyfile.Dispenser, dst *int) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return d.Errf("want a positive number, got %q", s)
+	}
+	*dst = n
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

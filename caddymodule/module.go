@@ -1,0 +1,328 @@
+// Package caddymodule is the Caddy glue of the messenger API: the `messenger` HTTP
+// handler module, its JSON config and Caddyfile directive, and the connection pools it
+// shares across config reloads. The ops themselves live in package handlers.
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/caddy-messenger/messenger/handlers"
+	"github.com/caddy-messenger/messenger/otp"
+	_ "github.com/caddy-messenger/messenger/otpsender" // the standard code senders
+	"github.com/caddy-messenger/messenger/phone"
+	"github.com/caddy-messenger/messenger/ratelimit"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+	httpcaddyfile.RegisterHandlerDirective("messenger", parseCaddyfile)
+	// Before file_server, so that one site serves the API and the pictures.
+	httpcaddyfile.RegisterDirectiveOrder("messenger", httpcaddyfile.Before, "file_server")
+}
+
+// Handler serves the private API of the mesibo messenger apps (PROTOCOL.md): phone login
+// with one-time codes, and the ops that need a logged-in user. Values of the string
+// fields marked "placeholders" may be {env.*} placeholders, replaced when the config loads,
+// which is how secrets stay out of config files.
+type Handler struct {
+	// Database is the MySQL/MariaDB DSN in go-sql-driver/mysql form, e.g.
+	// "messenger:secret@tcp(127.0.0.1:3306)/messenger". Placeholders. Required.
+	Database string `json:"database,omitempty"`
+	// Redis is the URL of the Redis that holds codes and rate-limit counters, e.g.
+	// "redis://127.0.0.1:6379/0". Placeholders. Required.
+	Redis string `json:"redis,omitempty"`
+	// RedisKeyPrefix starts every Redis key the module writes, so that deployments can
+	// share one Redis. Default "messenger:".
+	RedisKeyPrefix string `json:"redis_key_prefix,omitempty"`
+	// Mesibo is how to reach the mesibo backend API.
+	Mesibo MesiboConfig `json:"mesibo,omitempty"`
+	// OTP sets the rules for login codes and how they are delivered.
+	OTP OTPConfig `json:"otp,omitempty"`
+	// RateLimits limits code sending per phone number, per client IP (IPv6 by /64) and
+	// overall. Each list replaces the default of its scope; an empty list keeps it.
+	RateLimits RateLimits `json:"rate_limits,omitempty"`
+	// MaxBodySize is the largest request body read, in bytes. Default 10 MiB.
+	MaxBodySize int64 `json:"max_body_size,omitempty"`
+	// DownloadURL is the base URL under which pictures are served (the apps' "download"
+	// URL), e.g. "https://chat.example.com/files/".
+	DownloadURL string `json:"download_url,omitempty"`
+	// UploadURL is the URL the apps upload pictures to: this API's own URL, e.g.
+	// "https://chat.example.com/api.php".
+	UploadURL string `json:"upload_url,omitempty"`
+	// Invite is the invitation text the apps offer for inviting friends.
+	Invite handlers.Invite `json:"invite,omitempty"`
+	// GoogleMapsKey is handed to the apps at login. Placeholders.
+	GoogleMapsKey string `json:"google_maps_key,omitempty"`
+	// TokenExpiry is how long an access token lives. Default one year.
+	TokenExpiry caddy.Duration `json:"token_expiry,omitempty"`
+	// RevokeOnLogout also removes the user's token at mesibo on logout.
+	RevokeOnLogout bool `json:"revoke_on_logout,omitempty"`
+
+	api     *handlers.API
+	poolKey []string
+	logger  *zap.Logger
+}
+
+// MesiboConfig is how to reach the mesibo backend API.
+type MesiboConfig struct {
+	// Endpoint of the backend API. Default "https://api.mesibo.com/backend/".
+	// Placeholders.
+	Endpoint string `json:"endpoint,omitempty"`
+	// AppToken is the secret app token. Placeholders; use {env.MESIBO_APP_TOKEN}.
+	// Required.
+	AppToken string `json:"app_token,omitempty"`
+	// Timeout bounds one call. Default 10s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// OTPConfig sets the rules for login codes.
+type OTPConfig struct {
+	// Secret keys the HMAC under which codes are kept in Redis; every instance sharing a
+	// Redis must have the same. Placeholders. When empty, a random secret is made at
+	// start, so codes verify only on the instance that issued them.
+	Secret string `json:"secret,omitempty"`
+	// TTL is how long a code lives. Default 5m, at most 10m.
+	TTL caddy.Duration `json:"ttl,omitempty"`
+	// MaxChecks is how many times one code may be checked, right or wrong. Default 5.
+	MaxChecks int `json:"max_checks,omitempty"`
+	// MaxFailures is how many failed checks in a row lock a number out. Default 100.
+	MaxFailures int `json:"max_failures,omitempty"`
+	// FailureWindow is how long failed checks are counted, and so the length of a
+	// lock-out. Default 24h.
+	FailureWindow caddy.Duration `json:"failure_window,omitempty"`
+	// TestNumbers maps phone numbers to fixed codes, for app-store review. These
+	// numbers need not be valid in any numbering plan; all other rules apply.
+	TestNumbers map[string]string `json:"test_numbers,omitempty"`
+	// SenderRaw is the module that delivers codes (namespace messenger.otp_senders:
+	// "log" for development, "webhook"). Required.
+	SenderRaw json.RawMessage `json:"sender,omitempty" caddy:"namespace=messenger.otp_senders inline_key=sender"`
+}
+
+// RateLimits are the code-sending limits; every rule of every scope must pass.
+type RateLimits struct {
+	// OTPPerPhone default: 1 per 60s and 5 per hour.
+	OTPPerPhone []Rule `json:"otp_per_phone,omitempty"`
+	// OTPPerIP default: 20 per hour.
+	OTPPerIP []Rule `json:"otp_per_ip,omitempty"`
+	// OTPGlobal default: 1000 per hour.
+	OTPGlobal []Rule `json:"otp_global,omitempty"`
+}
+
+// Rule allows Events events per Window.
+type Rule struct {
+	Events int            `json:"events"`
+	Window caddy.Duration `json:"window"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.messenger",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+const (
+	defaultMaxBody     = 10 << 20
+	defaultTokenExpiry = 365 * 24 * time.Hour
+	defaultEndpoint    = "https://api.mesibo.com/backend/"
+	maxOTPTTL          = 10 * time.Minute
+)
+
+// Provision resolves placeholders, sets defaults, loads the code sender and takes the
+// shared pools. It does not need the database to be up: the schema is migrated now if
+// it can be, else by the first request that finds the database.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	for _, s := range []*string{&h.Database, &h.Redis, &h.Mesibo.Endpoint, &h.Mesibo.AppToken, &h.OTP.Secret, &h.GoogleMapsKey} {
+		*s = repl.ReplaceKnown(*s, "")
+	}
+	h.setDefaults()
+	if err := h.Validate(); err != nil {
+		return err
+	}
+
+	if h.OTP.SenderRaw == nil {
+		return errors.New("otp sender is required (log for development, or webhook)")
+	}
+	senderMod, err := ctx.LoadModule(&h.OTP, "SenderRaw")
+	if err != nil {
+		return fmt.Errorf("loading otp sender: %w", err)
+	}
+	sender, ok := senderMod.(otp.Sender)
+	if !ok {
+		return fmt.Errorf("module %T is not an otp sender", senderMod)
+	}
+
+	deps, err := h.takePools()
+	if err != nil {
+		h.releasePools()
+		return err
+	}
+
+	secret := []byte(h.OTP.Secret)
+	if len(secret) == 0 {
+		h.logger.Warn("otp secret not set: codes verify only on the instance that issued them, and not after a restart")
+		secret = make([]byte, 32)
+		rand.Read(secret)
+	}
+	fixed := map[string]string{}
+	for number, code := range h.OTP.TestNumbers {
+		fixed[phone.Digits(number)] = code
+	}
+
+	h.api = &handlers.API{
+		Config: handlers.Config{
+			DownloadURL:    h.DownloadURL,
+			UploadURL:      h.UploadURL,
+			Invite:         h.Invite,
+			GoogleMapsKey:  h.GoogleMapsKey,
+			TokenExpiry:    time.Duration(h.TokenExpiry),
+			RevokeOnLogout: h.RevokeOnLogout,
+			OTPLimits: handlers.OTPLimits{
+				PerPhone: rules(h.RateLimits.OTPPerPhone),
+				PerIP:    rules(h.RateLimits.OTPPerIP),
+				Global:   rules(h.RateLimits.OTPGlobal),
+			},
+		},
+		Store:  deps.store,
+		Mesibo: deps.mesibo,
+		Codes: otp.NewStore(deps.redis, otp.Config{
+			Secret: secret, TTL: time.Duration(h.OTP.TTL), MaxChecks: h.OTP.MaxChecks,
+			MaxFailures: h.OTP.MaxFailures, FailureWindow: time.Duration(h.OTP.FailureWindow),
+			FixedCodes: fixed, KeyPrefix: h.RedisKeyPrefix,
+		}),
+		Limiter: ratelimit.New(deps.redis, h.RedisKeyPrefix+"rl:"),
+		Sender:  sender,
+		Logger:  h.logger,
+		Now:     time.Now,
+	}
+
+	migrateCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := deps.store.Ready(migrateCtx); err != nil {
+		h.logger.Warn("database not ready; the schema will be migrated on the first request that reaches it", zap.Error(err))
+	}
+	return nil
+}
+
+func (h *Handler) setDefaults() {
+	if h.RedisKeyPrefix == "" {
+		h.RedisKeyPrefix = "messenger:"
+	}
+	if h.Mesibo.Endpoint == "" {
+		h.Mesibo.Endpoint = defaultEndpoint
+	}
+	if h.Mesibo.Timeout <= 0 {
+		h.Mesibo.Timeout = caddy.Duration(10 * time.Second)
+	}
+	if h.MaxBodySize <= 0 {
+		h.MaxBodySize = defaultMaxBody
+	}
+	if h.TokenExpiry <= 0 {
+		h.TokenExpiry = caddy.Duration(defaultTokenExpiry)
+	}
+	o := &h.OTP
+	if o.TTL <= 0 {
+		o.TTL = caddy.Duration(5 * time.Minute)
+	}
+	if o.MaxChecks <= 0 {
+		o.MaxChecks = 5
+	}
+	if o.MaxFailures <= 0 {
+		o.MaxFailures = 100
+	}
+	if o.FailureWindow <= 0 {
+		o.FailureWindow = caddy.Duration(24 * time.Hour)
+	}
+	rl := &h.RateLimits
+	if len(rl.OTPPerPhone) == 0 {
+		rl.OTPPerPhone = []Rule{{1, caddy.Duration(time.Minute)}, {5, caddy.Duration(time.Hour)}}
+	}
+	if len(rl.OTPPerIP) == 0 {
+		rl.OTPPerIP = []Rule{{20, caddy.Duration(time.Hour)}}
+	}
+	if len(rl.OTPGlobal) == 0 {
+		rl.OTPGlobal = []Rule{{1000, caddy.Duration(time.Hour)}}
+	}
+}
+
+// Validate checks the configuration after defaults are set.
+func (h *Handler) Validate() error {
+	var errs []error
+	if h.Database == "" {
+		errs = append(errs, errors.New("database: a DSN is required"))
+	}
+	if h.Redis == "" {
+		errs = append(errs, errors.New("redis: a URL is required"))
+	}
+	if h.Mesibo.AppToken == "" {
+		errs = append(errs, errors.New("mesibo app_token is required (e.g. {env.MESIBO_APP_TOKEN}); it is empty"))
+	}
+	if time.Duration(h.OTP.TTL) > maxOTPTTL {
+		errs = append(errs, fmt.Errorf("otp ttl %s is over the maximum of %s", time.Duration(h.OTP.TTL), maxOTPTTL))
+	}
+	for number, code := range h.OTP.TestNumbers {
+		if _, err := phone.Lenient(number); err != nil {
+			errs = append(errs, fmt.Errorf("otp test number %q: %w", number, err))
+		}
+		if len(code) < 4 || len(phone.Digits("1"+code)) != len(code)+1 {
+			errs = append(errs, fmt.Errorf("otp test number %q: code must be 4 or more digits", number))
+		}
+	}
+	rl := h.RateLimits
+	for _, r := range append(append(append([]Rule{}, rl.OTPPerPhone...), rl.OTPPerIP...), rl.OTPGlobal...) {
+		if r.Events <= 0 || r.Window <= 0 {
+			errs = append(errs, fmt.Errorf("rate limit %d per %s: events and window must be positive", r.Events, time.Duration(r.Window)))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func rules(rs []Rule) []ratelimit.Rule {
+	out := make([]ratelimit.Rule, len(rs))
+	for i, r := range rs {
+		out[i] = ratelimit.Rule{Events: r.Events, Window: time.Duration(r.Window)}
+	}
+	return out
+}
+
+// Cleanup releases the shared pools; the last config using a pool closes it.
+func (h *Handler) Cleanup() error {
+	h.releasePools()
+	return nil
+}
+
+// ServeHTTP decodes the request, lets the API answer it and writes the answer.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if handlers.IsPreflight(r) {
+		handlers.WritePreflight(w, r)
+		return nil
+	}
+	req, err := handlers.Decode(r, h.MaxBodySize)
+	if err != nil {
+		return handlers.Write(w, handlers.Rejected(req, err))
+	}
+	req.ClientIP, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return handlers.Write(w, h.api.Handle(r.Context(), req))
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,107 @@
+package caddymodule
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// pools holds the database pools, Redis clients and mesibo clients of every loaded
+// config. A config reload takes the same ones again (same key) before the old config
+// releases them, so connections survive reloads.
+var pools = caddy.NewUsagePool()
+
+// pooled adapts a closer to caddy.Destructor.
+type pooled[T any] struct {
+	v     T
+	close func() error
+}
+
+func (p pooled[T]) Destruct() error { return p.close() }
+
+// deps are the shared clients one Handler uses.
+type deps struct {
+	store  *store.Store
+	redis  redis.UniversalClient
+	mesibo *mesiboclient.Client
+}
+
+// take loads or creates the pooled value under key and remembers the key for release.
+func take[T any](h *Handler, key string, open func() (T, func() error, error)) (T, error) {
+	v, _, err := pools.LoadOrNew(key, func() (caddy.Destructor, error) {
+		v, closeFn, err := open()
+		if err != nil {
+			return nil, err
+		}
+		return pooled[T]{v: v, close: closeFn}, nil
+	})
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	h.poolKey = append(h.poolKey, key)
+	return v.(pooled[T]).v, nil
+}
+
+func (h *Handler) takePools() (deps, error) {
+	var d deps
+	var err error
+	d.store, err = take(h, "mysql\x00"+h.Database, func() (*store.Store, func() error, error) {
+		s, err := store.Open(h.Database)
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, s.Close, nil
+	})
+	if err != nil {
+		return d, fmt.Errorf("database: %w", err)
+	}
+	d.redis, err = take(h, "redis\x00"+h.Redis, func() (redis.UniversalClient, func() error, error) {
+		opts, err := redis.ParseURL(h.Redis)
+		if err != nil {
+			return nil, nil, err
+		}
+		// Short timeouts: with Redis down, code sending must fail fast, not hang.
+		opts.DialTimeout = 2 * time.Second
+		opts.ReadTimeout = time.Second
+		opts.WriteTimeout = time.Second
+		c := redis.NewClient(opts)
+		return c, c.Close, nil
+	})
+	if err != nil {
+		return d, fmt.Errorf("redis: %w", err)
+	}
+	// The key holds a hash of the app token, not the token, in case pools are ever dumped.
+	tokenHash := sha256.Sum256([]byte(h.Mesibo.AppToken))
+	mesiboKey := fmt.Sprintf("mesibo\x00%s\x00%s\x00%d", h.Mesibo.Endpoint, hex.EncodeToString(tokenHash[:]), h.Mesibo.Timeout)
+	d.mesibo, err = take(h, mesiboKey, func() (*mesiboclient.Client, func() error, error) {
+		c, err := mesiboclient.New(mesiboclient.Config{
+			Endpoint: h.Mesibo.Endpoint, AppToken: h.Mesibo.AppToken, Timeout: time.Duration(h.Mesibo.Timeout),
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, func() error { c.Close(); return nil }, nil
+	})
+	if err != nil {
+		return d, fmt.Errorf("mesibo: %w", err)
+	}
+	return d, nil
+}
+
+func (h *Handler) releasePools() {
+	for _, key := range h.poolKey {
+		if _, err := pools.Delete(key); err != nil && h.logger != nil {
+			h.logger.Error("releasing a shared pool", zap.Error(err))
+		}
+	}
+	h.poolKey = nil
+}

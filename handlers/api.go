@@ -1,0 +1,158 @@
+// Package handlers implements the ops of the messenger's private API (PROTOCOL.md §3):
+// request decoding, the response envelope, and one file per family of ops. It holds no
+// SQL and no HTTP client code: those live in store and mesiboclient.
+package handlers
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/otp"
+	"github.com/caddy-messenger/messenger/ratelimit"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// Config is what the ops need to know about the deployment.
+type Config struct {
+	// DownloadURL is the base URL under which pictures are served.
+	DownloadURL string
+	// UploadURL is the URL the apps upload to (the API's own URL).
+	UploadURL string
+	// Invite is the text the apps offer for inviting friends.
+	Invite Invite
+	// GoogleMapsKey is handed to the apps at login.
+	GoogleMapsKey string
+	// TokenExpiry is how long a new access token lives.
+	TokenExpiry time.Duration
+	// RevokeOnLogout also removes the token at mesibo when a user logs out.
+	RevokeOnLogout bool
+	// OTPLimits are the rate limits on sending codes.
+	OTPLimits OTPLimits
+}
+
+// Invite is the invitation text block of the app configuration.
+type Invite struct {
+	Text    string `json:"text,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Title   string `json:"title,omitempty"`
+}
+
+// OTPLimits are the rate limits on sending codes, each a list of rules that all apply.
+type OTPLimits struct {
+	PerPhone []ratelimit.Rule
+	PerIP    []ratelimit.Rule
+	Global   []ratelimit.Rule
+}
+
+// API answers requests. Its dependencies are shared pools; one API serves concurrently.
+type API struct {
+	Config  Config
+	Store   *store.Store
+	Mesibo  *mesiboclient.Client
+	Codes   *otp.Store
+	Limiter *ratelimit.Limiter
+	Sender  otp.Sender
+	Logger  *zap.Logger
+	// Now is the clock; tests set it.
+	Now func() time.Time
+}
+
+// call is one request on its way through an op.
+type call struct {
+	req  *Request
+	now  time.Time
+	user store.User // the caller, for ops that need a token
+}
+
+// op is one entry of the dispatch table.
+type op struct {
+	needsToken bool
+	run        func(a *API, ctx context.Context, c *call) *Response
+}
+
+// ops is the dispatch table; every op is matched lower-cased.
+var ops = map[string]op{
+	"login":   {needsToken: false, run: (*API).login},
+	"loginui": {needsToken: false, run: (*API).loginUI},
+	"logout":  {needsToken: true, run: (*API).logout},
+}
+
+// minTokenLength: tokens this short are refused without a database look-up, as the
+// original did.
+const minTokenLength = 17
+
+// Handle runs the op req asks for and returns its answer.
+func (a *API) Handle(ctx context.Context, req *Request) *Response {
+	if req.Op == "" {
+		return noop()
+	}
+	o, known := ops[req.Op]
+	if !known && !req.Has("token") {
+		// An unknown op without a token is refused like any unauthenticated call, so the
+		// op table cannot be probed without credentials.
+		return rejection(req.Op, "AUTHFAIL", "")
+	}
+	c := &call{req: req, now: a.Now()}
+	if o.needsToken || !known {
+		user, resp := a.authenticate(ctx, req)
+		if resp != nil {
+			return resp
+		}
+		c.user = user
+	}
+	if !known {
+		return rejection(req.Op, "BADOP", "")
+	}
+	if err := a.Store.Ready(ctx); err != nil {
+		a.Logger.Error("database not ready", zap.String("op", req.Op), zap.Error(err))
+		return fail(req.Op, c.now, "DBERROR", "")
+	}
+	resp := o.run(a, ctx, c)
+	if o.needsToken && resp.Body["result"] == "OK" {
+		a.addAppConfig(resp.Body)
+	}
+	return resp
+}
+
+// authenticate finds the caller by token; a nil Response means it passed. logout
+// answers OK even without a valid token (the token may be gone already).
+func (a *API) authenticate(ctx context.Context, req *Request) (store.User, *Response) {
+	refuse := func() *Response {
+		if req.Op == "logout" {
+			return &Response{Body: map[string]any{"op": "logout", "result": "OK"}}
+		}
+		return rejection(req.Op, "AUTHFAIL", "")
+	}
+	token := req.Get("token")
+	if len(token) < minTokenLength {
+		return store.User{}, refuse()
+	}
+	if err := a.Store.Ready(ctx); err != nil {
+		a.Logger.Error("database not ready", zap.String("op", req.Op), zap.Error(err))
+		return store.User{}, fail(req.Op, a.Now(), "DBERROR", "")
+	}
+	user, err := a.Store.UserByToken(ctx, token)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.User{}, refuse()
+	case err != nil:
+		a.Logger.Error("token look-up failed", zap.String("op", req.Op), zap.Error(err))
+		return store.User{}, fail(req.Op, a.Now(), "DBERROR", "")
+	}
+	return user, nil
+}
+
+// addAppConfig adds the app-configuration block (PROTOCOL.md §2) to a successful answer.
+func (a *API) addAppConfig(body map[string]any) {
+	cfg := a.Config
+	body["share"] = cfg.Invite
+	body["invite"] = cfg.Invite.Text
+	body["urls"] = map[string]string{"upload": cfg.UploadURL, "download": cfg.DownloadURL}
+	body["fileurl"] = cfg.DownloadURL
+	body["downloadurl"] = cfg.DownloadURL
+	body["uploadurl"] = cfg.UploadURL
+}

@@ -1,0 +1,184 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/otp"
+	"github.com/caddy-messenger/messenger/phone"
+	"github.com/caddy-messenger/messenger/ratelimit"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// login requests a code (no otp field) or exchanges one for an access token.
+func (a *API) login(ctx context.Context, c *call) *Response {
+	req := c.req
+	appID := req.Get("appid")
+	if appID == "" {
+		return fail("login", c.now, "MISSINGAPPID", "")
+	}
+	if req.Has("aktoken") {
+		return fail("login", c.now, "BADAKTOKEN", "This app version is no longer supported; please update it.")
+	}
+	num, resp := a.loginPhone(c)
+	if resp != nil {
+		return resp
+	}
+	code := req.Get("otp")
+	if code == "" {
+		code = req.Get("code") // field name of older apps
+	}
+	if code == "" {
+		return a.sendCode(ctx, c, num, appID)
+	}
+	return a.verifyCode(ctx, c, num, appID, code)
+}
+
+// loginPhone normalises the phone field; numbers with a fixed review code may lie
+// outside any numbering plan.
+func (a *API) loginPhone(c *call) (phone.Number, *Response) {
+	raw := c.req.Get("phone")
+	num, err := phone.Parse(raw)
+	if err != nil {
+		lenient, lerr := phone.Lenient(raw)
+		if _, fixed := a.Codes.FixedCode(lenient.Digits); lerr != nil || !fixed {
+			return phone.Number{}, fail("login", c.now, "BADPHONE", "Invalid phone number")
+		}
+		num = lenient
+	}
+	return num, nil
+}
+
+// sendCode issues a code and delivers it, within the rate limits. The answer is the same
+// whether or not the number has an account.
+func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID string) *Response {
+	limits := a.Config.OTPLimits
+	wait, err := a.Limiter.Allow(ctx,
+		ratelimit.Check{Key: "otp:ip:" + ratelimit.ClientKey(c.req.ClientIP), Rules: limits.PerIP},
+		ratelimit.Check{Key: "otp:phone:" + num.Digits, Rules: limits.PerPhone},
+		ratelimit.Check{Key: "otp:global", Rules: limits.Global},
+	)
+	if err != nil {
+		// Fail closed: without the shared counters, codes could be sent without limit.
+		a.Logger.Error("otp rate limit unavailable", zap.Error(err))
+		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+	}
+	if wait > 0 {
+		return rateLimited("login", c.now, wait)
+	}
+	code, err := a.Codes.Issue(ctx, num.Digits)
+	var locked *otp.LockedError
+	switch {
+	case errors.As(err, &locked):
+		return rateLimited("login", c.now, locked.RetryAfter)
+	case err != nil:
+		a.Logger.Error("otp store unavailable", zap.Error(err))
+		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+	}
+	if err := a.Sender.SendOTP(ctx, otp.Delivery{Phone: num.Digits, Code: code, AppID: appID}); err != nil {
+		a.Logger.Error("otp delivery failed", zap.Error(err))
+		return fail("login", c.now, CodeTempFail, "Could not send the code. Please try again later.")
+	}
+	return ok("login", c.now)
+}
+
+// verifyCode checks the code, has mesibo create the user and its token, and stores both.
+// The code is used up before mesibo is called, so two parallel logins with one code can
+// never mint two tokens.
+func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, code string) *Response {
+	err := a.Codes.Verify(ctx, num.Digits, code)
+	var locked *otp.LockedError
+	switch {
+	case errors.As(err, &locked):
+		return rateLimited("login", c.now, locked.RetryAfter)
+	case errors.Is(err, otp.ErrBadCode):
+		return fail("login", c.now, "BADCODE", "Invalid OTP")
+	case err != nil:
+		a.Logger.Error("otp store unavailable", zap.Error(err))
+		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+	}
+
+	name := c.req.Get("name")
+	user, err := a.Mesibo.UserAdd(ctx, mesiboclient.UserAddRequest{
+		Address: num.Digits, Name: name, AppID: appID,
+		ExpiryMinutes: int(a.Config.TokenExpiry.Minutes()),
+	})
+	if resp := a.mesiboFailure("login", c, err); resp != nil {
+		return resp
+	}
+
+	saved, isNew, err := a.Store.SaveLogin(ctx, store.Login{
+		UID: user.UID, Phone: num.Digits, CC: num.CC, Name: name, Token: user.Token,
+		Expiry: c.now.Add(a.Config.TokenExpiry), IPv4: ipv4(c.req.ClientIP),
+		Device: int(c.req.Int("dt")), TS: c.now.Unix(),
+	})
+	if err != nil {
+		a.Logger.Error("saving login failed", zap.Error(err))
+		return fail("login", c.now, "DBERROR", "")
+	}
+	a.Logger.Info("user logged in", zap.Int64("uid", saved.UID), zap.Bool("new", isNew))
+
+	resp := ok("login", c.now)
+	resp.Body["token"] = user.Token
+	resp.Body["phone"] = saved.Phone
+	resp.Body["cc"] = itoa(int64(saved.CC))
+	resp.Body["name"] = saved.Name
+	resp.Body["status"] = saved.Status
+	resp.Body["photo"] = saved.Photo
+	resp.Body["google"] = a.Config.GoogleMapsKey
+	a.addAppConfig(resp.Body)
+	return resp
+}
+
+// mesiboFailure maps a mesibo error to the answer the apps know: a refusal to create the
+// user is BADUSER; a refused app token or an unreachable service is BADAPP.
+func (a *API) mesiboFailure(op string, c *call, err error) *Response {
+	if err == nil {
+		return nil
+	}
+	a.Logger.Error("mesibo call failed", zap.String("op", op), zap.Error(err))
+	var refused *mesiboclient.RefusedError
+	if errors.As(err, &refused) && !appTokenRefusal[refused.Code] {
+		return fail(op, c.now, "BADUSER", "")
+	}
+	return fail(op, c.now, "BADAPP", "")
+}
+
+// appTokenRefusal are mesibo refusal codes that blame the app token, not the request.
+var appTokenRefusal = map[string]bool{"AUTHFAIL": true, "BADAPPTOKEN": true, "BADTOKEN": true, "TOKENBREACH": true, "BADAPP": true}
+
+// logout deletes the caller's token and push token, and optionally revokes the token at mesibo.
+func (a *API) logout(ctx context.Context, c *call) *Response {
+	if err := a.Store.Logout(ctx, c.user.UID); err != nil {
+		a.Logger.Error("logout failed", zap.Error(err))
+		return fail("logout", c.now, "DBERROR", "")
+	}
+	if a.Config.RevokeOnLogout {
+		// Best effort: the token is already unusable here; mesibo's copy expires anyway.
+		if err := a.Mesibo.RemoveUserToken(ctx, c.user.Phone); err != nil {
+			a.Logger.Warn("revoking token at mesibo failed", zap.Int64("uid", c.user.UID), zap.Error(err))
+		}
+	}
+	return ok("logout", c.now)
+}
+
+// loginUI is a legacy op; nothing depends on its answer.
+func (a *API) loginUI(_ context.Context, c *call) *Response {
+	resp := ok("loginui", c.now)
+	resp.Body["ui"] = "0"
+	return resp
+}
+
+// ipv4 is the client address as the original's int column holds it; 0 for IPv6.
+func ipv4(ip string) uint32 {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || !addr.Unmap().Is4() {
+		return 0
+	}
+	b := addr.Unmap().As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}

@@ -1,0 +1,98 @@
+// Package testenv gives tests their own MariaDB database and Redis key space on the real
+// servers that scripts/test.sh starts, so test packages can run in parallel.
+package testenv
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
+)
+
+// ServerDSN is the DSN (without a database) of a user that may create and drop
+// databases named messenger_test_*: $MESSENGER_TEST_DSN, or the user scripts/test.sh makes.
+func ServerDSN() string {
+	if dsn := os.Getenv("MESSENGER_TEST_DSN"); dsn != "" {
+		return dsn
+	}
+	return "messenger_test:messenger_test@tcp(127.0.0.1:3306)/"
+}
+
+// RedisURL is the Redis the tests use: $MESSENGER_TEST_REDIS or the local default.
+func RedisURL() string {
+	if u := os.Getenv("MESSENGER_TEST_REDIS"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Database creates an empty database for the test, dropped when it ends, and returns
+// its DSN.
+func Database(t testing.TB) string {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(ServerDSN())
+	if err != nil {
+		t.Fatalf("testenv: MESSENGER_TEST_DSN: %v", err)
+	}
+	server, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { server.Close() })
+	name := "messenger_test_" + randomHex(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := server.ExecContext(ctx, "CREATE DATABASE "+name+" CHARACTER SET utf8mb4"); err != nil {
+		t.Fatalf("testenv: create database (did scripts/test.sh set up the test user?): %v", err)
+	}
+	t.Cleanup(func() { server.Exec("DROP DATABASE IF EXISTS " + name) })
+	cfg.DBName = name
+	return cfg.FormatDSN()
+}
+
+// Open opens dsn for direct checks on rows, closed when the test ends.
+func Open(t testing.TB, dsn string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Redis returns a client of the test Redis and a key prefix of the test's own; keys
+// under it are deleted when the test ends.
+func Redis(t testing.TB) (*redis.Client, string) {
+	t.Helper()
+	opts, err := redis.ParseURL(RedisURL())
+	if err != nil {
+		t.Fatalf("testenv: MESSENGER_TEST_REDIS: %v", err)
+	}
+	rdb := redis.NewClient(opts)
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Fatalf("testenv: redis at %s: %v", RedisURL(), err)
+	}
+	prefix := "test:" + randomHex(6) + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+		rdb.Close()
+	})
+	return rdb, prefix
+}

@@ -1,0 +1,76 @@
+// Package phone turns what people type as a phone number into the form the messenger
+// stores and uses as a messaging address: international digits without '+' (E.164).
+package phone
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"github.com/nyaruka/phonenumbers"
+)
+
+// ErrInvalid means the input is not a valid international phone number.
+var ErrInvalid = errors.New("not a valid phone number")
+
+// Number is a normalised phone number.
+type Number struct {
+	// Digits is the number in international form without '+', e.g. "919812345678".
+	Digits string
+	// CC is the country calling code, e.g. 91.
+	CC int
+}
+
+// Digits strips everything but digits from s, then leading zeros, so "+91 98123-45678",
+// "0091 9812345678" and "919812345678" all become "919812345678".
+func Digits(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		}
+	}
+	return strings.TrimLeft(b.String(), "0")
+}
+
+// Parse normalises s, which is read as an international number whatever its prefix
+// ('+', "00" or none, as the apps send it), and checks it against the numbering plan of
+// its country.
+func Parse(s string) (Number, error) {
+	digits := Digits(s)
+	if len(digits) < 7 || len(digits) > 15 {
+		return Number{}, ErrInvalid
+	}
+	num, err := phonenumbers.Parse("+"+digits, "")
+	if err != nil || !phonenumbers.IsValidNumber(num) {
+		return Number{}, ErrInvalid
+	}
+	return Number{
+		Digits: strings.TrimPrefix(phonenumbers.Format(num, phonenumbers.E164), "+"),
+		CC:     int(num.GetCountryCode()),
+	}, nil
+}
+
+// Lenient normalises s like Parse but accepts numbers outside any numbering plan (such as
+// fictional numbers reserved for app-store review); the country code is still derived
+// where the digits start with one.
+func Lenient(s string) (Number, error) {
+	if n, err := Parse(s); err == nil {
+		return n, nil
+	}
+	digits := Digits(s)
+	if len(digits) < 7 || len(digits) > 15 {
+		return Number{}, ErrInvalid
+	}
+	n := Number{Digits: digits}
+	if num, err := phonenumbers.Parse("+"+digits, ""); err == nil {
+		n.CC = int(num.GetCountryCode())
+	}
+	return n, nil
+}
+
+// Int is the number as stored in the bigint phone columns.
+func (n Number) Int() uint64 {
+	v, _ := strconv.ParseUint(n.Digits, 10, 64)
+	return v
+}

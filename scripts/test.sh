@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite (with the race detector) against a real MariaDB and Redis,
+# installing and starting them when missing. Tests make their own databases, named
+# messenger_test_*, as the user messenger_test, which this script creates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/services.sh
+
+need_go
+ensure_services
+as_root_sql "
+CREATE USER IF NOT EXISTS 'messenger_test'@'localhost' IDENTIFIED BY 'messenger_test';
+CREATE USER IF NOT EXISTS 'messenger_test'@'127.0.0.1' IDENTIFIED BY 'messenger_test';
+GRANT ALL PRIVILEGES ON \`messenger\\_test\\_%\`.* TO 'messenger_test'@'localhost';
+GRANT ALL PRIVILEGES ON \`messenger\\_test\\_%\`.* TO 'messenger_test'@'127.0.0.1';"
+# Databases left behind by an interrupted run.
+for db in $(mariadb -h127.0.0.1 -umessenger_test -pmessenger_test -N -e "SHOW DATABASES LIKE 'messenger\\_test\\_%'"); do
+	mariadb -h127.0.0.1 -umessenger_test -pmessenger_test -e "DROP DATABASE \`$db\`"
+done
+
+export MESSENGER_TEST_DSN="messenger_test:messenger_test@tcp(127.0.0.1:3306)/"
+export MESSENGER_TEST_REDIS="redis://127.0.0.1:6379/0"
+# The fuzz targets run their committed seed corpus as ordinary tests.
+go test -race -count=1 -timeout 20m "$@" ./...

@@ -1,0 +1,129 @@
+// Package store keeps users, tokens, contacts, groups and push tokens in MySQL or
+// MariaDB, in the tables of the original PHP backend. Every value is bound as a
+// parameter; no request text is ever formatted into SQL.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/golang-migrate/migrate/v4"
+	migratemysql "github.com/golang-migrate/migrate/v4/database/mysql"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+
+	"github.com/caddy-messenger/messenger/migrations"
+)
+
+// ErrNotFound means no row matched.
+var ErrNotFound = errors.New("not found")
+
+// Store is a pool of connections to one database, shared by every request.
+type Store struct {
+	db  *sql.DB
+	dsn *mysql.Config
+
+	migrateMu sync.Mutex
+	migrated  atomic.Bool
+}
+
+// Open prepares a pool for dsn (go-sql-driver/mysql form, e.g.
+// "user:pass@tcp(127.0.0.1:3306)/messenger"). It does not connect: the first query or
+// Ready does, so a configuration can be loaded while the database is down.
+func Open(dsn string) (*Store, error) {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: parse DSN: %w", err)
+	}
+	// Client-side interpolation saves a prepare round trip per query; the driver escapes
+	// every bound value for the connection's character set.
+	cfg.InterpolateParams = true
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	if cfg.Params == nil {
+		cfg.Params = map[string]string{}
+	}
+	if _, ok := cfg.Params["charset"]; !ok {
+		cfg.Params["charset"] = "utf8mb4"
+	}
+	// Token expiry times are written and compared in UTC whatever the server's zone.
+	cfg.Params["time_zone"] = "'+00:00'"
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	db.SetMaxOpenConns(32)
+	db.SetMaxIdleConns(32)
+	db.SetConnMaxLifetime(30 * time.Minute)
+	return &Store{db: db, dsn: cfg}, nil
+}
+
+// Close closes the pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB is the underlying pool, for tests and tools.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Ready brings the schema up to date once per pool. Every caller before the first
+// success tries again, so a database that was down at start is migrated when it comes back.
+func (s *Store) Ready(ctx context.Context) error {
+	if s.migrated.Load() {
+		return nil
+	}
+	s.migrateMu.Lock()
+	defer s.migrateMu.Unlock()
+	if s.migrated.Load() {
+		return nil
+	}
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	s.migrated.Store(true)
+	return nil
+}
+
+// migrate applies the embedded migrations under golang-migrate's GET_LOCK, so that
+// instances starting together apply each migration once.
+func (s *Store) migrate(ctx context.Context) error {
+	cfg := s.dsn.Clone()
+	cfg.MultiStatements = true // migration files hold several statements
+	cfg.InterpolateParams = false
+	connector, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	defer db.Close()
+	if err := db.PingContext(ctx); err != nil {
+		return fmt.Errorf("store: migrate: connect: %w", err)
+	}
+	driver, err := migratemysql.WithInstance(db, &migratemysql.Config{})
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	source, err := iofs.New(migrations.FS, ".")
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	m, err := migrate.NewWithInstance("iofs", source, "mysql", driver)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	return nil
+}

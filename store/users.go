@@ -1,0 +1,112 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// User is a row of `users`, as the API shows it.
+type User struct {
+	UID    int64
+	Phone  string
+	CC     int
+	Name   string
+	Status string
+	Photo  string
+	TS     int64
+}
+
+// Login is what a successful login stores.
+type Login struct {
+	UID   int64
+	Phone string // international digits
+	CC    int
+	Name  string // optional; kept only where the user has no name yet
+	Token string
+	// Expiry of the token; the tokens row carries it.
+	Expiry time.Time
+	// IPv4 address as the original's int column holds it; 0 for IPv6.
+	IPv4   uint32
+	Device int // device type
+	TS     int64
+}
+
+const userColumns = "u.uid, u.phone, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''), COALESCE(u.photo, ''), COALESCE(u.ts, 0)"
+
+func scanUser(row *sql.Row) (User, error) {
+	var u User
+	err := row.Scan(&u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return User{}, ErrNotFound
+	}
+	return u, err
+}
+
+// SaveLogin stores the user (created, or its uid/cc/ts refreshed) and replaces the user's
+// token, in one transaction. It reports whether the user is new.
+func (s *Store) SaveLogin(ctx context.Context, l Login) (u User, isNew bool, err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return User{}, false, fmt.Errorf("store: save login: %w", err)
+	}
+	defer tx.Rollback()
+
+	// The phone is unique: a number that mesibo gave a new uid keeps its row and profile.
+	res, err := tx.ExecContext(ctx, `INSERT INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))
+		ON DUPLICATE KEY UPDATE uid = VALUES(uid), cc = VALUES(cc), ts = VALUES(ts),
+		name = IF(name IS NULL OR name = '', VALUES(name), name)`,
+		l.UID, l.Phone, l.CC, l.TS, l.Name)
+	if err != nil {
+		return User{}, false, fmt.Errorf("store: save user: %w", err)
+	}
+	// MySQL counts 1 affected row for an insert, 2 for an update, 0 for no change.
+	if n, err := res.RowsAffected(); err == nil && n == 1 {
+		isNew = true
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO tokens (uid, token, expirytime, ipaddr, device) VALUES (?, ?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE token = VALUES(token), expirytime = VALUES(expirytime),
+		ipaddr = VALUES(ipaddr), device = VALUES(device)`,
+		l.UID, l.Token, l.Expiry.UTC(), l.IPv4, l.Device); err != nil {
+		return User{}, false, fmt.Errorf("store: save token: %w", err)
+	}
+	u, err = scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", l.UID))
+	if err != nil {
+		return User{}, false, fmt.Errorf("store: read user: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return User{}, false, fmt.Errorf("store: save login: %w", err)
+	}
+	return u, isNew, nil
+}
+
+// UserByToken finds the user an access token belongs to. Tokens written by the original
+// backend carry no expiry (a zero date) and stay valid, as they did there.
+func (s *Store) UserByToken(ctx context.Context, token string) (User, error) {
+	u, err := scanUser(s.db.QueryRowContext(ctx, "SELECT "+userColumns+` FROM tokens t JOIN users u ON u.uid = t.uid
+		WHERE t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`, token))
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return User{}, fmt.Errorf("store: user by token: %w", err)
+	}
+	return u, err
+}
+
+// Logout deletes the user's access token and push token.
+func (s *Store) Logout(ctx context.Context, uid int64) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: logout: %w", err)
+	}
+	defer tx.Rollback()
+	for _, q := range []string{"DELETE FROM tokens WHERE uid = ?", "DELETE FROM notifytokens WHERE uid = ?"} {
+		if _, err := tx.ExecContext(ctx, q, uid); err != nil {
+			return fmt.Errorf("store: logout: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: logout: %w", err)
+	}
+	return nil
+}
