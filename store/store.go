@@ -55,9 +55,7 @@ func Open(dsn string) (*Store, error) {
 	if cfg.Params == nil {
 		cfg.Params = map[string]string{}
 	}
-	if _, ok := cfg.Params["charset"]; !ok {
-		cfg.Params["charset"] = "utf8mb4"
-	}
+	// The driver talks utf8mb4 by default, so 4-byte emoji in names survive.
 	// Token expiry times are written and compared in UTC whatever the server's zone.
 	cfg.Params["time_zone"] = "'+00:00'"
 	connector, err := mysql.NewConnector(cfg)

@@ -1,0 +1,167 @@
+package caddymodule_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/caddy-messenger/messenger/caddymodule"
+)
+
+func adapt(t *testing.T, src string) ([]byte, error) {
+	t.Helper()
+	adapter := caddyconfig.GetAdapter("caddyfile")
+	out, _, err := adapter.Adapt([]byte(src), nil)
+	return out, err
+}
+
+func TestUnmarshalCaddyfile(t *testing.T) {
+	d := caddyfile.NewTestDispenser(`messenger {
+		database "u:p@tcp(db:3306)/m"
+		redis redis://r:6379/1
+		redis_key_prefix chat:
+		mesibo {
+			endpoint https://mesibo.example/backend/
+			app_token {env.MESIBO_APP_TOKEN}
+			timeout 3s
+		}
+		otp {
+			secret {env.OTP_SECRET}
+			ttl 4m
+			max_checks 3
+			max_failures 50
+			failure_window 12h
+			test_number +15550100999 424242
+			sender log
+		}
+		rate_limit otp_phone 1 30s
+		rate_limit otp_phone 4 1h
+		rate_limit otp_ip 10 1h
+		rate_limit otp_global 500 1m
+		max_body_size 2MB
+		download_url https://chat.example/files/
+		upload_url https://chat.example/api.php
+		invite {
+			text "Join"
+			subject "Sub"
+			title "Title"
+		}
+		google_maps_key key
+		token_expiry 720h
+		revoke_on_logout
+	}`)
+	var h caddymodule.Handler
+	if err := h.UnmarshalCaddyfile(d); err != nil {
+		t.Fatal(err)
+	}
+	if h.Database != "u:p@tcp(db:3306)/m" || h.Redis != "redis://r:6379/1" || h.RedisKeyPrefix != "chat:" {
+		t.Errorf("connections: %+v", h)
+	}
+	if h.Mesibo.Endpoint != "https://mesibo.example/backend/" || h.Mesibo.AppToken != "{env.MESIBO_APP_TOKEN}" || time.Duration(h.Mesibo.Timeout) != 3*time.Second {
+		t.Errorf("mesibo: %+v", h.Mesibo)
+	}
+	o := h.OTP
+	if o.Secret != "{env.OTP_SECRET}" || time.Duration(o.TTL) != 4*time.Minute || o.MaxChecks != 3 || o.MaxFailures != 50 ||
+		time.Duration(o.FailureWindow) != 12*time.Hour || o.TestNumbers["+15550100999"] != "424242" || !strings.Contains(string(o.SenderRaw), `"sender":"log"`) {
+		t.Errorf("otp: %+v %s", o, o.SenderRaw)
+	}
+	rl := h.RateLimits
+	if len(rl.OTPPerPhone) != 2 || rl.OTPPerPhone[1].Events != 4 || time.Duration(rl.OTPPerPhone[1].Window) != time.Hour ||
+		len(rl.OTPPerIP) != 1 || len(rl.OTPGlobal) != 1 || rl.OTPGlobal[0].Events != 500 {
+		t.Errorf("rate limits: %+v", rl)
+	}
+	if h.MaxBodySize != 2_000_000 || h.DownloadURL != "https://chat.example/files/" || h.UploadURL != "https://chat.example/api.php" ||
+		h.Invite.Text != "Join" || h.Invite.Subject != "Sub" || h.Invite.Title != "Title" || h.GoogleMapsKey != "key" ||
+		time.Duration(h.TokenExpiry) != 720*time.Hour || !h.RevokeOnLogout {
+		t.Errorf("rest: %+v", h)
+	}
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	for name, src := range map[string]string{
+		"unknown":           "messenger {\n bogus 1\n}",
+		"unknown in otp":    "messenger {\n otp {\n bogus\n }\n}",
+		"unknown in mesibo": "messenger {\n mesibo {\n bogus x\n }\n}",
+		"unknown sender":    "messenger {\n otp {\n sender carrier_pigeon\n }\n}",
+		"webhook no url":    "messenger {\n otp {\n sender webhook\n }\n}",
+		"webhook unknown":   "messenger {\n otp {\n sender webhook https://x {\n bogus\n }\n }\n}",
+		"bad scope":         "messenger {\n rate_limit otp_moon 1 1s\n}",
+		"bad events":        "messenger {\n rate_limit otp_ip zero 1s\n}",
+		"bad window":        "messenger {\n rate_limit otp_ip 1 soon\n}",
+		"missing arg":       "messenger {\n database\n}",
+		"extra arg":         "messenger {\n redis a b\n}",
+		"bad size":          "messenger {\n max_body_size lots\n}",
+		"argument":          "messenger foo",
+	} {
+		var h caddymodule.Handler
+		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
+			t.Errorf("%s: accepted %q", name, src)
+		}
+	}
+}
+
+// TestExampleCaddyfile: the shipped example adapts, and it validates (which provisions
+// the module) with no database or Redis listening.
+func TestExampleCaddyfile(t *testing.T) {
+	src, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MESSENGER_DSN", "nobody:nothing@tcp(127.0.0.1:1)/none")
+	t.Setenv("MESSENGER_REDIS", "redis://127.0.0.1:1/0")
+	t.Setenv("MESIBO_APP_TOKEN", "token")
+	out, err := adapt(t, string(src))
+	if err != nil {
+		t.Fatalf("adapt: %v", err)
+	}
+	for _, want := range []string{`"handler":"messenger"`, `"sender":"log"`, `"handler":"file_server"`, `"app_token":"{env.MESIBO_APP_TOKEN}"`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, out)
+		}
+	}
+	// The messenger handler must come before file_server in the route.
+	if strings.Index(string(out), `"handler":"messenger"`) > strings.Index(string(out), `"handler":"file_server"`) {
+		t.Error("messenger is ordered after file_server")
+	}
+
+	var cfg caddy.Config
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Admin = &caddy.AdminConfig{Disabled: true}
+	start := time.Now()
+	if err := caddy.Validate(&cfg); err != nil {
+		t.Fatalf("validate without a database: %v", err)
+	}
+	if took := time.Since(start); took > 20*time.Second {
+		t.Errorf("validate took %s", took)
+	}
+}
+
+func TestValidateRefusesIncompleteConfig(t *testing.T) {
+	for name, block := range map[string]string{
+		"no database": "redis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}",
+		"no token":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
+		"no sender":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
+		"long ttl":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
+		"bad test":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
+	} {
+		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
+		if err != nil {
+			t.Fatalf("%s: adapt: %v", name, err)
+		}
+		var cfg caddy.Config
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := caddy.Validate(&cfg); err == nil {
+			t.Errorf("%s: validated", name)
+		}
+	}
+}

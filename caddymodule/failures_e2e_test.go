@@ -1,0 +1,208 @@
+package caddymodule_test
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-messenger/messenger/mesiboclient/mesibotest"
+)
+
+// TestBadInputChangesNothing: each bad request gets its code, no code is sent, no row
+// is written.
+func TestBadInputChangesNothing(t *testing.T) {
+	e := startEnv(t, options{})
+	for _, tc := range []struct {
+		name   string
+		fields map[string]any
+		code   string
+	}{
+		{"no appid", map[string]any{"op": "login", "phone": "+919812345678"}, "MISSINGAPPID"},
+		{"no phone", map[string]any{"op": "login", "appid": "a"}, "BADPHONE"},
+		{"short phone", map[string]any{"op": "login", "appid": "a", "phone": "12345"}, "BADPHONE"},
+		{"not a number", map[string]any{"op": "login", "appid": "a", "phone": "+1 000 000 0000"}, "BADPHONE"},
+		{"injection", map[string]any{"op": "login", "appid": "a", "phone": "1) OR 1=1 --"}, "BADPHONE"},
+		{"accountkit", map[string]any{"op": "login", "appid": "a", "phone": "+919812345678", "aktoken": "x"}, "BADAKTOKEN"},
+		{"wrong code", map[string]any{"op": "login", "appid": "a", "phone": "+919812345678", "otp": "000000"}, "BADCODE"},
+	} {
+		for _, enc := range encodings {
+			a := e.call(enc, tc.fields)
+			expectFail(t, a, tc.code)
+			if a.str("op") != "login" {
+				t.Errorf("%s/%s: op not echoed: %s", tc.name, enc, a.raw)
+			}
+		}
+	}
+	if e.hook.count() != 0 || len(e.mesibo.Calls()) != 0 {
+		t.Fatalf("bad input reached the outside: %d codes sent, %d mesibo calls", e.hook.count(), len(e.mesibo.Calls()))
+	}
+	if n := e.count("SELECT (SELECT COUNT(*) FROM users) + (SELECT COUNT(*) FROM tokens)"); n != 0 {
+		t.Fatalf("bad input wrote %d rows", n)
+	}
+	// An invalid code says so in a way the apps show.
+	a := e.call(form, map[string]any{"op": "login", "appid": "a", "phone": "+919812345678", "otp": "1"})
+	if a.str("errmsg") != "Invalid OTP" {
+		t.Fatalf("BADCODE errmsg: %s", a.raw)
+	}
+}
+
+func TestMalformedBodies(t *testing.T) {
+	e := startEnv(t, options{})
+	post := func(contentType, body string) answer {
+		req, _ := http.NewRequest(http.MethodPost, apiURL+"?op=login", strings.NewReader(body))
+		req.Header.Set("Content-Type", contentType)
+		return e.do(req)
+	}
+	expectFail(t, post("application/json", `{"op": "login", `), "BADREQUEST")
+	expectFail(t, post("application/json", `["op"]`), "BADREQUEST")
+	expectFail(t, post("multipart/form-data; boundary=xyz", "--xyz\r\nbroken"), "BADREQUEST")
+	a := post("application/x-www-form-urlencoded", "op=login&phone="+strings.Repeat("9", 70<<10))
+	expectFail(t, a, "TOOLARGE")
+	if a.str("op") != "login" {
+		t.Fatalf("op from the query not echoed: %s", a.raw)
+	}
+	if e.hook.count() != 0 {
+		t.Fatal("a malformed request sent a code")
+	}
+}
+
+func TestOpIsCaseInsensitiveAndBodyWinsOverQuery(t *testing.T) {
+	e := startEnv(t, options{})
+	req, _ := http.NewRequest(http.MethodPost, apiURL+"?op=logout&phone=1", strings.NewReader(`{"op":"LOGIN","phone":"+91 98123 45678","appid":"x"}`))
+	req.Header.Set("Content-Type", "application/json")
+	expectOK(t, e.do(req), "login")
+	if e.hook.lastCode("919812345678") == "" {
+		t.Fatal("no code")
+	}
+	a := e.call(form, map[string]any{"op": "LoginUI"})
+	expectOK(t, a, "loginui")
+	if a.str("ui") != "0" {
+		t.Fatalf("loginui: %s", a.raw)
+	}
+}
+
+func TestMesiboFailuresStoreNothing(t *testing.T) {
+	e := startEnv(t, options{extra: "rate_limit otp_phone 100 1m"})
+	for _, tc := range []struct {
+		name    string
+		failure mesibotest.Failure
+		code    string
+	}{
+		{"refused", mesibotest.Failure{Refuse: "BADADDR"}, "BADUSER"},
+		{"app token refused", mesibotest.Failure{Refuse: "AUTHFAIL"}, "BADAPP"},
+		{"500", mesibotest.Failure{Status: 500}, "BADAPP"},
+		{"garbage", mesibotest.Failure{Garbage: true}, "BADAPP"},
+		{"timeout", mesibotest.Failure{Delay: 3 * time.Second}, "BADAPP"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.mesibo.FailAll("useradd", tc.failure)
+			defer e.mesibo.Reset()
+			expectOK(t, e.call(form, map[string]any{"op": "login", "phone": reviewPhone, "appid": "a"}), "login")
+			start := time.Now()
+			a := e.call(form, map[string]any{"op": "login", "phone": reviewPhone, "appid": "a", "otp": reviewCode})
+			expectFail(t, a, tc.code)
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("the failure took %s; mesibo calls must be bounded", took)
+			}
+			if n := e.count("SELECT (SELECT COUNT(*) FROM users) + (SELECT COUNT(*) FROM tokens)"); n != 0 {
+				t.Fatalf("%d rows stored after a mesibo failure", n)
+			}
+			if strings.Contains(a.raw, appToken) {
+				t.Fatal("the app token leaked into an answer")
+			}
+		})
+	}
+	// A refusal is not retried; a transport failure is (useradd is idempotent).
+	e.mesibo.Reset()
+	before := len(e.mesibo.CallsOf("useradd"))
+	e.mesibo.FailNext("useradd", 1, mesibotest.Failure{Status: 502})
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": reviewPhone, "appid": "a"}), "login")
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": reviewPhone, "appid": "a", "otp": reviewCode}), "login")
+	if got := len(e.mesibo.CallsOf("useradd")) - before; got != 2 {
+		t.Fatalf("useradd calls %d, want 2 (one failed, one retried)", got)
+	}
+}
+
+// TestReviewNumber: a configured test number gets its fixed code, even though it is not
+// a valid number anywhere, and logs in like any other.
+func TestReviewNumber(t *testing.T) {
+	e := startEnv(t, options{})
+	expectOK(t, e.call(jsonBody, map[string]any{"op": "login", "phone": "+1 555 0100 999", "appid": "a"}), "login")
+	if code := e.hook.lastCode(reviewPhone); code != reviewCode {
+		t.Fatalf("review number got code %q", code)
+	}
+	a := e.call(jsonBody, map[string]any{"op": "login", "phone": reviewPhone, "appid": "a", "otp": reviewCode})
+	expectOK(t, a, "login")
+	if a.str("phone") != reviewPhone || a.str("cc") != "1" {
+		t.Fatalf("review login: %s", a.raw)
+	}
+}
+
+func TestOTPRateLimits(t *testing.T) {
+	e := startEnv(t, options{extra: "rate_limit otp_phone 1 2s\n\t\trate_limit otp_ip 3 1h"})
+	phoneA, phoneB := "+919812345670", "+919812345671"
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": phoneA, "appid": "a"}), "login")
+	a := e.call(form, map[string]any{"op": "login", "phone": phoneA, "appid": "a"})
+	expectFail(t, a, "RATELIMIT")
+	retry, err := strconv.Atoi(a.resp.Header.Get("Retry-After"))
+	if err != nil || retry < 1 || retry > 2 {
+		t.Fatalf("Retry-After %q", a.resp.Header.Get("Retry-After"))
+	}
+	if !strings.Contains(a.str("errmsg"), "try again in") {
+		t.Fatalf("errmsg %q does not say when to retry", a.str("errmsg"))
+	}
+	if e.hook.count() != 1 {
+		t.Fatalf("a limited request sent a code")
+	}
+	// The window passes; the phone may ask again. That is the IP's second send.
+	time.Sleep(time.Duration(retry) * time.Second)
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": phoneA, "appid": "a"}), "login")
+	// The refused request above cost the IP nothing: one more send fits, then the IP is done.
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": phoneB, "appid": "a"}), "login")
+	expectFail(t, e.call(form, map[string]any{"op": "login", "phone": "+919812345672", "appid": "a"}), "RATELIMIT")
+	if e.hook.count() != 3 {
+		t.Fatalf("deliveries %d, want 3", e.hook.count())
+	}
+}
+
+// TestTwoInstancesShareLimits: two messenger handlers (two sites, as two servers would
+// be) on one Redis see the same counts, and a code issued by one verifies on the other.
+func TestTwoInstancesShareLimits(t *testing.T) {
+	e := startEnv(t, options{extra: "rate_limit otp_phone 1 1h", second: true})
+	fields := map[string]any{"op": "login", "phone": "+919812345673", "appid": "a"}
+	expectOK(t, e.call(form, fields), "login")
+	expectFail(t, e.callURL(secondURL, form, fields), "RATELIMIT")
+	fields["otp"] = e.hook.lastCode("919812345673")
+	expectOK(t, e.callURL(secondURL, form, fields), "login")
+	// Used up on the second: gone on the first too.
+	expectFail(t, e.call(form, fields), "BADCODE")
+}
+
+// TestRedisDownFailsClosed: without Redis no code is sent and the answer says to retry.
+func TestRedisDownFailsClosed(t *testing.T) {
+	e := startEnv(t, options{redisURL: "redis://127.0.0.1:1/0"})
+	start := time.Now()
+	a := e.call(form, map[string]any{"op": "login", "phone": "+919812345674", "appid": "a"})
+	expectFail(t, a, "TEMPFAIL")
+	if a.str("errmsg") == "" {
+		t.Fatal("TEMPFAIL without errmsg")
+	}
+	expectFail(t, e.call(form, map[string]any{"op": "login", "phone": "+919812345674", "appid": "a", "otp": "123456"}), "TEMPFAIL")
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("failing closed took %s", took)
+	}
+	if e.hook.count() != 0 {
+		t.Fatal("a code was sent without rate limiting")
+	}
+}
+
+// TestCodeDeliveryFailure: a webhook that keeps failing gives TEMPFAIL.
+func TestCodeDeliveryFailure(t *testing.T) {
+	e := startEnv(t, options{})
+	e.hook.mu.Lock()
+	e.hook.failing = true
+	e.hook.mu.Unlock()
+	expectFail(t, e.call(form, map[string]any{"op": "login", "phone": "+919812345675", "appid": "a"}), "TEMPFAIL")
+}

@@ -1,0 +1,334 @@
+package caddymodule_test
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	_ "github.com/caddy-messenger/messenger"
+	"github.com/caddy-messenger/messenger/internal/testenv"
+	"github.com/caddy-messenger/messenger/mesiboclient/mesibotest"
+	"github.com/caddy-messenger/messenger/otp"
+	"github.com/caddy-messenger/messenger/otpsender"
+)
+
+const (
+	appToken    = "app-token-e2e-0123456789abcdef"
+	hookSecret  = "hook-secret"
+	apiURL      = "http://localhost:9080/api.php"
+	reviewPhone = "15550100999"
+	reviewCode  = "424242"
+)
+
+// hook plays the SMS gateway behind the webhook sender: it records every code it is
+// asked to deliver, after checking the signature.
+type hook struct {
+	*httptest.Server
+	mu         sync.Mutex
+	deliveries []otp.Delivery
+	failing    bool
+	t          testing.TB
+}
+
+func newHook(t testing.TB) *hook {
+	h := &hook{t: t}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mac := hmac.New(sha256.New, []byte(hookSecret))
+		mac.Write(body)
+		if got, want := r.Header.Get(otpsender.SignatureHeader), "sha256="+hex.EncodeToString(mac.Sum(nil)); got != want {
+			t.Errorf("webhook signature %q, want %q", got, want)
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.failing {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		var d otp.Delivery
+		if err := json.Unmarshal(body, &d); err != nil {
+			t.Errorf("webhook body %q: %v", body, err)
+		}
+		h.deliveries = append(h.deliveries, d)
+	}))
+	t.Cleanup(h.Close)
+	return h
+}
+
+// lastCode is the code most recently delivered to phone.
+func (h *hook) lastCode(phone string) string {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := len(h.deliveries) - 1; i >= 0; i-- {
+		if h.deliveries[i].Phone == phone {
+			return h.deliveries[i].Code
+		}
+	}
+	h.t.Fatalf("no code was delivered to %s", phone)
+	return ""
+}
+
+func (h *hook) count() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.deliveries)
+}
+
+// env is one running Caddy with the messenger module, its fakes and its database.
+type env struct {
+	t      *testing.T
+	tester *caddytest.Tester
+	mesibo *mesibotest.Server
+	hook   *hook
+	db     *sql.DB
+	dsn    string
+	prefix string
+}
+
+// options change the Caddyfile of an env.
+type options struct {
+	extra    string // more subdirectives inside messenger { }
+	redisURL string
+	otp      string // more subdirectives inside otp { }
+	second   bool   // add a second site on :9081 with its own handler on the same Redis
+}
+
+const globalOptions = `{
+	skip_install_trust
+	admin localhost:2999
+	http_port 9080
+	https_port 9443
+	grace_period 1ns
+	log {
+		level ERROR
+	}
+}
+`
+
+// siteTemplate is one site serving the API; %[1]s is its address, %[2]s the messenger block.
+const siteTemplate = `%[1]s {
+	@api path / /api.php
+	messenger @api {
+%[2]s
+	}
+	@other not path / /api.php
+	respond @other "not the api" 404
+}
+`
+
+const messengerTemplate = `		database "%s"
+		redis %s
+		redis_key_prefix %s
+		mesibo {
+			endpoint %s
+			app_token {env.E2E_MESIBO_APP_TOKEN}
+			timeout 1s
+		}
+		otp {
+			secret {env.E2E_OTP_SECRET}
+			sender webhook %s {
+				secret %s
+				timeout 2s
+				retries 1
+			}
+			test_number "+1 555 0100 999" %s
+			%s
+		}
+		download_url http://localhost:9080/files/
+		upload_url http://localhost:9080/api.php
+		invite {
+			text "Join me"
+			subject "Messenger"
+			title "Invite via"
+		}
+		google_maps_key maps-key
+		max_body_size 64KB
+		%s`
+
+// secondURL is the API of the second instance that options.second adds.
+const secondURL = "http://localhost:9081/api.php"
+
+func startEnv(t *testing.T, o options) *env {
+	t.Setenv("E2E_MESIBO_APP_TOKEN", appToken)
+	t.Setenv("E2E_OTP_SECRET", "otp-secret")
+	e := &env{t: t, mesibo: mesibotest.NewServer(t, appToken), hook: newHook(t), dsn: testenv.Database(t)}
+	e.db = testenv.Open(t, e.dsn)
+	_, e.prefix = testenv.Redis(t)
+	redisURL := o.redisURL
+	if redisURL == "" {
+		redisURL = testenv.RedisURL()
+	}
+	block := fmt.Sprintf(messengerTemplate, e.dsn, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp, o.extra)
+	config := globalOptions + fmt.Sprintf(siteTemplate, "http://localhost:9080", block)
+	if o.second {
+		// Another database, the same Redis: as a second server of one deployment
+		// would be if it had its own database replica.
+		config += fmt.Sprintf(siteTemplate, "http://localhost:9081", strings.Replace(block, e.dsn, testenv.Database(t), 1))
+	}
+	e.tester = caddytest.NewTester(t)
+	e.tester.InitServer(config, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+	return e
+}
+
+// answer is a decoded API answer with its HTTP response.
+type answer struct {
+	body map[string]any
+	resp *http.Response
+	raw  string
+}
+
+func (a answer) str(key string) string {
+	v, ok := a.body[key]
+	if !ok {
+		return ""
+	}
+	if s, ok := v.(string); ok {
+		return s
+	}
+	return fmt.Sprint(v)
+}
+
+// encoding is one of the four ways PROTOCOL.md §1 lets fields arrive.
+type encoding string
+
+const (
+	query      encoding = "query"
+	form       encoding = "form"
+	multipart_ encoding = "multipart"
+	jsonBody   encoding = "json"
+)
+
+var encodings = []encoding{query, form, multipart_, jsonBody}
+
+// call sends fields to the API in the given encoding. Values may be strings, numbers
+// or []string (a JSON array in the JSON encoding, a comma list elsewhere).
+func (e *env) call(enc encoding, fields map[string]any) answer {
+	e.t.Helper()
+	return e.callURL(apiURL, enc, fields)
+}
+
+// callURL is call against another URL.
+func (e *env) callURL(apiURL string, enc encoding, fields map[string]any) answer {
+	e.t.Helper()
+	var req *http.Request
+	var err error
+	flat := url.Values{}
+	for k, v := range fields {
+		switch v := v.(type) {
+		case []string:
+			flat.Set(k, strings.Join(v, ","))
+		default:
+			flat.Set(k, fmt.Sprint(v))
+		}
+	}
+	switch enc {
+	case query:
+		req, err = http.NewRequest(http.MethodGet, apiURL+"?"+flat.Encode(), nil)
+	case form:
+		req, err = http.NewRequest(http.MethodPost, apiURL, strings.NewReader(flat.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	case multipart_:
+		var buf bytes.Buffer
+		mw := multipart.NewWriter(&buf)
+		for k := range flat {
+			mw.WriteField(k, flat.Get(k))
+		}
+		mw.Close()
+		req, err = http.NewRequest(http.MethodPost, apiURL, &buf)
+		req.Header.Set("Content-Type", mw.FormDataContentType())
+	case jsonBody:
+		body, _ := json.Marshal(fields)
+		req, err = http.NewRequest(http.MethodPost, apiURL, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.do(req)
+}
+
+func (e *env) do(req *http.Request) answer {
+	e.t.Helper()
+	resp, err := e.tester.Client.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := answer{resp: resp, raw: string(raw)}
+	if resp.StatusCode != http.StatusOK {
+		e.t.Fatalf("%s %s: HTTP %d %s", req.Method, req.URL, resp.StatusCode, raw)
+	}
+	if err := json.Unmarshal(raw, &a.body); err != nil {
+		e.t.Fatalf("answer is not a JSON object: %q", raw)
+	}
+	return a
+}
+
+// expectOK fails the test unless a is an OK answer for op with a numeric ts.
+func expectOK(t *testing.T, a answer, op string) {
+	t.Helper()
+	if a.str("result") != "OK" || a.str("op") != op {
+		t.Fatalf("want OK for %s, got %s", op, a.raw)
+	}
+	if _, ok := a.body["ts"].(float64); !ok {
+		t.Fatalf("ts is not a number: %s", a.raw)
+	}
+}
+
+// expectFail fails the test unless a is a FAIL answer with code.
+func expectFail(t *testing.T, a answer, code string) {
+	t.Helper()
+	if a.str("result") != "FAIL" || a.str("error") != code {
+		t.Fatalf("want FAIL %s, got %s", code, a.raw)
+	}
+}
+
+// login runs both steps of phone login and returns the token.
+func (e *env) login(enc encoding, phone, digits string) string {
+	e.t.Helper()
+	expectOK(e.t, e.call(enc, map[string]any{"op": "login", "phone": phone, "appid": "com.example.app"}), "login")
+	code := e.hook.lastCode(digits)
+	a := e.call(enc, map[string]any{"op": "login", "phone": phone, "appid": "com.example.app", "otp": code})
+	expectOK(e.t, a, "login")
+	return a.str("token")
+}
+
+func (e *env) count(query string, args ...any) int {
+	e.t.Helper()
+	var n int
+	if err := e.db.QueryRow(query, args...).Scan(&n); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

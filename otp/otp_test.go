@@ -1,0 +1,518 @@
+package otp
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-messenger/messenger/internal/testenv"
+)
+
+const testPhone = "919812345678"
+
+func newTestStore(t *testing.T, mutate func(*Config)) (*Store, *redis.Client, string) {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	cfg := Config{
+		Secret:        []byte("test-secret-A"),
+		TTL:           time.Minute,
+		MaxChecks:     5,
+		MaxFailures:   1000,
+		FailureWindow: time.Minute,
+		KeyPrefix:     prefix,
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	return NewStore(rdb, cfg), rdb, prefix
+}
+
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustIssue(t *testing.T, s *Store, phone string) string {
+	t.Helper()
+	code, err := s.Issue(ctxT(t), phone)
+	if err != nil {
+		t.Fatalf("Issue(%s): %v", phone, err)
+	}
+	return code
+}
+
+// wrongCode returns a 6-digit code different from code.
+func wrongCode(code string) string {
+	n, _ := strconv.Atoi(code)
+	return pad6((n + 1) % 1_000_000)
+}
+
+func pad6(n int) string {
+	s := strconv.Itoa(n)
+	return strings.Repeat("0", 6-len(s)) + s
+}
+
+// keysUnder lists every Redis key starting with prefix.
+func keysUnder(t *testing.T, rdb *redis.Client, prefix string) []string {
+	t.Helper()
+	ctx := ctxT(t)
+	var keys []string
+	iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		t.Fatalf("scan: %v", err)
+	}
+	return keys
+}
+
+func hashField(t *testing.T, rdb *redis.Client, key, field string) (string, bool) {
+	t.Helper()
+	v, err := rdb.HGet(ctxT(t), key, field).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", false
+	}
+	if err != nil {
+		t.Fatalf("HGET %s %s: %v", key, field, err)
+	}
+	return v, true
+}
+
+func failCount(t *testing.T, rdb *redis.Client, s *Store, phone string) int {
+	t.Helper()
+	_, failKey := s.keys(phone)
+	v, err := rdb.Get(ctxT(t), failKey).Int()
+	if errors.Is(err, redis.Nil) {
+		return 0
+	}
+	if err != nil {
+		t.Fatalf("GET %s: %v", failKey, err)
+	}
+	return v
+}
+
+var sixDigits = regexp.MustCompile(`^[0-9]{6}$`)
+
+func TestIssueVerifySingleUseAndNoPlainCode(t *testing.T) {
+	s, rdb, prefix := newTestStore(t, nil)
+	ctx := ctxT(t)
+
+	code := mustIssue(t, s, testPhone)
+	if !sixDigits.MatchString(code) {
+		t.Fatalf("code %q is not 6 digits", code)
+	}
+
+	// Nothing under the prefix may reveal the code: not a key name, not a value, not a hash field.
+	keys := keysUnder(t, rdb, prefix)
+	if len(keys) == 0 {
+		t.Fatal("Issue stored no key under the prefix")
+	}
+	for _, k := range keys {
+		if strings.Contains(k, code) {
+			t.Errorf("key name %q contains the code %s", k, code)
+		}
+		typ, err := rdb.Type(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var values []string
+		switch typ {
+		case "hash":
+			m, err := rdb.HGetAll(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for f, v := range m {
+				values = append(values, f, v)
+			}
+		case "string":
+			v, err := rdb.Get(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			values = append(values, v)
+		default:
+			t.Errorf("unexpected key type %s for %s", typ, k)
+		}
+		for _, v := range values {
+			if strings.Contains(v, code) {
+				t.Errorf("key %s holds the plain code %s in %q", k, code, v)
+			}
+		}
+	}
+	codeKey, _ := s.keys(testPhone)
+	if _, ok := hashField(t, rdb, codeKey, "mac"); !ok {
+		t.Fatalf("code key %s has no mac field", codeKey)
+	}
+	pttl, err := rdb.PTTL(ctx, codeKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pttl <= 0 || pttl > time.Minute {
+		t.Errorf("code key TTL = %v, want in (0, 1m]", pttl)
+	}
+
+	if err := s.Verify(ctx, testPhone, code); err != nil {
+		t.Fatalf("first Verify with the right code: %v", err)
+	}
+	if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("second Verify with the same code = %v, want ErrBadCode (single use)", err)
+	}
+	if n, err := rdb.Exists(ctx, codeKey).Result(); err != nil || n != 0 {
+		t.Errorf("code key still exists after use (exists=%d, err=%v)", n, err)
+	}
+}
+
+func TestVerifyOtherPhoneFails(t *testing.T) {
+	s, _, _ := newTestStore(t, nil)
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	if err := s.Verify(ctx, "919800000000", code); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("Verify of the code for another phone = %v, want ErrBadCode", err)
+	}
+	if err := s.Verify(ctx, testPhone, code); err != nil {
+		t.Fatalf("Verify for the right phone: %v", err)
+	}
+}
+
+func TestCodeExpires(t *testing.T) {
+	s, _, _ := newTestStore(t, func(c *Config) { c.TTL = time.Second })
+	code := mustIssue(t, s, testPhone)
+	time.Sleep(1200 * time.Millisecond)
+	if err := s.Verify(ctxT(t), testPhone, code); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("Verify after TTL = %v, want ErrBadCode", err)
+	}
+}
+
+func TestResendReplacesCode(t *testing.T) {
+	s, rdb, _ := newTestStore(t, nil)
+	ctx := ctxT(t)
+	first := mustIssue(t, s, testPhone)
+	// One wrong check on the first code: the resend must reset the check count too.
+	if err := s.Verify(ctx, testPhone, wrongCode(first)); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("wrong code = %v, want ErrBadCode", err)
+	}
+	var second string
+	for i := 0; ; i++ {
+		second = mustIssue(t, s, testPhone)
+		if second != first {
+			break
+		}
+		if i > 5 {
+			t.Fatal("Issue keeps returning the same code")
+		}
+	}
+	codeKey, _ := s.keys(testPhone)
+	if checks, _ := hashField(t, rdb, codeKey, "checks"); checks != "0" {
+		t.Errorf("checks after resend = %q, want 0", checks)
+	}
+	if err := s.Verify(ctx, testPhone, first); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("Verify with the replaced code = %v, want ErrBadCode", err)
+	}
+	if err := s.Verify(ctx, testPhone, second); err != nil {
+		t.Fatalf("Verify with the new code: %v", err)
+	}
+}
+
+func TestMaxChecks(t *testing.T) {
+	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 10 })
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	for i := 0; i < 5; i++ {
+		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("wrong guess %d = %v, want ErrBadCode", i+1, err)
+		}
+	}
+	if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("right code after 5 wrong checks = %v, want ErrBadCode", err)
+	}
+	if got := failCount(t, rdb, s, testPhone); got != 6 {
+		t.Errorf("failure count = %d, want 6", got)
+	}
+}
+
+func TestFourWrongThenRightStillWorks(t *testing.T) {
+	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 10 })
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	for i := 0; i < 4; i++ {
+		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("wrong guess %d = %v, want ErrBadCode", i+1, err)
+		}
+	}
+	if err := s.Verify(ctx, testPhone, code); err != nil {
+		t.Fatalf("right code as 5th check: %v", err)
+	}
+	if got := failCount(t, rdb, s, testPhone); got != 0 {
+		t.Errorf("failure count after success = %d, want 0", got)
+	}
+}
+
+func TestParallelWrongGuesses(t *testing.T) {
+	s, rdb, _ := newTestStore(t, nil) // MaxFailures 1000: no lock-out in the way
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	codeKey, _ := s.keys(testPhone)
+
+	const n = 50
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			errs[i] = s.Verify(ctx, testPhone, wrongCode(code))
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if !errors.Is(err, ErrBadCode) {
+			t.Errorf("guess %d = %v, want ErrBadCode", i, err)
+		}
+	}
+	// Every call was counted before it could see the MAC, so only the calls that got
+	// check numbers 1..5 could compare: the counter shows each of the 50 took a number.
+	checks, ok := hashField(t, rdb, codeKey, "checks")
+	if !ok || checks != strconv.Itoa(n) {
+		t.Fatalf("checks = %q (present %v), want %d", checks, ok, n)
+	}
+	if got := failCount(t, rdb, s, testPhone); got != n {
+		t.Errorf("failure count = %d, want %d", got, n)
+	}
+	// The code is spent: even the right answer is refused now.
+	if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("right code after 50 wrong checks = %v, want ErrBadCode", err)
+	}
+}
+
+func TestParallelRightCodeExactlyOneWins(t *testing.T) {
+	s, _, _ := newTestStore(t, nil)
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+
+	const n = 50
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			errs[i] = s.Verify(ctx, testPhone, code)
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	wins := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case errors.Is(err, ErrBadCode):
+		default:
+			t.Errorf("call %d = %v, want nil or ErrBadCode", i, err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d of %d parallel right answers succeeded, want exactly 1", wins, n)
+	}
+}
+
+func TestLockOut(t *testing.T) {
+	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 3 })
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	for i := 0; i < 3; i++ {
+		err := s.Verify(ctx, testPhone, wrongCode(code))
+		if !errors.Is(err, ErrBadCode) || errors.Is(err, ErrLocked) {
+			t.Fatalf("failure %d = %v, want ErrBadCode (not yet locked)", i+1, err)
+		}
+	}
+	err := s.Verify(ctx, testPhone, code)
+	var le *LockedError
+	if !errors.As(err, &le) {
+		t.Fatalf("Verify after 3 failures = %v (%T), want *LockedError", err, err)
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Errorf("errors.Is(%v, ErrLocked) = false", err)
+	}
+	if errors.Is(err, ErrBadCode) {
+		t.Errorf("a lock-out must not also be ErrBadCode")
+	}
+	if le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
+		t.Errorf("Verify RetryAfter = %v, want in (0, 1m]", le.RetryAfter)
+	}
+	if err.Error() != ErrLocked.Error() {
+		t.Errorf("Error() = %q, want %q", err.Error(), ErrLocked.Error())
+	}
+
+	codeKey, _ := s.keys(testPhone)
+	macBefore, _ := hashField(t, rdb, codeKey, "mac")
+	got, err := s.Issue(ctx, testPhone)
+	le = nil
+	if !errors.As(err, &le) {
+		t.Fatalf("Issue while locked = (%q, %v), want *LockedError", got, err)
+	}
+	if got != "" {
+		t.Errorf("Issue while locked returned a code %q", got)
+	}
+	if !errors.Is(err, ErrLocked) || le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
+		t.Errorf("Issue lock error = %v RetryAfter %v, want ErrLocked with RetryAfter in (0, 1m]", err, le.RetryAfter)
+	}
+	// The refused Issue did not replace the code, and the lock-out does not count as
+	// another failure.
+	if macAfter, _ := hashField(t, rdb, codeKey, "mac"); macAfter != macBefore || macBefore == "" {
+		t.Errorf("refused Issue changed the stored code (mac %q -> %q)", macBefore, macAfter)
+	}
+	if n := failCount(t, rdb, s, testPhone); n != 3 {
+		t.Errorf("failure count while locked = %d, want 3", n)
+	}
+	// Another phone is not affected.
+	if _, err := s.Issue(ctx, "919800000001"); err != nil {
+		t.Errorf("Issue for another phone: %v", err)
+	}
+}
+
+func TestLockOutEndsAfterWindow(t *testing.T) {
+	s, _, _ := newTestStore(t, func(c *Config) {
+		c.MaxFailures = 2
+		c.FailureWindow = time.Second
+	})
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	for i := 0; i < 2; i++ {
+		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("failure %d = %v", i+1, err)
+		}
+	}
+	if _, err := s.Issue(ctx, testPhone); !errors.Is(err, ErrLocked) {
+		t.Fatalf("Issue after 2 failures = %v, want ErrLocked", err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	code = mustIssue(t, s, testPhone)
+	if err := s.Verify(ctx, testPhone, code); err != nil {
+		t.Fatalf("Verify after the lock-out window: %v", err)
+	}
+}
+
+func TestSuccessResetsFailures(t *testing.T) {
+	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 3 })
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	for i := 0; i < 2; i++ {
+		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("failure %d = %v", i+1, err)
+		}
+	}
+	if n := failCount(t, rdb, s, testPhone); n != 2 {
+		t.Fatalf("failure count = %d, want 2", n)
+	}
+	if err := s.Verify(ctx, testPhone, code); err != nil {
+		t.Fatalf("right code after 2 failures: %v", err)
+	}
+	if n := failCount(t, rdb, s, testPhone); n != 0 {
+		t.Fatalf("failure count after success = %d, want 0", n)
+	}
+	code = mustIssue(t, s, testPhone)
+	for i := 0; i < 2; i++ {
+		err := s.Verify(ctx, testPhone, wrongCode(code))
+		if !errors.Is(err, ErrBadCode) {
+			t.Fatalf("failure %d after reset = %v, want ErrBadCode (not locked)", i+1, err)
+		}
+	}
+	if err := s.Verify(ctx, testPhone, code); err != nil {
+		t.Fatalf("right code after 2 more failures: %v (the success should have reset the count)", err)
+	}
+}
+
+func TestFixedCodes(t *testing.T) {
+	const review = "15550001111"
+	s, _, _ := newTestStore(t, func(c *Config) { c.FixedCodes = map[string]string{review: "424242"} })
+	ctx := ctxT(t)
+	if c, ok := s.FixedCode(review); !ok || c != "424242" {
+		t.Errorf("FixedCode = %q, %v", c, ok)
+	}
+	if _, ok := s.FixedCode(testPhone); ok {
+		t.Errorf("FixedCode for an ordinary phone reported a code")
+	}
+	code := mustIssue(t, s, review)
+	if code != "424242" {
+		t.Fatalf("Issue for the review number = %q, want 424242", code)
+	}
+	if err := s.Verify(ctx, review, "424243"); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("wrong code for the review number = %v, want ErrBadCode", err)
+	}
+	if err := s.Verify(ctx, review, "424242"); err != nil {
+		t.Fatalf("Verify fixed code: %v", err)
+	}
+	// Used up like any code, and issued again on the next request.
+	if err := s.Verify(ctx, review, "424242"); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("reuse of the fixed code = %v, want ErrBadCode", err)
+	}
+	if code := mustIssue(t, s, review); code != "424242" {
+		t.Fatalf("second Issue for the review number = %q", code)
+	}
+	if err := s.Verify(ctx, review, "424242"); err != nil {
+		t.Fatalf("Verify fixed code again: %v", err)
+	}
+}
+
+func TestDifferentSecrets(t *testing.T) {
+	a, rdb, prefix := newTestStore(t, nil)
+	b := NewStore(rdb, Config{
+		Secret: []byte("test-secret-B"), TTL: time.Minute, MaxChecks: 5,
+		MaxFailures: 1000, FailureWindow: time.Minute, KeyPrefix: prefix,
+	})
+	ctx := ctxT(t)
+	code := mustIssue(t, a, testPhone)
+	if err := b.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("Verify under another secret = %v, want ErrBadCode", err)
+	}
+	// Same key space: the other secret's failed check is counted, but the code lives on.
+	if err := a.Verify(ctx, testPhone, code); err != nil {
+		t.Fatalf("Verify under the issuing secret: %v", err)
+	}
+}
+
+func TestSharedSecretAcrossInstances(t *testing.T) {
+	a, rdb, prefix := newTestStore(t, nil)
+	opts := *rdb.Options()
+	rdb2 := redis.NewClient(&opts)
+	t.Cleanup(func() { rdb2.Close() })
+	b := NewStore(rdb2, Config{
+		Secret: []byte("test-secret-A"), TTL: time.Minute, MaxChecks: 5,
+		MaxFailures: 1000, FailureWindow: time.Minute, KeyPrefix: prefix,
+	})
+	code := mustIssue(t, a, testPhone)
+	if err := b.Verify(ctxT(t), testPhone, code); err != nil {
+		t.Fatalf("Verify on another instance with the same secret: %v", err)
+	}
+}
+
+func TestRedisDown(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
+	t.Cleanup(func() { rdb.Close() })
+	s := NewStore(rdb, Config{Secret: []byte("x"), TTL: time.Minute, MaxChecks: 5, MaxFailures: 3, FailureWindow: time.Minute})
+	ctx := ctxT(t)
+	if code, err := s.Issue(ctx, testPhone); err == nil || code != "" {
+		t.Errorf("Issue with Redis down = (%q, %v), want an error and no code", code, err)
+	}
+	err := s.Verify(ctx, testPhone, "123456")
+	if err == nil || errors.Is(err, ErrBadCode) || errors.Is(err, ErrLocked) {
+		t.Errorf("Verify with Redis down = %v, want an infrastructure error", err)
+	}
+}

@@ -1,0 +1,687 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+
+	"github.com/caddy-messenger/messenger/internal/testenv"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+var wantTables = []string{"contacts", "groups", "members", "names", "notifytokens", "schema_migrations", "tokens", "users"}
+
+// Columns of the original tables (PROTOCOL.md §6), in the original's order.
+var wantColumns = map[string]string{
+	"users":        "uid,name,phone,cc,status,photo,credits,flag,ts,n",
+	"tokens":       "uid,token,updatetime,expirytime,ipaddr,device,createdby",
+	"contacts":     "uid,phone,subscribed",
+	"groups":       "gid,name,status,photo,flag,type,ts",
+	"members":      "gid,phone,role",
+	"notifytokens": "uid,device,token,production",
+	"names":        "name,status",
+}
+
+func ctxT(t *testing.T) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func openStore(t *testing.T, dsn string) *store.Store {
+	t.Helper()
+	s, err := store.Open(dsn)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// readyStore returns a migrated Store on a fresh database and a pool for checking rows.
+func readyStore(t *testing.T) (*store.Store, *sql.DB) {
+	t.Helper()
+	dsn := testenv.Database(t)
+	s := openStore(t, dsn)
+	if err := s.Ready(ctxT(t)); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	return s, testenv.Open(t, dsn)
+}
+
+func tables(t *testing.T, db *sql.DB) []string {
+	t.Helper()
+	rows, err := db.QueryContext(ctxT(t), "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, n)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func columns(t *testing.T, db *sql.DB, table string) string {
+	t.Helper()
+	var cols string
+	err := db.QueryRowContext(ctxT(t), `SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position)
+		FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?`, table).Scan(&cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cols
+}
+
+func checkMigrationVersion(t *testing.T, db *sql.DB) {
+	t.Helper()
+	rows, err := db.QueryContext(ctxT(t), "SELECT version, dirty FROM schema_migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		n++
+		var version int64
+		var dirty bool
+		if err := rows.Scan(&version, &dirty); err != nil {
+			t.Fatal(err)
+		}
+		if version != 1 || dirty {
+			t.Errorf("schema_migrations = (version %d, dirty %v), want (1, false)", version, dirty)
+		}
+	}
+	if n != 1 {
+		t.Errorf("schema_migrations has %d rows, want 1", n)
+	}
+}
+
+func count(t *testing.T, db *sql.DB, query string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(ctxT(t), query, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	return n
+}
+
+func TestReadyCreatesSchema(t *testing.T) {
+	dsn := testenv.Database(t)
+	db := testenv.Open(t, dsn)
+	if got := tables(t, db); len(got) != 0 {
+		t.Fatalf("fresh database has tables %v", got)
+	}
+	s := openStore(t, dsn)
+	if err := s.Ready(ctxT(t)); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	if got := tables(t, db); strings.Join(got, ",") != strings.Join(wantTables, ",") {
+		t.Fatalf("tables = %v, want %v", got, wantTables)
+	}
+	for table, want := range wantColumns {
+		if got := columns(t, db, table); got != want {
+			t.Errorf("columns of %s = %s, want %s", table, got, want)
+		}
+	}
+	// Keys the protocol relies on: unique phone, one token row per user.
+	if n := count(t, db, `SELECT COUNT(*) FROM information_schema.statistics
+		WHERE table_schema = DATABASE() AND table_name = 'users' AND column_name = 'phone' AND non_unique = 0`); n != 1 {
+		t.Errorf("users.phone is not unique")
+	}
+	if n := count(t, db, `SELECT COUNT(*) FROM information_schema.statistics
+		WHERE table_schema = DATABASE() AND table_name = 'tokens' AND column_name = 'uid' AND non_unique = 0`); n != 1 {
+		t.Errorf("tokens.uid is not unique")
+	}
+	checkMigrationVersion(t, db)
+
+	// Again on the same Store, and on a new Store: no change, no error, rows kept.
+	if _, err := db.Exec("INSERT INTO users (uid, phone, name) VALUES (7, 919800000007, 'kept')"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ready(ctxT(t)); err != nil {
+		t.Fatalf("second Ready: %v", err)
+	}
+	s2 := openStore(t, dsn)
+	if err := s2.Ready(ctxT(t)); err != nil {
+		t.Fatalf("Ready of a second Store on a migrated database: %v", err)
+	}
+	if got := tables(t, db); strings.Join(got, ",") != strings.Join(wantTables, ",") {
+		t.Fatalf("tables after second Ready = %v", got)
+	}
+	checkMigrationVersion(t, db)
+	if n := count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 7 AND name = 'kept'"); n != 1 {
+		t.Errorf("row lost by a second Ready")
+	}
+}
+
+// The original backend's DDL, as it created the tables (zero-date default included).
+const originalSchema = "CREATE TABLE `users` (\n" +
+	"  `uid` int(10) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `name` blob,\n" +
+	"  `phone` bigint(20) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `cc` int(10) unsigned DEFAULT '0',\n" +
+	"  `status` blob,\n" +
+	"  `photo` varchar(128) COLLATE utf8mb4_unicode_ci DEFAULT '',\n" +
+	"  `credits` float(9,4) NOT NULL DEFAULT '0.0000',\n" +
+	"  `flag` int(11) unsigned DEFAULT '0',\n" +
+	"  `ts` int(10) unsigned DEFAULT '0',\n" +
+	"  `n` blob,\n" +
+	"  PRIMARY KEY (`uid`),\n" +
+	"  UNIQUE KEY `phone` (`phone`),\n" +
+	"  KEY `ts` (`ts`)\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;\n" +
+	"CREATE TABLE `tokens` (\n" +
+	"  `uid` int(10) unsigned DEFAULT NULL,\n" +
+	"  `token` char(64) NOT NULL DEFAULT '0',\n" +
+	"  `updatetime` timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP ON UPDATE CURRENT_TIMESTAMP,\n" +
+	"  `expirytime` timestamp NOT NULL DEFAULT '0000-00-00 00:00:00',\n" +
+	"  `ipaddr` int(11) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `device` int(10) unsigned DEFAULT '0',\n" +
+	"  `createdby` int(10) unsigned DEFAULT '0',\n" +
+	"  PRIMARY KEY (`token`),\n" +
+	"  UNIQUE KEY `uid_index` (`uid`),\n" +
+	"  KEY `ip_index` (`ipaddr`)\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=ascii;\n" +
+	"CREATE TABLE `contacts` (\n" +
+	"  `uid` int(10) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `phone` bigint(20) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `subscribed` tinyint(4) DEFAULT '0',\n" +
+	"  UNIQUE KEY `uphone` (`uid`,`phone`)\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;\n" +
+	"CREATE TABLE `groups` (\n" +
+	"  `gid` int(10) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `name` blob,\n" +
+	"  `status` char(2) COLLATE utf8mb4_unicode_ci DEFAULT '',\n" +
+	"  `photo` varchar(128) COLLATE utf8mb4_unicode_ci DEFAULT '',\n" +
+	"  `flag` int(11) unsigned DEFAULT '0',\n" +
+	"  `type` tinyint(3) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `ts` int(10) unsigned DEFAULT '0',\n" +
+	"  PRIMARY KEY (`gid`),\n" +
+	"  KEY `ts` (`ts`)\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;\n" +
+	"CREATE TABLE `members` (\n" +
+	"  `gid` int(10) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `phone` bigint(20) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `role` tinyint(4) DEFAULT '0',\n" +
+	"  UNIQUE KEY `gid_2` (`gid`,`phone`),\n" +
+	"  KEY `gid` (`gid`)\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8;\n" +
+	"CREATE TABLE `notifytokens` (\n" +
+	"  `uid` int(10) unsigned NOT NULL DEFAULT '0',\n" +
+	"  `device` tinyint(3) unsigned DEFAULT '0',\n" +
+	"  `token` varchar(256) COLLATE utf8mb4_unicode_ci DEFAULT '',\n" +
+	"  `production` tinyint(3) unsigned DEFAULT '0',\n" +
+	"  PRIMARY KEY (`uid`)\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;\n" +
+	"CREATE TABLE `names` (\n" +
+	"  `name` varchar(128) COLLATE utf8mb4_unicode_ci DEFAULT '',\n" +
+	"  `status` varchar(128) COLLATE utf8mb4_unicode_ci DEFAULT ''\n" +
+	") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;\n"
+
+// rowDump renders every row of a table as text, for before/after comparisons.
+func rowDump(t *testing.T, db *sql.DB, table string) []string {
+	t.Helper()
+	cols := strings.Split(wantColumns[table], ",")
+	exprs := make([]string, len(cols))
+	for i, c := range cols {
+		exprs[i] = "COALESCE(HEX(CAST(`" + c + "` AS CHAR)), 'NULL')"
+	}
+	q := "SELECT CONCAT_WS('|', " + strings.Join(exprs, ", ") + ") FROM `" + table + "` ORDER BY 1"
+	rows, err := db.QueryContext(ctxT(t), q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestAdoptOriginalDatabase(t *testing.T) {
+	dsn := testenv.Database(t)
+	db := testenv.Open(t, dsn)
+	ctx := ctxT(t)
+
+	// The original ran without strict mode, which its zero-date default needs.
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "SET SESSION sql_mode = ''"); err != nil {
+		t.Fatal(err)
+	}
+	for _, stmt := range strings.Split(originalSchema, ";\n") {
+		if strings.TrimSpace(stmt) == "" {
+			continue
+		}
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("original DDL: %v\n%s", err, stmt)
+		}
+	}
+	// Rows as the PHP backend wrote them: the token row carries no expirytime.
+	const token = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	for _, stmt := range []string{
+		"INSERT INTO users (uid, phone, cc, name, status, photo, ts) VALUES (4242, 919812345678, 91, 'Ada', 'hello', '1592891231-0011223344556677.jpg', 1592891231)",
+		"INSERT INTO tokens (uid, token, ipaddr, device) VALUES (4242, '" + token + "', 16909060, 1)",
+		"INSERT INTO contacts (uid, phone, subscribed) VALUES (4242, 919800000001, 0)",
+		"INSERT INTO `groups` (gid, name, ts) VALUES (77, 'Friends', 1592891231)",
+		"INSERT INTO members (gid, phone, role) VALUES (77, 919812345678, 2)",
+		"INSERT INTO notifytokens (uid, device, token, production) VALUES (4242, 1, 'push', 1)",
+	} {
+		if _, err := conn.ExecContext(ctx, stmt); err != nil {
+			t.Fatalf("%s: %v", stmt, err)
+		}
+	}
+	conn.Close()
+	var zero int
+	if err := db.QueryRow("SELECT COUNT(*) FROM tokens WHERE CAST(expirytime AS CHAR) = '0000-00-00 00:00:00'").Scan(&zero); err != nil || zero != 1 {
+		t.Fatalf("setup: the token row has no zero expirytime (%d, %v)", zero, err)
+	}
+	before := map[string][]string{}
+	for table := range wantColumns {
+		before[table] = rowDump(t, db, table)
+	}
+
+	s := openStore(t, dsn)
+	if err := s.Ready(ctx); err != nil {
+		t.Fatalf("Ready on the original's database: %v", err)
+	}
+	if got := tables(t, db); strings.Join(got, ",") != strings.Join(wantTables, ",") {
+		t.Fatalf("tables = %v, want %v", got, wantTables)
+	}
+	checkMigrationVersion(t, db)
+	for table, rows := range before {
+		after := rowDump(t, db, table)
+		if strings.Join(after, "\n") != strings.Join(rows, "\n") {
+			t.Errorf("rows of %s changed by Ready:\nbefore %q\nafter  %q", table, rows, after)
+		}
+	}
+
+	u, err := s.UserByToken(ctx, token)
+	if err != nil {
+		t.Fatalf("UserByToken with the original's zero-date token: %v", err)
+	}
+	want := store.User{UID: 4242, Phone: "919812345678", CC: 91, Name: "Ada", Status: "hello", Photo: "1592891231-0011223344556677.jpg", TS: 1592891231}
+	if u != want {
+		t.Errorf("UserByToken = %+v, want %+v", u, want)
+	}
+
+	// A new login of that user replaces the original token row under strict mode.
+	const newToken = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
+	u, isNew, err := s.SaveLogin(ctx, store.Login{UID: 4242, Phone: "919812345678", CC: 91, Token: newToken,
+		Expiry: time.Now().Add(time.Hour), TS: 1700000000})
+	if err != nil {
+		t.Fatalf("SaveLogin on the adopted database: %v", err)
+	}
+	if isNew || u.Name != "Ada" || u.TS != 1700000000 {
+		t.Errorf("SaveLogin = %+v isNew %v", u, isNew)
+	}
+	if _, err := s.UserByToken(ctx, token); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("old token after a new login: %v, want ErrNotFound", err)
+	}
+	if _, err := s.UserByToken(ctx, newToken); err != nil {
+		t.Errorf("new token: %v", err)
+	}
+}
+
+func TestConcurrentReady(t *testing.T) {
+	dsn := testenv.Database(t)
+	stores := []*store.Store{openStore(t, dsn), openStore(t, dsn)}
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for _, s := range stores {
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func(s *store.Store) {
+				defer wg.Done()
+				errs <- s.Ready(ctx)
+			}(s)
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("concurrent Ready: %v", err)
+		}
+	}
+	db := testenv.Open(t, dsn)
+	if got := tables(t, db); strings.Join(got, ",") != strings.Join(wantTables, ",") {
+		t.Fatalf("tables = %v, want %v", got, wantTables)
+	}
+	checkMigrationVersion(t, db)
+}
+
+// Ready must not leave connections behind: Caddy provisions a new Store on every config
+// reload, so a connection kept per Ready would pile up on the server.
+func TestReadyLeavesNoConnection(t *testing.T) {
+	dsn := testenv.Database(t)
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := testenv.Open(t, dsn)
+	db.SetMaxOpenConns(1)
+	conns := func() int {
+		return count(t, db, "SELECT COUNT(*) FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()", cfg.DBName)
+	}
+	if n := conns(); n != 0 {
+		t.Fatalf("setup: %d connections before Ready", n)
+	}
+	for i := 0; i < 3; i++ {
+		s, err := store.Open(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Ready(ctxT(t)); err != nil {
+			t.Fatalf("Ready: %v", err)
+		}
+		s.Close()
+	}
+	// Give the server a moment to notice closed sockets.
+	deadline := time.Now().Add(2 * time.Second)
+	n := conns()
+	for n != 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		n = conns()
+	}
+	if n != 0 {
+		t.Errorf("%d connections to the database are still open after 3 Stores ran Ready and were closed", n)
+	}
+}
+
+const tokenA = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+const tokenB = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+func TestSaveLogin(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	expiry := time.Now().Add(365 * 24 * time.Hour).Truncate(time.Second)
+
+	u, isNew, err := s.SaveLogin(ctx, store.Login{UID: 1001, Phone: "919812345678", CC: 91, Name: "Ada",
+		Token: tokenA, Expiry: expiry, IPv4: 0x01020304, Device: 1, TS: 1700000000})
+	if err != nil {
+		t.Fatalf("SaveLogin: %v", err)
+	}
+	if !isNew {
+		t.Errorf("first login: isNew = false")
+	}
+	want := store.User{UID: 1001, Phone: "919812345678", CC: 91, Name: "Ada", TS: 1700000000}
+	if u != want {
+		t.Errorf("SaveLogin user = %+v, want %+v", u, want)
+	}
+	var (
+		uid, cc, ts int64
+		phone, name string
+	)
+	if err := db.QueryRow("SELECT uid, phone, cc, ts, name FROM users").Scan(&uid, &phone, &cc, &ts, &name); err != nil {
+		t.Fatal(err)
+	}
+	if uid != 1001 || phone != "919812345678" || cc != 91 || ts != 1700000000 || name != "Ada" {
+		t.Errorf("users row = (%d, %s, %d, %d, %q)", uid, phone, cc, ts, name)
+	}
+	var (
+		tok             string
+		exp, ip, dev    int64
+		tokUID, nTokens int64
+	)
+	if err := db.QueryRow("SELECT uid, token, UNIX_TIMESTAMP(expirytime), ipaddr, device FROM tokens").Scan(&tokUID, &tok, &exp, &ip, &dev); err != nil {
+		t.Fatal(err)
+	}
+	if tokUID != 1001 || tok != tokenA || exp != expiry.Unix() || ip != 0x01020304 || dev != 1 {
+		t.Errorf("tokens row = (%d, %s, %d, %d, %d), want (1001, %s, %d, %d, 1)", tokUID, tok, exp, ip, dev, tokenA, expiry.Unix(), 0x01020304)
+	}
+	if got, err := s.UserByToken(ctx, tokenA); err != nil || got != want {
+		t.Errorf("UserByToken = %+v, %v; want %+v", got, err, want)
+	}
+
+	// Second login, same phone and uid, new token, another name: name kept, token replaced.
+	u, isNew, err = s.SaveLogin(ctx, store.Login{UID: 1001, Phone: "919812345678", CC: 91, Name: "Mallory",
+		Token: tokenB, Expiry: expiry, Device: 2, TS: 1700000100})
+	if err != nil {
+		t.Fatalf("second SaveLogin: %v", err)
+	}
+	if isNew {
+		t.Errorf("second login: isNew = true")
+	}
+	if u.Name != "Ada" || u.TS != 1700000100 || u.UID != 1001 {
+		t.Errorf("second SaveLogin user = %+v, want name Ada kept, ts 1700000100", u)
+	}
+	if err := db.QueryRow("SELECT COUNT(*) FROM tokens WHERE uid = 1001").Scan(&nTokens); err != nil || nTokens != 1 {
+		t.Fatalf("tokens rows for uid 1001 = %d (%v), want 1", nTokens, err)
+	}
+	if err := db.QueryRow("SELECT token, device FROM tokens WHERE uid = 1001").Scan(&tok, &dev); err != nil || tok != tokenB || dev != 2 {
+		t.Errorf("token row = (%s, %d, %v), want the new token, device 2", tok, dev, err)
+	}
+	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UserByToken(old token) = %v, want ErrNotFound", err)
+	}
+	if got, err := s.UserByToken(ctx, tokenB); err != nil || got.UID != 1001 || got.Name != "Ada" {
+		t.Errorf("UserByToken(new token) = %+v, %v", got, err)
+	}
+
+	// A repeat login that changes nothing in the users row is not new either.
+	if _, isNew, err = s.SaveLogin(ctx, store.Login{UID: 1001, Phone: "919812345678", CC: 91,
+		Token: tokenB, Expiry: expiry, Device: 2, TS: 1700000100}); err != nil || isNew {
+		t.Errorf("unchanged repeat login: isNew %v, err %v", isNew, err)
+	}
+
+	// The messaging service handed the same phone a new uid: the row is kept and re-keyed.
+	const tokenC = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	u, isNew, err = s.SaveLogin(ctx, store.Login{UID: 2002, Phone: "919812345678", CC: 91,
+		Token: tokenC, Expiry: expiry, TS: 1700000200})
+	if err != nil {
+		t.Fatalf("SaveLogin with a new uid: %v", err)
+	}
+	if isNew || u.UID != 2002 || u.Name != "Ada" {
+		t.Errorf("new-uid login = %+v isNew %v, want uid 2002, name Ada, not new", u, isNew)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 1 {
+		t.Errorf("users rows = %d, want 1", n)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 2002 AND phone = 919812345678 AND ts = 1700000200"); n != 1 {
+		t.Errorf("users row not re-keyed to uid 2002")
+	}
+	if got, err := s.UserByToken(ctx, tokenC); err != nil || got.UID != 2002 {
+		t.Errorf("UserByToken(token of new uid) = %+v, %v", got, err)
+	}
+	if _, err := s.UserByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UserByToken(token of the old uid) = %v, want ErrNotFound", err)
+	}
+
+	// A user without a name gets one at a later login.
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Token: "d" + tokenA[1:], Expiry: expiry, TS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if u, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Name: "Bob", Token: "e" + tokenA[1:], Expiry: expiry, TS: 2}); err != nil || u.Name != "Bob" {
+		t.Errorf("name given to a user without one = %+v, %v", u, err)
+	}
+}
+
+func TestUserByTokenNotFound(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("unknown token: %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 1, Phone: "919812345678", CC: 91, Token: tokenA,
+		Expiry: time.Now().Add(2 * time.Minute), TS: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UserByToken(ctx, tokenA); err != nil {
+		t.Fatalf("token expiring in 2 minutes: %v", err)
+	}
+	if _, err := s.UserByToken(ctx, tokenA[:63]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("prefix of a token: %v, want ErrNotFound", err)
+	}
+	if _, err := db.Exec("UPDATE tokens SET expirytime = '2000-01-01 00:00:00' WHERE uid = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("expired token: %v, want ErrNotFound", err)
+	}
+
+	// Expired through SaveLogin too: two minutes ago (checks the UTC handling of expiry).
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 1, Phone: "919812345678", CC: 91, Token: tokenB,
+		Expiry: time.Now().Add(-2 * time.Minute), TS: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UserByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("token expired 2 minutes ago: %v, want ErrNotFound", err)
+	}
+}
+
+func TestLogout(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	expiry := time.Now().Add(time.Hour)
+	for _, l := range []store.Login{
+		{UID: 1, Phone: "919800000001", CC: 91, Token: tokenA, Expiry: expiry, TS: 1},
+		{UID: 2, Phone: "919800000002", CC: 91, Token: tokenB, Expiry: expiry, TS: 1},
+	} {
+		if _, _, err := s.SaveLogin(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec("INSERT INTO notifytokens (uid, device, token, production) VALUES (1, 1, 'push-1', 1), (2, 2, 'push-2', 0)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Logout(ctx, 1); err != nil {
+		t.Fatalf("Logout: %v", err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM tokens WHERE uid = 1"); n != 0 {
+		t.Errorf("tokens rows of uid 1 after logout = %d", n)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM notifytokens WHERE uid = 1"); n != 0 {
+		t.Errorf("notifytokens rows of uid 1 after logout = %d", n)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM tokens WHERE uid = 2 AND token = ?", tokenB); n != 1 {
+		t.Errorf("tokens row of uid 2 gone")
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM notifytokens WHERE uid = 2 AND token = 'push-2'"); n != 1 {
+		t.Errorf("notifytokens row of uid 2 gone")
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 2 {
+		t.Errorf("users rows after logout = %d, want 2 (logout keeps the user)", n)
+	}
+	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("token after logout: %v, want ErrNotFound", err)
+	}
+	if _, err := s.UserByToken(ctx, tokenB); err != nil {
+		t.Errorf("other user's token after logout: %v", err)
+	}
+	// Logging out again is fine.
+	if err := s.Logout(ctx, 1); err != nil {
+		t.Errorf("second Logout: %v", err)
+	}
+}
+
+func TestOddValuesStoredVerbatim(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	names := []string{
+		"x'); DROP TABLE users; --",
+		"nul\x00byte",
+		"😀 Ada",
+		`back\slash "quote" ` + "`tick`",
+		"\\'; SELECT 1; -- \\",
+	}
+	for i, name := range names {
+		token := fmt.Sprintf("%064d", i+1)
+		l := store.Login{UID: int64(100 + i), Phone: fmt.Sprintf("9198000000%02d", i), CC: 91, Name: name,
+			Token: token, Expiry: time.Now().Add(time.Hour), TS: 1}
+		u, _, err := s.SaveLogin(ctx, l)
+		if err != nil {
+			t.Fatalf("SaveLogin(name %q): %v", name, err)
+		}
+		if u.Name != name {
+			t.Errorf("SaveLogin returned name %q, want %q", u.Name, name)
+		}
+		got, err := s.UserByToken(ctx, token)
+		if err != nil {
+			t.Fatalf("UserByToken for name %q: %v", name, err)
+		}
+		if got.Name != name {
+			t.Errorf("round trip name = %q, want %q", got.Name, name)
+		}
+		var raw []byte
+		if err := db.QueryRow("SELECT name FROM users WHERE uid = ?", l.UID).Scan(&raw); err != nil {
+			t.Fatal(err)
+		}
+		if string(raw) != name {
+			t.Errorf("stored name bytes = %q, want %q", raw, name)
+		}
+	}
+	if got := tables(t, db); strings.Join(got, ",") != strings.Join(wantTables, ",") {
+		t.Errorf("tables after odd names = %v", got)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != len(names) {
+		t.Errorf("users rows = %d, want %d", n, len(names))
+	}
+	// An injection attempt as the token itself finds nothing.
+	if _, err := s.UserByToken(ctx, "' OR '1'='1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("UserByToken(injection) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestReadyUnreachableThenGood(t *testing.T) {
+	bad := openStore(t, "messenger_test:messenger_test@tcp(127.0.0.1:1)/messenger_test_none")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := bad.Ready(ctx); err == nil {
+		t.Fatal("Ready against an unreachable server returned nil")
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Ready against an unreachable server took %v", d)
+	}
+	// It keeps trying on later calls rather than caching the failure or a false success.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel2()
+	if err := bad.Ready(ctx2); err == nil {
+		t.Fatal("second Ready against an unreachable server returned nil")
+	}
+
+	s, db := readyStore(t)
+	if got := tables(t, db); strings.Join(got, ",") != strings.Join(wantTables, ",") {
+		t.Fatalf("tables = %v", got)
+	}
+	if err := s.Ready(ctxT(t)); err != nil {
+		t.Fatalf("Ready again: %v", err)
+	}
+}
+
+func TestOpenBadDSN(t *testing.T) {
+	if _, err := store.Open("not a dsn"); err == nil {
+		t.Error("Open of a malformed DSN returned no error")
+	}
+}
