@@ -37,7 +37,8 @@ type Limiter struct {
 	prefix  string
 }
 
-// New returns a Limiter whose keys all start with prefix.
+// New returns a Limiter whose keys all start with "rate:" (redis_rate's own prefix)
+// followed by prefix.
 func New(rdb redis.UniversalClient, prefix string) *Limiter {
 	return &Limiter{limiter: redis_rate.NewLimiter(rdb), prefix: prefix}
 }
@@ -91,7 +92,7 @@ func waitFor(res *redis_rate.Result, r Rule) time.Duration {
 // key keeps each rule of a check in its own counter, so "1 per minute" and "5 per hour"
 // on one phone do not share a GCRA state.
 func (l *Limiter) key(key string, r Rule) string {
-	return fmt.Sprintf("%s%s:%d/%d", l.prefix, key, r.Events, int64(r.Window/time.Second))
+	return fmt.Sprintf("%s%s:%d/%d", l.prefix, key, r.Events, r.Window.Milliseconds())
 }
 
 // ClientKey is the rate-limit identity of a client address: the address itself for IPv4,

@@ -151,6 +151,8 @@ func TestRulesWithSubSecondWindowsDoNotShareState(t *testing.T) {
 
 // New promises that every key starts with prefix (so deployments can be told apart, and
 // cleaned up or restricted by ACL key patterns).
+// TestKeysStartWithPrefix: every key is "rate:" (redis_rate's own) + the prefix, so an
+// operator can scope a Redis ACL to "~rate:PREFIX*" and "~PREFIX*".
 func TestKeysStartWithPrefix(t *testing.T) {
 	l, rdb, prefix := newLimiter(t)
 	mustAllow(t, l, "one event", Check{Key: "ip:1.2.3.4", Rules: []Rule{{Events: 5, Window: time.Minute}}})
@@ -159,7 +161,7 @@ func TestKeysStartWithPrefix(t *testing.T) {
 	iter := rdb.Scan(ctx, 0, "*"+prefix+"*", 1000).Iterator()
 	for iter.Next(ctx) {
 		all = append(all, iter.Val())
-		if strings.HasPrefix(iter.Val(), prefix) {
+		if strings.HasPrefix(iter.Val(), "rate:"+prefix) {
 			under = append(under, iter.Val())
 		}
 	}

@@ -88,9 +88,12 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	prefix := "test:" + randomHex(6) + ":"
 	t.Cleanup(func() {
 		ctx := context.Background()
-		iter := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			rdb.Del(ctx, iter.Val())
+		// redis_rate puts its own "rate:" before the limiter's prefix.
+		for _, pattern := range []string{prefix + "*", "rate:" + prefix + "*"} {
+			iter := rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+			for iter.Next(ctx) {
+				rdb.Del(ctx, iter.Val())
+			}
 		}
 		rdb.Close()
 	})
