@@ -92,7 +92,7 @@ func (h *hook) count() int {
 
 // env is one running Caddy with the messenger module, its fakes and its database.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	tester *caddytest.Tester
 	mesibo *mesibotest.Server
 	hook   *hook
@@ -164,7 +164,7 @@ const messengerTemplate = `		database "%s"
 // secondURL is the API of the second instance that options.second adds.
 const secondURL = "http://localhost:9081/api.php"
 
-func startEnv(t *testing.T, o options) *env {
+func startEnv(t testing.TB, o options) *env {
 	t.Setenv("E2E_MESIBO_APP_TOKEN", appToken)
 	t.Setenv("E2E_OTP_SECRET", "otp-secret")
 	e := &env{t: t, mesibo: mesibotest.NewServer(t, appToken), hook: newHook(t), dsn: testenv.Database(t)}
@@ -285,7 +285,7 @@ func (e *env) do(req *http.Request) answer {
 }
 
 // expectOK fails the test unless a is an OK answer for op with a numeric ts.
-func expectOK(t *testing.T, a answer, op string) {
+func expectOK(t testing.TB, a answer, op string) {
 	t.Helper()
 	if a.str("result") != "OK" || a.str("op") != op {
 		t.Fatalf("want OK for %s, got %s", op, a.raw)
@@ -296,7 +296,7 @@ func expectOK(t *testing.T, a answer, op string) {
 }
 
 // expectFail fails the test unless a is a FAIL answer with code.
-func expectFail(t *testing.T, a answer, code string) {
+func expectFail(t testing.TB, a answer, code string) {
 	t.Helper()
 	if a.str("result") != "FAIL" || a.str("error") != code {
 		t.Fatalf("want FAIL %s, got %s", code, a.raw)
