@@ -40,6 +40,20 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			sender          <module> [<args...>] [{ ... }]
 //		}
 //		rate_limit      otp_phone|otp_ip|otp_global <events> <window>
+//		contact_discovery {
+//			budget      <n>
+//			refill      <n> <window>
+//			max_phones  <n>
+//		}
+//		files_dir       <dir>
+//		thumbs_dir      <dir>
+//		max_picture_size   <size>
+//		max_picture_pixels <n>
+//		notifications {
+//			new_user         <text>
+//			new_user_message <text>
+//			added_to_group   <text>
+//		}
 //		max_body_size   <size>
 //		download_url    <url>
 //		upload_url      <url>
@@ -78,15 +92,23 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "rate_limit":
 			err = h.unmarshalRateLimit(d)
 		case "max_body_size":
-			var s string
-			if err = oneArg(d, &s); err == nil {
-				var size uint64
-				size, err = humanize.ParseBytes(s)
-				if err != nil || size == 0 {
-					return d.Errf("max_body_size: invalid size %q", s)
-				}
-				h.MaxBodySize = int64(size)
+			err = sizeArg(d, &h.MaxBodySize)
+		case "files_dir":
+			err = oneArg(d, &h.FilesDir)
+		case "thumbs_dir":
+			err = oneArg(d, &h.ThumbsDir)
+		case "max_picture_size":
+			err = sizeArg(d, &h.MaxPictureSize)
+		case "max_picture_pixels":
+			var n int
+			if err = intArg(d, &n); err == nil {
+				h.MaxPicturePixels = int64(n)
 			}
+		case "contact_discovery":
+			err = h.unmarshalDiscovery(d)
+		case "notifications":
+			err = block(d, map[string]*string{"new_user": &h.Notifications.NewUser,
+				"new_user_message": &h.Notifications.NewUserMessage, "added_to_group": &h.Notifications.AddedToGroup})
 		case "download_url":
 			err = oneArg(d, &h.DownloadURL)
 		case "upload_url":
@@ -210,6 +232,52 @@ func (h *Handler) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 	default:
 		return d.Errf("rate_limit: unknown scope %q (want otp_phone, otp_ip or otp_global)", scope)
 	}
+	return nil
+}
+
+func (h *Handler) unmarshalDiscovery(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	cd := &h.ContactDiscovery
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "budget":
+			err = intArg(d, &cd.Budget)
+		case "refill":
+			var events, window string
+			if !d.AllArgs(&events, &window) {
+				return d.ArgErr()
+			}
+			n, nerr := strconv.Atoi(events)
+			dur, derr := caddy.ParseDuration(window)
+			if nerr != nil || derr != nil || n <= 0 || dur <= 0 {
+				return d.Errf("refill: want <events> <window>, got %q %q", events, window)
+			}
+			cd.Refill, cd.RefillWindow = n, caddy.Duration(dur)
+		case "max_phones":
+			err = intArg(d, &cd.MaxPhones)
+		default:
+			return d.Errf("contact_discovery: unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sizeArg(d *caddyfile.Dispenser, dst *int64) error {
+	var s string
+	if err := oneArg(d, &s); err != nil {
+		return err
+	}
+	size, err := humanize.ParseBytes(s)
+	if err != nil || size == 0 {
+		return d.Errf("invalid size %q", s)
+	}
+	*dst = int64(size)
 	return nil
 }
 

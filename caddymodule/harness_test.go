@@ -99,6 +99,7 @@ type env struct {
 	db     *sql.DB
 	dsn    string
 	prefix string
+	files  string // holds files/ and thumbs/
 }
 
 // options change the Caddyfile of an env.
@@ -159,6 +160,8 @@ const messengerTemplate = `		database "%s"
 		}
 		google_maps_key maps-key
 		max_body_size 64KB
+		files_dir %s
+		thumbs_dir %s
 		%s`
 
 // secondURL is the API of the second instance that options.second adds.
@@ -174,7 +177,9 @@ func startEnv(t testing.TB, o options) *env {
 	if redisURL == "" {
 		redisURL = testenv.RedisURL()
 	}
-	block := fmt.Sprintf(messengerTemplate, e.dsn, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp, o.extra)
+	e.files = t.TempDir()
+	block := fmt.Sprintf(messengerTemplate, e.dsn, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
+		e.files+"/files", e.files+"/thumbs", o.extra)
 	config := globalOptions + fmt.Sprintf(siteTemplate, "http://localhost:9080", block)
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment

@@ -18,8 +18,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-messenger/messenger/handlers"
+	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/otp"
 	_ "github.com/caddy-messenger/messenger/otpsender" // the standard code senders
+	"github.com/caddy-messenger/messenger/outbox"
 	"github.com/caddy-messenger/messenger/phone"
 	"github.com/caddy-messenger/messenger/ratelimit"
 )
@@ -52,6 +54,21 @@ type Handler struct {
 	// RateLimits limits code sending per phone number, per client IP (IPv6 by /64) and
 	// overall. Each list replaces the default of its scope; an empty list keeps it.
 	RateLimits RateLimits `json:"rate_limits,omitempty"`
+	// ContactDiscovery limits how many new phone numbers a user may look up
+	// (getcontacts), so the API cannot be used to find out which numbers are registered.
+	ContactDiscovery ContactDiscovery `json:"contact_discovery,omitempty"`
+	// FilesDir is where pictures are stored; serve it under DownloadURL with file_server.
+	// Default "./data/files".
+	FilesDir string `json:"files_dir,omitempty"`
+	// ThumbsDir is where 100x100 thumbnails are stored. Default "./data/thumbs".
+	ThumbsDir string `json:"thumbs_dir,omitempty"`
+	// MaxPictureSize is the largest picture accepted, in bytes. Default 5 MiB.
+	MaxPictureSize int64 `json:"max_picture_size,omitempty"`
+	// MaxPicturePixels is the largest width*height accepted, checked before decoding.
+	// Default 40 million.
+	MaxPicturePixels int64 `json:"max_picture_pixels,omitempty"`
+	// Notifications are the texts of notifications to other users.
+	Notifications handlers.Notifications `json:"notifications,omitempty"`
 	// MaxBodySize is the largest request body read, in bytes. Default 10 MiB.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 	// DownloadURL is the base URL under which pictures are served (the apps' "download"
@@ -70,6 +87,7 @@ type Handler struct {
 	RevokeOnLogout bool `json:"revoke_on_logout,omitempty"`
 
 	api     *handlers.API
+	worker  *outbox.Worker
 	poolKey []string
 	logger  *zap.Logger
 }
@@ -123,6 +141,19 @@ type RateLimits struct {
 type Rule struct {
 	Events int            `json:"events"`
 	Window caddy.Duration `json:"window"`
+}
+
+// ContactDiscovery is a per-user bucket of phone numbers never looked up before: numbers
+// already in the user's contact list cost nothing.
+type ContactDiscovery struct {
+	// Budget is the bucket's size. Default 5000.
+	Budget int `json:"budget,omitempty"`
+	// Refill is how many numbers are added back per RefillWindow. Default 10.
+	Refill int `json:"refill,omitempty"`
+	// RefillWindow default 1h.
+	RefillWindow caddy.Duration `json:"refill_window,omitempty"`
+	// MaxPhones is the most phones one request may carry. Default 5000.
+	MaxPhones int `json:"max_phones,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -196,6 +227,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				PerIP:    rules(h.RateLimits.OTPPerIP),
 				Global:   rules(h.RateLimits.OTPGlobal),
 			},
+			Discovery: handlers.Discovery{
+				Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill, Window: time.Duration(h.ContactDiscovery.RefillWindow),
+					Burst: h.ContactDiscovery.Budget},
+				MaxPhones: h.ContactDiscovery.MaxPhones,
+			},
+			Notifications: h.Notifications,
 		},
 		Store:  deps.store,
 		Mesibo: deps.mesibo,
@@ -206,9 +243,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}),
 		Limiter: ratelimit.New(deps.redis, h.RedisKeyPrefix+"rl:"),
 		Sender:  sender,
-		Logger:  h.logger,
-		Now:     time.Now,
+		Media: &media.Store{FilesDir: h.FilesDir, ThumbsDir: h.ThumbsDir,
+			MaxBytes: h.MaxPictureSize, MaxPixels: h.MaxPicturePixels},
+		Logger: h.logger,
+		Now:    time.Now,
 	}
+	// One worker per loaded config; it stops with the config's context on reload.
+	h.worker = outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
+	h.api.Outbox = h.worker.Wake
+	go h.worker.Run(ctx)
 
 	migrateCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -230,6 +273,35 @@ func (h *Handler) setDefaults() {
 	}
 	if h.MaxBodySize <= 0 {
 		h.MaxBodySize = defaultMaxBody
+	}
+	if h.FilesDir == "" {
+		h.FilesDir = "./data/files"
+	}
+	if h.ThumbsDir == "" {
+		h.ThumbsDir = "./data/thumbs"
+	}
+	cd := &h.ContactDiscovery
+	if cd.Budget <= 0 {
+		cd.Budget = 5000
+	}
+	if cd.Refill <= 0 {
+		cd.Refill = 10
+	}
+	if cd.RefillWindow <= 0 {
+		cd.RefillWindow = caddy.Duration(time.Hour)
+	}
+	if cd.MaxPhones <= 0 {
+		cd.MaxPhones = 5000
+	}
+	n := &h.Notifications
+	if n.NewUser == "" {
+		n.NewUser = "%NAME% is on the messenger now"
+	}
+	if n.NewUserMessage == "" {
+		n.NewUserMessage = "Your contact %NAME% has just joined. Say hi!"
+	}
+	if n.AddedToGroup == "" {
+		n.AddedToGroup = "You have been added to the group %GROUP%"
 	}
 	if h.TokenExpiry <= 0 {
 		h.TokenExpiry = caddy.Duration(defaultTokenExpiry)
@@ -281,6 +353,9 @@ func (h *Handler) Validate() error {
 		if len(code) < 4 || len(phone.Digits("1"+code)) != len(code)+1 {
 			errs = append(errs, fmt.Errorf("otp test number %q: code must be 4 or more digits", number))
 		}
+	}
+	if cd := h.ContactDiscovery; cd.MaxPhones > cd.Budget {
+		errs = append(errs, fmt.Errorf("contact_discovery: max_phones %d is over the budget %d, so a full request could never pass", cd.MaxPhones, cd.Budget))
 	}
 	rl := h.RateLimits
 	for _, r := range append(append(append([]Rule{}, rl.OTPPerPhone...), rl.OTPPerIP...), rl.OTPGlobal...) {

@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/mesiboclient"
 	"github.com/caddy-messenger/messenger/otp"
 	"github.com/caddy-messenger/messenger/ratelimit"
@@ -32,6 +33,20 @@ type Config struct {
 	RevokeOnLogout bool
 	// OTPLimits are the rate limits on sending codes.
 	OTPLimits OTPLimits
+	// Discovery limits contact look-ups (PROTOCOL.md §5).
+	Discovery Discovery
+	// Notifications are the texts of notifications to other users.
+	Notifications Notifications
+}
+
+// Discovery limits how many phone numbers a user may look up: every number not yet in
+// the user's contact list costs one from a bucket that refills slowly, so the API cannot
+// be used to find out which numbers are registered.
+type Discovery struct {
+	// Budget is the bucket: its size and how fast it refills.
+	Budget ratelimit.Rule
+	// MaxPhones is the most phones one getcontacts may carry.
+	MaxPhones int
 }
 
 // Invite is the invitation text block of the app configuration.
@@ -56,7 +71,10 @@ type API struct {
 	Codes   *otp.Store
 	Limiter *ratelimit.Limiter
 	Sender  otp.Sender
-	Logger  *zap.Logger
+	Media   *media.Store
+	// Outbox, when set, is called after a notification was queued, to wake the worker.
+	Outbox func()
+	Logger *zap.Logger
 	// Now is the clock; tests set it.
 	Now func() time.Time
 }
@@ -79,6 +97,18 @@ var ops = map[string]op{
 	"login":   {needsToken: false, run: (*API).login},
 	"loginui": {needsToken: false, run: (*API).loginUI},
 	"logout":  {needsToken: true, run: (*API).logout},
+
+	"getcontacts": {needsToken: true, run: (*API).getContacts},
+	"delcontacts": {needsToken: true, run: (*API).delContacts},
+	"profile":     {needsToken: true, run: (*API).profile},
+	"upload":      {needsToken: true, run: (*API).upload},
+	"setnotify":   {needsToken: true, run: (*API).setNotify},
+
+	"setgroup":    {needsToken: true, run: (*API).setGroup},
+	"getgroup":    {needsToken: true, run: (*API).getGroup},
+	"editmembers": {needsToken: true, run: (*API).editMembers},
+	"setadmin":    {needsToken: true, run: (*API).setAdmin},
+	"delgroup":    {needsToken: true, run: (*API).delGroup},
 }
 
 // minTokenLength: tokens this short are refused without a database look-up, as the

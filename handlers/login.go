@@ -115,12 +115,15 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 		UID: user.UID, Phone: num.Digits, CC: num.CC, Name: name, Token: user.Token,
 		Expiry: c.now.Add(a.Config.TokenExpiry), IPv4: ipv4(c.req.ClientIP),
 		Device: int(c.req.Int("dt")), TS: c.now.Unix(),
-	})
+	}, a.profileNotification(a.Config.Notifications.NewUser, a.Config.Notifications.NewUserMessage))
 	if err != nil {
 		a.Logger.Error("saving login failed", zap.Error(err))
 		return fail("login", c.now, "DBERROR", "")
 	}
 	a.Logger.Info("user logged in", zap.Int64("uid", saved.UID), zap.Bool("new", isNew))
+	if isNew {
+		a.wake()
+	}
 
 	resp := ok("login", c.now)
 	resp.Body["token"] = user.Token
@@ -130,6 +133,9 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 	resp.Body["status"] = saved.Status
 	resp.Body["photo"] = saved.Photo
 	resp.Body["google"] = a.Config.GoogleMapsKey
+	if tn := a.Media.Thumbnail(saved.Photo); tn != "" {
+		resp.Body["tn"] = tn
+	}
 	a.addAppConfig(resp.Body)
 	return resp
 }

@@ -219,3 +219,10 @@ func (req *Request) List(name string) []string {
 	}
 	return items
 }
+
+// Sent reports whether the field was in the request at all, even empty.
+func (req *Request) Sent(name string) bool {
+	_, inFields := req.fields[name]
+	_, inLists := req.lists[name]
+	return inFields || inLists
+}

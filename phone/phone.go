@@ -23,14 +23,17 @@ type Number struct {
 
 // Digits strips everything but digits from s, then leading zeros, so "+91 98123-45678",
 // "0091 9812345678" and "919812345678" all become "919812345678".
-func Digits(s string) string {
+func Digits(s string) string { return strings.TrimLeft(allDigits(s), "0") }
+
+// allDigits keeps the digits of s, leading zeros included.
+func allDigits(s string) string {
 	var b strings.Builder
 	for _, r := range s {
 		if r >= '0' && r <= '9' {
 			b.WriteRune(r)
 		}
 	}
-	return strings.TrimLeft(b.String(), "0")
+	return b.String()
 }
 
 // Parse normalises s, which is read as an international number whatever its prefix
@@ -73,4 +76,34 @@ func Lenient(s string) (Number, error) {
 func (n Number) Int() uint64 {
 	v, _ := strconv.ParseUint(n.Digits, 10, 64)
 	return v
+}
+
+// ParseContact normalises a number from a user's address book. Numbers written with
+// '+' or "00" are international; numbers with a single leading 0 are national numbers of
+// the uploader's country (cc); other digit strings are read as international digits (the
+// apps' own form) and, failing that, as national numbers of the uploader's country.
+func ParseContact(s string, cc int) (Number, error) {
+	t := strings.TrimSpace(s)
+	international := strings.HasPrefix(t, "+") || strings.HasPrefix(Digits("1" + t)[1:], "00")
+	if international {
+		return Parse(t)
+	}
+	national := strings.HasPrefix(strings.TrimLeft(t, " ()-."), "0")
+	if !national {
+		if n, err := Parse(t); err == nil {
+			return n, nil
+		}
+	}
+	region := phonenumbers.GetRegionCodeForCountryCode(cc)
+	if region == "" || region == "ZZ" {
+		return Number{}, ErrInvalid
+	}
+	num, err := phonenumbers.Parse(t, region)
+	if err != nil || !phonenumbers.IsValidNumber(num) {
+		return Number{}, ErrInvalid
+	}
+	return Number{
+		Digits: strings.TrimPrefix(phonenumbers.Format(num, phonenumbers.E164), "+"),
+		CC:     int(num.GetCountryCode()),
+	}, nil
 }

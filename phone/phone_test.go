@@ -43,3 +43,32 @@ func TestLenientKeepsFictionalNumbers(t *testing.T) {
 		t.Fatalf("Int = %d", got)
 	}
 }
+
+func TestParseContact(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		cc   int
+		want string
+	}{
+		{"+44 20 7946 0958", 91, "442079460958"},  // international wins over the uploader's country
+		{"0044 20 7946 0958", 91, "442079460958"}, // 00 prefix
+		{"98123 45678", 91, "919812345678"},       // national, no trunk prefix
+		{"098123 45678", 91, "919812345678"},      // national with trunk 0
+		{"919812345678", 1, "919812345678"},       // the apps' international digits
+		{"(650) 253-0000", 1, "16502530000"},      // US national
+		{"020 7946 0958", 44, "442079460958"},     // UK national with trunk 0
+	} {
+		n, err := ParseContact(tc.in, tc.cc)
+		if err != nil || n.Digits != tc.want {
+			t.Errorf("ParseContact(%q, %d) = %+v, %v; want %s", tc.in, tc.cc, n, err, tc.want)
+		}
+	}
+	for _, in := range []string{"", "12", "1) OR 1=1 --", "000", "+1 000 000 0000"} {
+		if n, err := ParseContact(in, 91); err == nil {
+			t.Errorf("ParseContact(%q) = %+v, want error", in, n)
+		}
+	}
+	if _, err := ParseContact("98123 45678", 0); err == nil {
+		t.Error("a national number without the uploader's country was accepted")
+	}
+}

@@ -4,6 +4,7 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -12,17 +13,26 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Rule allows Events events per Window for one key, with a burst of Events.
+// Rule allows Events events per Window for one key, with a burst of Burst (default
+// Events): a bucket of Burst that refills at Events per Window.
 type Rule struct {
 	Events int           `json:"events"`
 	Window time.Duration `json:"window"`
+	Burst  int           `json:"burst,omitempty"`
+}
+
+func (r Rule) burst() int {
+	if r.Burst > 0 {
+		return r.Burst
+	}
+	return r.Events
 }
 
 // String renders the rule as "5/1h0m0s".
 func (r Rule) String() string { return fmt.Sprintf("%d/%s", r.Events, r.Window) }
 
 func (r Rule) limit() redis_rate.Limit {
-	return redis_rate.Limit{Rate: r.Events, Burst: r.Events, Period: r.Window}
+	return redis_rate.Limit{Rate: r.Events, Burst: r.burst(), Period: r.Window}
 }
 
 // Check is one key with the rules that apply to it.
@@ -51,39 +61,51 @@ func New(rdb redis.UniversalClient, prefix string) *Limiter {
 // strictly atomic limiter would have let them through; never the reverse beyond the
 // burst, since each charge is itself atomic in Redis.
 func (l *Limiter) Allow(ctx context.Context, checks ...Check) (retryAfter time.Duration, err error) {
+	return l.AllowN(ctx, 1, checks...)
+}
+
+// ErrOverBurst means a cost larger than a rule's burst: it can never be allowed.
+var ErrOverBurst = errors.New("cost exceeds the burst of a rate limit")
+
+// AllowN is Allow for n events at once (say, n phone numbers looked up in one request).
+func (l *Limiter) AllowN(ctx context.Context, n int, checks ...Check) (retryAfter time.Duration, err error) {
 	for _, c := range checks {
 		for _, r := range c.Rules {
+			if n > r.burst() {
+				return 0, ErrOverBurst
+			}
 			res, err := l.limiter.AllowN(ctx, l.key(c.Key, r), r.limit(), 0)
 			if err != nil {
 				return 0, fmt.Errorf("rate limit %s: %w", c.Key, err)
 			}
-			if res.Remaining < 1 {
-				return waitFor(res, r), nil
+			if res.Remaining < n {
+				return waitFor(res, r, n), nil
 			}
 		}
 	}
 	for _, c := range checks {
 		for _, r := range c.Rules {
-			res, err := l.limiter.Allow(ctx, l.key(c.Key, r), r.limit())
+			res, err := l.limiter.AllowN(ctx, l.key(c.Key, r), r.limit(), n)
 			if err != nil {
 				return 0, fmt.Errorf("rate limit %s: %w", c.Key, err)
 			}
 			if res.Allowed == 0 {
-				return waitFor(res, r), nil
+				return waitFor(res, r, n), nil
 			}
 		}
 	}
 	return 0, nil
 }
 
-// waitFor is how long until one more event fits the rule. A peek (cost 0) reports no
-// RetryAfter, so it is derived from the GCRA emission interval in that case.
-func waitFor(res *redis_rate.Result, r Rule) time.Duration {
+// waitFor is how long until n more events fit the rule. A peek (cost 0) reports no
+// RetryAfter, so it is derived from the GCRA state: n events fit once the bucket's
+// backlog (ResetAfter) is down to (burst - n) emission intervals.
+func waitFor(res *redis_rate.Result, r Rule, n int) time.Duration {
 	if res.RetryAfter > 0 {
 		return res.RetryAfter
 	}
 	interval := r.Window / time.Duration(r.Events)
-	if wait := res.ResetAfter - r.Window + interval; wait > 0 {
+	if wait := res.ResetAfter - time.Duration(r.burst()-n)*interval; wait > 0 {
 		return wait
 	}
 	return time.Second
@@ -92,7 +114,7 @@ func waitFor(res *redis_rate.Result, r Rule) time.Duration {
 // key keeps each rule of a check in its own counter, so "1 per minute" and "5 per hour"
 // on one phone do not share a GCRA state.
 func (l *Limiter) key(key string, r Rule) string {
-	return fmt.Sprintf("%s%s:%d/%d", l.prefix, key, r.Events, r.Window.Milliseconds())
+	return fmt.Sprintf("%s%s:%d/%d/%d", l.prefix, key, r.Events, r.Window.Milliseconds(), r.burst())
 }
 
 // ClientKey is the rate-limit identity of a client address: the address itself for IPv4,

@@ -17,7 +17,10 @@ import (
 	"github.com/caddy-messenger/messenger/store"
 )
 
-var wantTables = []string{"contacts", "groups", "members", "names", "notifytokens", "schema_migrations", "tokens", "users"}
+var wantTables = []string{"contacts", "groups", "members", "messenger_outbox", "names", "notifytokens", "schema_migrations", "tokens", "users"}
+
+// latestVersion is the number of the newest migration.
+const latestVersion = 2
 
 // Columns of the original tables (PROTOCOL.md §6), in the original's order.
 var wantColumns = map[string]string{
@@ -106,8 +109,8 @@ func checkMigrationVersion(t *testing.T, db *sql.DB) {
 		if err := rows.Scan(&version, &dirty); err != nil {
 			t.Fatal(err)
 		}
-		if version != 1 || dirty {
-			t.Errorf("schema_migrations = (version %d, dirty %v), want (1, false)", version, dirty)
+		if version != latestVersion || dirty {
+			t.Errorf("schema_migrations = (version %d, dirty %v), want (%d, false)", version, dirty, latestVersion)
 		}
 	}
 	if n != 1 {
@@ -337,7 +340,7 @@ func TestAdoptOriginalDatabase(t *testing.T) {
 	// A new login of that user replaces the original token row under strict mode.
 	const newToken = "fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
 	u, isNew, err := s.SaveLogin(ctx, store.Login{UID: 4242, Phone: "919812345678", CC: 91, Token: newToken,
-		Expiry: time.Now().Add(time.Hour), TS: 1700000000})
+		Expiry: time.Now().Add(time.Hour), TS: 1700000000}, nil)
 	if err != nil {
 		t.Fatalf("SaveLogin on the adopted database: %v", err)
 	}
@@ -428,7 +431,7 @@ func TestSaveLogin(t *testing.T) {
 	expiry := time.Now().Add(365 * 24 * time.Hour).Truncate(time.Second)
 
 	u, isNew, err := s.SaveLogin(ctx, store.Login{UID: 1001, Phone: "919812345678", CC: 91, Name: "Ada",
-		Token: tokenA, Expiry: expiry, IPv4: 0x01020304, Device: 1, TS: 1700000000})
+		Token: tokenA, Expiry: expiry, IPv4: 0x01020304, Device: 1, TS: 1700000000}, nil)
 	if err != nil {
 		t.Fatalf("SaveLogin: %v", err)
 	}
@@ -466,7 +469,7 @@ func TestSaveLogin(t *testing.T) {
 
 	// Second login, same phone and uid, new token, another name: name kept, token replaced.
 	u, isNew, err = s.SaveLogin(ctx, store.Login{UID: 1001, Phone: "919812345678", CC: 91, Name: "Mallory",
-		Token: tokenB, Expiry: expiry, Device: 2, TS: 1700000100})
+		Token: tokenB, Expiry: expiry, Device: 2, TS: 1700000100}, nil)
 	if err != nil {
 		t.Fatalf("second SaveLogin: %v", err)
 	}
@@ -491,14 +494,14 @@ func TestSaveLogin(t *testing.T) {
 
 	// A repeat login that changes nothing in the users row is not new either.
 	if _, isNew, err = s.SaveLogin(ctx, store.Login{UID: 1001, Phone: "919812345678", CC: 91,
-		Token: tokenB, Expiry: expiry, Device: 2, TS: 1700000100}); err != nil || isNew {
+		Token: tokenB, Expiry: expiry, Device: 2, TS: 1700000100}, nil); err != nil || isNew {
 		t.Errorf("unchanged repeat login: isNew %v, err %v", isNew, err)
 	}
 
 	// The messaging service handed the same phone a new uid: the row is kept and re-keyed.
 	const tokenC = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 	u, isNew, err = s.SaveLogin(ctx, store.Login{UID: 2002, Phone: "919812345678", CC: 91,
-		Token: tokenC, Expiry: expiry, TS: 1700000200})
+		Token: tokenC, Expiry: expiry, TS: 1700000200}, nil)
 	if err != nil {
 		t.Fatalf("SaveLogin with a new uid: %v", err)
 	}
@@ -519,10 +522,10 @@ func TestSaveLogin(t *testing.T) {
 	}
 
 	// A user without a name gets one at a later login.
-	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Token: "d" + tokenA[1:], Expiry: expiry, TS: 1}); err != nil {
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Token: "d" + tokenA[1:], Expiry: expiry, TS: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if u, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Name: "Bob", Token: "e" + tokenA[1:], Expiry: expiry, TS: 2}); err != nil || u.Name != "Bob" {
+	if u, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Name: "Bob", Token: "e" + tokenA[1:], Expiry: expiry, TS: 2}, nil); err != nil || u.Name != "Bob" {
 		t.Errorf("name given to a user without one = %+v, %v", u, err)
 	}
 }
@@ -534,7 +537,7 @@ func TestUserByTokenNotFound(t *testing.T) {
 		t.Fatalf("unknown token: %v, want ErrNotFound", err)
 	}
 	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 1, Phone: "919812345678", CC: 91, Token: tokenA,
-		Expiry: time.Now().Add(2 * time.Minute), TS: 1}); err != nil {
+		Expiry: time.Now().Add(2 * time.Minute), TS: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.UserByToken(ctx, tokenA); err != nil {
@@ -552,7 +555,7 @@ func TestUserByTokenNotFound(t *testing.T) {
 
 	// Expired through SaveLogin too: two minutes ago (checks the UTC handling of expiry).
 	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 1, Phone: "919812345678", CC: 91, Token: tokenB,
-		Expiry: time.Now().Add(-2 * time.Minute), TS: 2}); err != nil {
+		Expiry: time.Now().Add(-2 * time.Minute), TS: 2}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.UserByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
@@ -568,7 +571,7 @@ func TestLogout(t *testing.T) {
 		{UID: 1, Phone: "919800000001", CC: 91, Token: tokenA, Expiry: expiry, TS: 1},
 		{UID: 2, Phone: "919800000002", CC: 91, Token: tokenB, Expiry: expiry, TS: 1},
 	} {
-		if _, _, err := s.SaveLogin(ctx, l); err != nil {
+		if _, _, err := s.SaveLogin(ctx, l, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -619,7 +622,7 @@ func TestOddValuesStoredVerbatim(t *testing.T) {
 		token := fmt.Sprintf("%064d", i+1)
 		l := store.Login{UID: int64(100 + i), Phone: fmt.Sprintf("9198000000%02d", i), CC: 91, Name: name,
 			Token: token, Expiry: time.Now().Add(time.Hour), TS: 1}
-		u, _, err := s.SaveLogin(ctx, l)
+		u, _, err := s.SaveLogin(ctx, l, nil)
 		if err != nil {
 			t.Fatalf("SaveLogin(name %q): %v", name, err)
 		}

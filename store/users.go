@@ -47,7 +47,9 @@ func scanUser(row *sql.Row) (User, error) {
 
 // SaveLogin stores the user (created, or its uid/cc/ts refreshed) and replaces the user's
 // token, in one transaction. It reports whether the user is new.
-func (s *Store) SaveLogin(ctx context.Context, l Login) (u User, isNew bool, err error) {
+// For a new user, compose (when not nil) builds the notification queued in the same
+// transaction for every user who has the new user's phone among their contacts.
+func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notification) (u User, isNew bool, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: save login: %w", err)
@@ -75,6 +77,11 @@ func (s *Store) SaveLogin(ctx context.Context, l Login) (u User, isNew bool, err
 	u, err = scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", l.UID))
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: read user: %w", err)
+	}
+	if isNew {
+		if err := notifyContactsOf(ctx, tx, u, time.Unix(l.TS, 0), compose); err != nil {
+			return User{}, false, err
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return User{}, false, fmt.Errorf("store: save login: %w", err)

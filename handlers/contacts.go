@@ -1,0 +1,149 @@
+package handlers
+
+import (
+	"context"
+	"errors"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-messenger/messenger/phone"
+	"github.com/caddy-messenger/messenger/ratelimit"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// Caps per getcontacts answer, as the original had. An app that gets a full page asks
+// again with the highest ts it saw (delta sync) to get the rest.
+const (
+	maxUsersPerSync  = 1000
+	maxGroupsPerSync = 500
+)
+
+// getContacts stores the caller's address book and answers which of its numbers are
+// registered; without phones it answers what changed since ts (PROTOCOL.md §3).
+func (a *API) getContacts(ctx context.Context, c *call) *Response {
+	req := c.req
+	raw := req.List("phones")
+	reset := req.Int("reset") == 1
+	if len(raw) > a.Config.Discovery.MaxPhones {
+		return fail("getcontacts", c.now, CodeRateLimit, "Too many phone numbers in one request.")
+	}
+
+	var users []store.User
+	var groups []store.Group
+	var err error
+	if len(raw) > 0 {
+		phones := a.contactPhones(raw, c.user)
+		if resp := a.chargeDiscovery(ctx, c, phones); resp != nil {
+			return resp
+		}
+		if err = a.Store.SaveContacts(ctx, c.user.UID, phones, reset); err == nil {
+			users, err = a.Store.UsersByPhones(ctx, phones, c.user.UID, maxUsersPerSync)
+		}
+	} else {
+		since := req.Int("ts")
+		if reset {
+			err = a.Store.SaveContacts(ctx, c.user.UID, nil, true)
+		} else {
+			users, err = a.Store.ContactsSince(ctx, c.user.UID, since, maxUsersPerSync)
+		}
+		if err == nil {
+			groups, err = a.Store.GroupsOf(ctx, c.user.Phone, since, maxGroupsPerSync)
+		}
+	}
+	if err != nil {
+		a.Logger.Error("getcontacts failed", zap.Error(err))
+		return fail("getcontacts", c.now, "DBERROR", "")
+	}
+
+	records := make([]map[string]any, 0, len(users)+len(groups))
+	for _, u := range users {
+		records = append(records, a.userRecord(u))
+	}
+	for _, g := range groups {
+		records = append(records, a.groupRecord(g))
+	}
+	resp := ok("getcontacts", c.now)
+	resp.Body["contacts"] = records
+	resp.Body["u"] = map[string]any{
+		"name": c.user.Name, "phone": c.user.Phone, "status": c.user.Status, "photo": c.user.Photo, "ts": itoa(c.user.TS),
+	}
+	return resp
+}
+
+// contactPhones normalises an address book: numbers without a country code take the
+// caller's; invalid numbers, duplicates and the caller's own number are dropped.
+func (a *API) contactPhones(raw []string, caller store.User) []string {
+	seen := make(map[string]bool, len(raw))
+	phones := make([]string, 0, len(raw))
+	for _, r := range raw {
+		n, err := phone.ParseContact(r, caller.CC)
+		if err != nil || seen[n.Digits] || n.Digits == caller.Phone {
+			continue
+		}
+		seen[n.Digits] = true
+		phones = append(phones, n.Digits)
+	}
+	return phones
+}
+
+// chargeDiscovery takes one from the caller's discovery budget per number not already in
+// the caller's contact list.
+func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) *Response {
+	known, err := a.Store.KnownContacts(ctx, c.user.UID, phones)
+	if err != nil {
+		a.Logger.Error("getcontacts failed", zap.Error(err))
+		return fail("getcontacts", c.now, "DBERROR", "")
+	}
+	cost := len(phones) - len(known)
+	if cost == 0 {
+		return nil
+	}
+	wait, err := a.Limiter.AllowN(ctx, cost, ratelimit.Check{
+		Key: "discovery:" + itoa(c.user.UID), Rules: []ratelimit.Rule{a.Config.Discovery.Budget},
+	})
+	switch {
+	case errors.Is(err, ratelimit.ErrOverBurst):
+		return fail("getcontacts", c.now, CodeRateLimit, "Too many new phone numbers in one request.")
+	case err != nil:
+		a.Logger.Error("discovery budget unavailable", zap.Error(err))
+		return fail("getcontacts", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+	case wait > 0:
+		return rateLimited("getcontacts", c.now, wait)
+	}
+	return nil
+}
+
+// userRecord is a user as getcontacts lists it; gid and ts are decimal strings, as the
+// original sent them.
+func (a *API) userRecord(u store.User) map[string]any {
+	r := map[string]any{"name": u.Name, "status": u.Status, "phone": u.Phone, "photo": u.Photo, "gid": "0", "ts": itoa(u.TS)}
+	if tn := a.Media.Thumbnail(u.Photo); tn != "" {
+		r["tn"] = tn
+	}
+	return r
+}
+
+// groupRecord is a group as getcontacts lists it.
+func (a *API) groupRecord(g store.Group) map[string]any {
+	r := map[string]any{"name": g.Name, "status": "", "phone": "", "photo": g.Photo, "gid": itoa(g.GID), "ts": itoa(g.TS), "members": g.Members}
+	if tn := a.Media.Thumbnail(g.Photo); tn != "" {
+		r["tn"] = tn
+	}
+	return r
+}
+
+// delContacts removes numbers from the caller's contact list.
+func (a *API) delContacts(ctx context.Context, c *call) *Response {
+	raw := c.req.List("phones")
+	if len(raw) == 0 {
+		return fail("delcontacts", c.now, "MISSINGPARA", "")
+	}
+	if len(raw) > a.Config.Discovery.MaxPhones {
+		return fail("delcontacts", c.now, CodeRateLimit, "Too many phone numbers in one request.")
+	}
+	if err := a.Store.DeleteContacts(ctx, c.user.UID, a.contactPhones(raw, c.user)); err != nil {
+		a.Logger.Error("delcontacts failed", zap.Error(err))
+		return fail("delcontacts", c.now, "DBERROR", "")
+	}
+	return ok("delcontacts", c.now)
+}

@@ -1,0 +1,71 @@
+package handlers
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// systemAddress sends notifications that have no acting user.
+const systemAddress = "100"
+
+// Notifications are the texts of the notifications the ops send (PROTOCOL.md §4).
+// %NAME% is replaced by the apps with the user's name.
+type Notifications struct {
+	// NewUser is the subject sent to a new user's contacts.
+	NewUser string `json:"new_user,omitempty"`
+	// NewUserMessage is its body text.
+	NewUserMessage string `json:"new_user_message,omitempty"`
+	// AddedToGroup is sent to members when a group is created or changed; %GROUP% is
+	// replaced by the group's name.
+	AddedToGroup string `json:"added_to_group,omitempty"`
+}
+
+// notificationBody is the JSON the apps parse from a notification message.
+type notificationBody struct {
+	Subject string `json:"subject"`
+	Msg     string `json:"msg"`
+	Type    int    `json:"type"`
+	Action  int    `json:"action"`
+	Name    string `json:"name"`
+	GID     int64  `json:"gid"`
+	Phone   string `json:"phone"`
+	Status  string `json:"status"`
+	Members string `json:"members,omitempty"`
+	Photo   string `json:"photo"`
+	TS      int64  `json:"ts"`
+	TN      string `json:"tn,omitempty"`
+}
+
+func (b notificationBody) bytes() []byte {
+	data, _ := json.Marshal(b) // only strings and numbers: cannot fail
+	return data
+}
+
+// profileNotification tells a user's contacts about the user's new profile.
+func (a *API) profileNotification(subject, msg string) func(store.User) store.Notification {
+	return func(u store.User) store.Notification {
+		return store.Notification{From: u.Phone, Body: notificationBody{
+			Subject: subject, Msg: msg, Name: u.Name, Phone: u.Phone, Status: u.Status,
+			Photo: u.Photo, TS: u.TS, TN: a.Media.Thumbnail(u.Photo),
+		}.bytes()}
+	}
+}
+
+// groupNotification tells a group's members about its new state, from the acting phone.
+func (a *API) groupNotification(from, subject string) func(store.Group) store.Notification {
+	return func(g store.Group) store.Notification {
+		return store.Notification{From: from, To: g.Phones, Body: notificationBody{
+			Subject: strings.ReplaceAll(subject, "%GROUP%", g.Name), Name: g.Name, GID: g.GID,
+			Members: g.Members, Photo: g.Photo, TS: g.TS, TN: a.Media.Thumbnail(g.Photo),
+		}.bytes()}
+	}
+}
+
+// wake tells the outbox worker that a notification was queued.
+func (a *API) wake() {
+	if a.Outbox != nil {
+		a.Outbox()
+	}
+}

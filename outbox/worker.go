@@ -1,0 +1,103 @@
+// Package outbox delivers the queued notifications of the messenger (PROTOCOL.md §4)
+// to mesibo: a worker per server instance polls the outbox table, sends what is due and
+// reschedules what failed with exponential backoff. Rows are claimed with
+// SELECT ... FOR UPDATE SKIP LOCKED, so workers on many instances never send one row twice.
+package outbox
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// MessageExpiry is how long mesibo keeps a notification for an offline user: they are
+// transient updates, and the apps' full sync catches up after that.
+const MessageExpiry = time.Hour
+
+// Worker sends due notifications.
+type Worker struct {
+	Store  *store.Store
+	Mesibo *mesiboclient.Client
+	Logger *zap.Logger
+	// Poll is how often the worker looks for due rows without being woken. Default 2s.
+	Poll time.Duration
+	// Batch is how many rows one claim takes. Default 50.
+	Batch int
+	// MaxBackoff caps the wait between attempts of one row. Default 5m.
+	MaxBackoff time.Duration
+
+	wake chan struct{}
+}
+
+// New returns a worker with defaults filled in.
+func New(s *store.Store, m *mesiboclient.Client, logger *zap.Logger) *Worker {
+	return &Worker{Store: s, Mesibo: m, Logger: logger, Poll: 2 * time.Second, Batch: 50, MaxBackoff: 5 * time.Minute,
+		wake: make(chan struct{}, 1)}
+}
+
+// Wake makes the worker look for due rows now; it never blocks.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends.
+func (w *Worker) Run(ctx context.Context) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-w.wake:
+		}
+		for ctx.Err() == nil {
+			n, err := w.RunOnce(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					w.Logger.Warn("outbox: delivery round failed", zap.Error(err))
+				}
+				break
+			}
+			if n < w.Batch {
+				break // drained, or stopped at a failure: wait for the next round
+			}
+		}
+		timer.Reset(w.Poll)
+	}
+}
+
+// RunOnce delivers one batch of due rows and reports how many were delivered. A
+// database that is not ready yet is left alone until the next round.
+func (w *Worker) RunOnce(ctx context.Context) (int, error) {
+	if err := w.Store.Ready(ctx); err != nil {
+		return 0, err
+	}
+	return w.Store.DeliverDue(ctx, w.Batch, time.Now(), w.send, w.backoff)
+}
+
+func (w *Worker) send(m store.OutboxMessage) error {
+	// The message call is bounded by the client's own timeout; it does not depend on the
+	// request that queued the row, which is long gone.
+	_, err := w.Mesibo.SendMessage(context.Background(), mesiboclient.Message{
+		From: m.From, To: m.To, GID: m.GID, Type: 1, ExpirySeconds: int(MessageExpiry / time.Second),
+		Flags: mesiboclient.FlagTransient, Body: string(m.Body),
+	})
+	if err != nil {
+		w.Logger.Warn("outbox: delivery failed; will retry", zap.Int64("id", m.ID), zap.Int("attempts", m.Attempts+1), zap.Error(err))
+	}
+	return err
+}
+
+// backoff is 1s, 2s, 4s, ... up to MaxBackoff.
+func (w *Worker) backoff(attempts int) time.Duration {
+	d := time.Second << min(attempts-1, 20)
+	return min(d, w.MaxBackoff)
+}

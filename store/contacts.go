@@ -1,0 +1,189 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// chunkSize bounds the values of one multi-row INSERT or IN list: a request costs one
+// round trip per chunk, not one per phone.
+const chunkSize = 1000
+
+// chunks calls fn with successive slices of at most chunkSize items.
+func chunks[T any](items []T, fn func([]T) error) error {
+	for len(items) > 0 {
+		n := min(len(items), chunkSize)
+		if err := fn(items[:n]); err != nil {
+			return err
+		}
+		items = items[n:]
+	}
+	return nil
+}
+
+// placeholders is "?,?,?" for n values, with each group wrapped as given (e.g. "(?,?)").
+func placeholders(n int, group string) string {
+	return strings.TrimSuffix(strings.Repeat(group+",", n), ",")
+}
+
+func anys[T any](items []T) []any {
+	out := make([]any, len(items))
+	for i, v := range items {
+		out[i] = v
+	}
+	return out
+}
+
+// KnownContacts returns which of phones are already in uid's contact list.
+func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (map[string]bool, error) {
+	known := map[string]bool{}
+	err := chunks(phones, func(chunk []string) error {
+		rows, err := s.db.QueryContext(ctx, "SELECT phone FROM contacts WHERE uid = ? AND phone IN ("+placeholders(len(chunk), "?")+")",
+			append([]any{uid}, anys(chunk)...)...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var p string
+			if err := rows.Scan(&p); err != nil {
+				return err
+			}
+			known[p] = true
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: known contacts: %w", err)
+	}
+	return known, nil
+}
+
+// SaveContacts adds phones to uid's contact list (after emptying it when reset is set),
+// in one transaction.
+func (s *Store) SaveContacts(ctx context.Context, uid int64, phones []string, reset bool) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("store: save contacts: %w", err)
+	}
+	defer tx.Rollback()
+	if reset {
+		if _, err := tx.ExecContext(ctx, "DELETE FROM contacts WHERE uid = ?", uid); err != nil {
+			return fmt.Errorf("store: reset contacts: %w", err)
+		}
+	}
+	err = chunks(phones, func(chunk []string) error {
+		args := make([]any, 0, 2*len(chunk))
+		for _, p := range chunk {
+			args = append(args, uid, p)
+		}
+		_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO contacts (uid, phone) VALUES "+placeholders(len(chunk), "(?,?)"), args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: save contacts: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: save contacts: %w", err)
+	}
+	return nil
+}
+
+// DeleteContacts removes phones from uid's contact list.
+func (s *Store) DeleteContacts(ctx context.Context, uid int64, phones []string) error {
+	err := chunks(phones, func(chunk []string) error {
+		_, err := s.db.ExecContext(ctx, "DELETE FROM contacts WHERE uid = ? AND phone IN ("+placeholders(len(chunk), "?")+")",
+			append([]any{uid}, anys(chunk)...)...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete contacts: %w", err)
+	}
+	return nil
+}
+
+// UsersByPhones returns the registered users among phones, except excludeUID, in
+// ascending ts, at most limit.
+func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID int64, limit int) ([]User, error) {
+	var users []User
+	err := chunks(phones, func(chunk []string) error {
+		found, err := s.queryUsers(ctx, "SELECT "+userColumns+" FROM users u WHERE u.phone IN ("+placeholders(len(chunk), "?")+
+			") AND u.uid != ? ORDER BY u.ts, u.uid LIMIT ?", append(anys(chunk), excludeUID, limit)...)
+		users = append(users, found...)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: users by phones: %w", err)
+	}
+	sortByTS(users)
+	if len(users) > limit {
+		users = users[:limit]
+	}
+	return users, nil
+}
+
+// ContactsSince returns the registered users in uid's contact list changed after ts, in
+// ascending ts, at most limit.
+func (s *Store) ContactsSince(ctx context.Context, uid, ts int64, limit int) ([]User, error) {
+	users, err := s.queryUsers(ctx, "SELECT "+userColumns+` FROM contacts c JOIN users u ON u.phone = c.phone
+		WHERE c.uid = ? AND u.ts > ? AND u.uid != ? ORDER BY u.ts, u.uid LIMIT ?`, uid, ts, uid, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: contacts since: %w", err)
+	}
+	return users, nil
+}
+
+func (s *Store) queryUsers(ctx context.Context, query string, args ...any) ([]User, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var users []User
+	for rows.Next() {
+		var u User
+		if err := rows.Scan(&u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS); err != nil {
+			return nil, err
+		}
+		users = append(users, u)
+	}
+	return users, rows.Err()
+}
+
+// sortByTS merges per-chunk results into the order one query would have given.
+func sortByTS(users []User) {
+	slices.SortFunc(users, func(a, b User) int {
+		return cmp.Or(cmp.Compare(a.TS, b.TS), cmp.Compare(a.UID, b.UID))
+	})
+}
+
+// contactsOf returns the phones of the users who have phone in their contact list,
+// except the user with that phone.
+func contactsOf(ctx context.Context, q querier, phone string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT u.phone FROM contacts c JOIN users u ON u.uid = c.uid
+		WHERE c.phone = ? AND u.phone != ?`, phone, phone)
+	if err != nil {
+		return nil, fmt.Errorf("store: contacts of: %w", err)
+	}
+	defer rows.Close()
+	var phones []string
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, err
+		}
+		phones = append(phones, p)
+	}
+	return phones, rows.Err()
+}
+
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}

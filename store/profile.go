@@ -1,0 +1,72 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// ProfileChange is what a profile op sets; nil fields stay as they are.
+type ProfileChange struct {
+	Name   *string
+	Status *string
+	Photo  *string
+}
+
+// UpdateProfile applies change to the user uid, sets its ts, and, in the same transaction,
+// queues the notification that compose builds from the updated user for every user who
+// has this one among their contacts.
+func (s *Store) UpdateProfile(ctx context.Context, uid int64, change ProfileChange, now time.Time,
+	compose func(User) Notification) (User, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return User{}, fmt.Errorf("store: update profile: %w", err)
+	}
+	defer tx.Rollback()
+	// COALESCE keeps a column whose new value is NULL (not sent).
+	if _, err := tx.ExecContext(ctx, `UPDATE users SET name = COALESCE(?, name), status = COALESCE(?, status),
+		photo = COALESCE(?, photo), ts = ? WHERE uid = ?`, change.Name, change.Status, change.Photo, now.Unix(), uid); err != nil {
+		return User{}, fmt.Errorf("store: update profile: %w", err)
+	}
+	u, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", uid))
+	if err != nil {
+		return User{}, fmt.Errorf("store: update profile: %w", err)
+	}
+	if err := notifyContactsOf(ctx, tx, u, now, compose); err != nil {
+		return User{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return User{}, fmt.Errorf("store: update profile: %w", err)
+	}
+	return u, nil
+}
+
+// notifyContactsOf queues compose(u) for the users who have u among their contacts.
+func notifyContactsOf(ctx context.Context, tx *sql.Tx, u User, now time.Time, compose func(User) Notification) error {
+	if compose == nil {
+		return nil
+	}
+	to, err := contactsOf(ctx, tx, u.Phone)
+	if err != nil || len(to) == 0 {
+		return err
+	}
+	n := compose(u)
+	n.To = to
+	return enqueue(ctx, tx, n, now)
+}
+
+// SetNotifyToken stores the user's push token (one per user).
+func (s *Store) SetNotifyToken(ctx context.Context, uid int64, token string, device int, production bool) error {
+	prod := 0
+	if production {
+		prod = 1
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO notifytokens (uid, token, device, production) VALUES (?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE token = VALUES(token), device = VALUES(device), production = VALUES(production)`,
+		uid, token, device, prod)
+	if err != nil {
+		return fmt.Errorf("store: set notify token: %w", err)
+	}
+	return nil
+}
