@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +32,6 @@ import (
 const (
 	appToken    = "app-token-e2e-0123456789abcdef"
 	hookSecret  = "hook-secret"
-	apiURL      = "http://localhost:9080/api.php"
 	reviewPhone = "15550100999"
 	reviewCode  = "424242"
 )
@@ -110,25 +111,49 @@ type options struct {
 	second   bool   // add a second site on :9081 with its own handler on the same Redis
 }
 
-const globalOptions = `{
+// The ports of the in-process Caddy: $MESSENGER_E2E_PORT (default 9080) serves the API,
+// the next port the second instance, and the admin API listens 6081 below, so two test
+// processes on one machine can use different bases.
+var (
+	basePort  = envPort()
+	siteURL   = fmt.Sprintf("http://localhost:%d", basePort)
+	apiURL    = siteURL + "/api.php"
+	secondURL = fmt.Sprintf("http://localhost:%d/api.php", basePort+1)
+	adminPort = basePort - 6081
+)
+
+func envPort() int {
+	if p, err := strconv.Atoi(os.Getenv("MESSENGER_E2E_PORT")); err == nil && p > 7000 {
+		return p
+	}
+	return 9080
+}
+
+var globalOptions = fmt.Sprintf(`{
 	skip_install_trust
-	admin localhost:2999
-	http_port 9080
-	https_port 9443
+	admin localhost:%d
+	http_port %d
+	https_port %d
 	grace_period 1ns
 	log {
 		level ERROR
 	}
 }
-`
+`, adminPort, basePort, basePort+363)
 
-// siteTemplate is one site serving the API; %[1]s is its address, %[2]s the messenger block.
+// siteTemplate is one site serving the API and the pictures; %[1]s is its address, %[2]s
+// the messenger block, %[3]s the folder holding files/ and thumbs/.
 const siteTemplate = `%[1]s {
 	@api path / /api.php
 	messenger @api {
 %[2]s
 	}
-	@other not path / /api.php
+	@static path /files/* /thumbs/*
+	handle @static {
+		root * %[3]s
+		file_server
+	}
+	@other not path / /api.php /files/* /thumbs/*
 	respond @other "not the api" 404
 }
 `
@@ -151,8 +176,8 @@ const messengerTemplate = `		database "%s"
 			test_number "+1 555 0100 999" %s
 			%s
 		}
-		download_url http://localhost:9080/files/
-		upload_url http://localhost:9080/api.php
+		download_url {$E2E_SITE}/files/
+		upload_url {$E2E_SITE}/api.php
 		invite {
 			text "Join me"
 			subject "Messenger"
@@ -164,12 +189,10 @@ const messengerTemplate = `		database "%s"
 		thumbs_dir %s
 		%s`
 
-// secondURL is the API of the second instance that options.second adds.
-const secondURL = "http://localhost:9081/api.php"
-
 func startEnv(t testing.TB, o options) *env {
 	t.Setenv("E2E_MESIBO_APP_TOKEN", appToken)
 	t.Setenv("E2E_OTP_SECRET", "otp-secret")
+	t.Setenv("E2E_SITE", siteURL)
 	e := &env{t: t, mesibo: mesibotest.NewServer(t, appToken), hook: newHook(t), dsn: testenv.Database(t)}
 	e.db = testenv.Open(t, e.dsn)
 	_, e.prefix = testenv.Redis(t)
@@ -180,13 +203,13 @@ func startEnv(t testing.TB, o options) *env {
 	e.files = t.TempDir()
 	block := fmt.Sprintf(messengerTemplate, e.dsn, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
 		e.files+"/files", e.files+"/thumbs", o.extra)
-	config := globalOptions + fmt.Sprintf(siteTemplate, "http://localhost:9080", block)
+	config := globalOptions + fmt.Sprintf(siteTemplate, siteURL, block, e.files)
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment
 		// would be if it had its own database replica.
-		config += fmt.Sprintf(siteTemplate, "http://localhost:9081", strings.Replace(block, e.dsn, testenv.Database(t), 1))
+		config += fmt.Sprintf(siteTemplate, strings.TrimSuffix(secondURL, "/api.php"), strings.Replace(block, e.dsn, testenv.Database(t), 1), e.files)
 	}
-	e.tester = caddytest.NewTester(t)
+	e.tester = caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
 	e.tester.InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()

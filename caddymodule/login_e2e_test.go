@@ -30,7 +30,7 @@ func TestNoopAndEnvelopeHeaders(t *testing.T) {
 	}
 
 	// The site root is the API too, as newer apps post there.
-	req, _ = http.NewRequest(http.MethodPost, "http://localhost:9080/", strings.NewReader("op="))
+	req, _ = http.NewRequest(http.MethodPost, siteURL+"/", strings.NewReader("op="))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if a := e.do(req); a.str("code") != "NOOP" || a.str("result") != "FAIL" {
 		t.Fatalf("root with empty op: %s", a.raw)
@@ -116,8 +116,8 @@ func TestLoginLifecycle(t *testing.T) {
 			cc := map[string]string{"919812345678": "91", "919812345679": "91", "442079460958": "44", "16502530000": "1"}[digits]
 			for key, want := range map[string]string{
 				"phone": digits, "cc": cc, "name": "Ada", "status": "", "photo": "", "google": "maps-key",
-				"invite": "Join me", "fileurl": "http://localhost:9080/files/", "downloadurl": "http://localhost:9080/files/",
-				"uploadurl": "http://localhost:9080/api.php",
+				"invite": "Join me", "fileurl": siteURL + "/files/", "downloadurl": siteURL + "/files/",
+				"uploadurl": apiURL,
 			} {
 				if got := a.str(key); got != want {
 					t.Errorf("%s = %q, want %q", key, got, want)
@@ -131,7 +131,7 @@ func TestLoginLifecycle(t *testing.T) {
 				t.Errorf("share %v", a.body["share"])
 			}
 			urls, _ := a.body["urls"].(map[string]any)
-			if urls["download"] != "http://localhost:9080/files/" || urls["upload"] != "http://localhost:9080/api.php" {
+			if urls["download"] != siteURL+"/files/" || urls["upload"] != apiURL {
 				t.Errorf("urls %v", a.body["urls"])
 			}
 

@@ -1,0 +1,116 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddy-messenger/messenger/internal/testenv"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+func outboxStore(t *testing.T) (*store.Store, string) {
+	t.Helper()
+	dsn := testenv.Database(t)
+	s, err := store.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, dsn
+}
+
+// TestOutboxWorkersNeverShareARow: four workers (two stores, as two instances would
+// have) drain 300 rows; each is delivered exactly once.
+func TestOutboxWorkersNeverShareARow(t *testing.T) {
+	s1, dsn := outboxStore(t)
+	s2, err := store.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	db := testenv.Open(t, dsn)
+	for i := range 300 {
+		if _, err := db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', ?, ?)", fmt.Sprint(i), "{}"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	seen := map[int64]int{}
+	deliver := func(m store.OutboxMessage) error {
+		time.Sleep(time.Millisecond) // a network call, so claims overlap
+		mu.Lock()
+		seen[m.ID]++
+		mu.Unlock()
+		return nil
+	}
+	var wg sync.WaitGroup
+	for i := range 4 {
+		s := []*store.Store{s1, s2}[i%2]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				n, err := s.DeliverDue(context.Background(), 20, time.Now(), deliver, func(int) time.Duration { return time.Second })
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(seen) != 300 {
+		t.Fatalf("delivered %d distinct rows, want 300", len(seen))
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("row %d delivered %d times", id, n)
+		}
+	}
+	depth, _, err := s1.OutboxStats(context.Background(), time.Now())
+	if err != nil || depth != 0 {
+		t.Fatalf("depth %d, %v", depth, err)
+	}
+}
+
+// TestOutboxFailureReschedules: a failed delivery ends the batch and pushes the row back.
+func TestOutboxFailureReschedules(t *testing.T) {
+	s, dsn := outboxStore(t)
+	db := testenv.Open(t, dsn)
+	for i := range 3 {
+		db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', ?, '{}')", fmt.Sprint(i))
+	}
+	calls := 0
+	now := time.Now()
+	n, err := s.DeliverDue(context.Background(), 10, now, func(store.OutboxMessage) error { calls++; return errors.New("mesibo down") },
+		func(attempts int) time.Duration { return time.Duration(attempts) * time.Minute })
+	if err != nil || n != 0 || calls != 1 {
+		t.Fatalf("n=%d calls=%d err=%v: the batch must stop at the first failure", n, calls, err)
+	}
+	var attempts int
+	var next int64
+	var lastErr string
+	db.QueryRow("SELECT attempts, next_attempt, last_error FROM messenger_outbox ORDER BY id LIMIT 1").Scan(&attempts, &next, &lastErr)
+	if attempts != 1 || next < now.Add(59*time.Second).UnixMilli() || lastErr != "mesibo down" {
+		t.Fatalf("attempts %d next %d err %q", attempts, next, lastErr)
+	}
+	// The failed row is not due; the other two are delivered.
+	n, err = s.DeliverDue(context.Background(), 10, now, func(store.OutboxMessage) error { return nil }, nil)
+	if err != nil || n != 2 {
+		t.Fatalf("delivered %d, %v", n, err)
+	}
+	depth, oldest, _ := s.OutboxStats(context.Background(), now.Add(time.Hour))
+	if depth != 1 || oldest < 59*time.Minute {
+		t.Fatalf("depth %d oldest %s", depth, oldest)
+	}
+}
