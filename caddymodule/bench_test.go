@@ -1,7 +1,9 @@
 package caddymodule_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -47,10 +49,12 @@ func post(client *http.Client, fields url.Values) error {
 		return err
 	}
 	defer resp.Body.Close()
-	var buf [512]byte
-	n, _ := resp.Body.Read(buf[:])
-	if !strings.Contains(string(buf[:n]), `"result":"OK"`) {
-		return fmt.Errorf("answer %s", buf[:n])
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(body, []byte(`"result":"OK"`)) {
+		return fmt.Errorf("answer %.300s", body)
 	}
 	return nil
 }
@@ -107,4 +111,94 @@ func BenchmarkLoginVerify(b *testing.B) {
 		}
 	})
 	lat.report(b, time.Since(start))
+}
+
+// seedUsers writes n registered users straight into the database (phones 9197000000xx...)
+// and returns the first one's token; every user has every other in its contacts.
+func seedUsers(b *testing.B, e *env, n, contacts int) (token string, phones []string) {
+	b.Helper()
+	for i := range contacts {
+		phones = append(phones, fmt.Sprintf("9197%08d", i))
+	}
+	tx, err := e.db.Begin()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := range n {
+		if _, err := tx.Exec("INSERT INTO users (uid, phone, cc, name, status, ts) VALUES (?, ?, 91, ?, 'hi', ?)",
+			i+1, phones[i], fmt.Sprint("User ", i), time.Now().Unix()-int64(n-i)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	token = strings.Repeat("b", 40)
+	tx.Exec("INSERT INTO tokens (uid, token, expirytime) VALUES (1, ?, '2037-01-01')", token)
+	for _, p := range phones {
+		tx.Exec("INSERT INTO contacts (uid, phone) VALUES (1, ?)", p)
+	}
+	if err := tx.Commit(); err != nil {
+		b.Fatal(err)
+	}
+	return token, phones
+}
+
+// statements is the server's count of statements so far (all clients).
+func statements(b *testing.B, e *env) int {
+	var name string
+	var n int
+	if err := e.db.QueryRow("SHOW GLOBAL STATUS LIKE 'Questions'").Scan(&name, &n); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// benchAPI runs fields through the API from 32 clients and reports req/s, p50, p99 and
+// the SQL statements one request runs (measured over 20 sequential requests first; the
+// SHOW STATUS query itself and the outbox worker's polls add about 1).
+func benchAPI(b *testing.B, e *env, fields url.Values) {
+	before := statements(b, e)
+	for range 20 {
+		if err := post(e.tester.Client, fields); err != nil {
+			b.Fatal(err)
+		}
+	}
+	perRequest := float64(statements(b, e)-before-1) / 20
+	var lat latencies
+	b.SetParallelism(16)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			t0 := time.Now()
+			if err := post(e.tester.Client, fields); err != nil {
+				b.Error(err)
+				return
+			}
+			lat.add(time.Since(t0))
+		}
+	})
+	lat.report(b, time.Since(start))
+	b.ReportMetric(perRequest, "sql/op")
+}
+
+// BenchmarkGetContactsDelta: getcontacts without phones (a delta sync from ts 0) for a
+// user with 1,000 contacts of whom 50 are registered.
+func BenchmarkGetContactsDelta(b *testing.B) {
+	e := startEnv(b, options{})
+	token, _ := seedUsers(b, e, 51, 1000)
+	benchAPI(b, e, url.Values{"op": {"getcontacts"}, "token": {token}, "ts": {"0"}})
+}
+
+// BenchmarkGetContacts1000: getcontacts with 1,000 phones (already known, so free of the
+// discovery budget), 50 of them registered.
+func BenchmarkGetContacts1000(b *testing.B) {
+	e := startEnv(b, options{extra: "max_body_size 1MB"})
+	token, phones := seedUsers(b, e, 51, 1001)
+	benchAPI(b, e, url.Values{"op": {"getcontacts"}, "token": {token}, "phones": {strings.Join(phones[1:], ",")}})
+}
+
+// BenchmarkProfile: a profile change of a user whom nobody has as a contact.
+func BenchmarkProfile(b *testing.B) {
+	e := startEnv(b, options{})
+	token, _ := seedUsers(b, e, 1, 1)
+	benchAPI(b, e, url.Values{"op": {"profile"}, "token": {token}, "status": {"busy"}})
 }

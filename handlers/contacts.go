@@ -33,10 +33,17 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	var err error
 	if len(raw) > 0 {
 		phones := a.contactPhones(raw, c.user)
-		if resp := a.chargeDiscovery(ctx, c, phones); resp != nil {
+		fresh, resp := a.chargeDiscovery(ctx, c, phones)
+		if resp != nil {
 			return resp
 		}
-		if err = a.Store.SaveContacts(ctx, c.user.UID, phones, reset); err == nil {
+		if reset {
+			fresh = phones // the list is emptied first: store them all again
+		}
+		if len(fresh) > 0 || reset {
+			err = a.Store.SaveContacts(ctx, c.user.UID, fresh, reset)
+		}
+		if err == nil {
 			users, err = a.Store.UsersByPhones(ctx, phones, c.user.UID, maxUsersPerSync)
 		}
 	} else {
@@ -87,30 +94,35 @@ func (a *API) contactPhones(raw []string, caller store.User) []string {
 }
 
 // chargeDiscovery takes one from the caller's discovery budget per number not already in
-// the caller's contact list.
-func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) *Response {
+// the caller's contact list, and returns those numbers.
+func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]string, *Response) {
 	known, err := a.Store.KnownContacts(ctx, c.user.UID, phones)
 	if err != nil {
 		a.Logger.Error("getcontacts failed", zap.Error(err))
-		return fail("getcontacts", c.now, "DBERROR", "")
+		return nil, fail("getcontacts", c.now, "DBERROR", "")
 	}
-	cost := len(phones) - len(known)
-	if cost == 0 {
-		return nil
+	var fresh []string
+	for _, p := range phones {
+		if !known[p] {
+			fresh = append(fresh, p)
+		}
 	}
-	wait, err := a.Limiter.AllowN(ctx, cost, ratelimit.Check{
+	if len(fresh) == 0 {
+		return nil, nil
+	}
+	wait, err := a.Limiter.AllowN(ctx, len(fresh), ratelimit.Check{
 		Key: "discovery:" + itoa(c.user.UID), Rules: []ratelimit.Rule{a.Config.Discovery.Budget},
 	})
 	switch {
 	case errors.Is(err, ratelimit.ErrOverBurst):
-		return fail("getcontacts", c.now, CodeRateLimit, "Too many new phone numbers in one request.")
+		return nil, fail("getcontacts", c.now, CodeRateLimit, "Too many new phone numbers in one request.")
 	case err != nil:
 		a.Logger.Error("discovery budget unavailable", zap.Error(err))
-		return fail("getcontacts", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+		return nil, fail("getcontacts", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
 	case wait > 0:
-		return rateLimited("getcontacts", c.now, wait)
+		return nil, rateLimited("getcontacts", c.now, wait)
 	}
-	return nil
+	return fresh, nil
 }
 
 // userRecord is a user as getcontacts lists it; gid and ts are decimal strings, as the

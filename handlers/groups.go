@@ -1,11 +1,302 @@
 package handlers
 
-import "context"
+import (
+	"context"
+	"errors"
+	"net/url"
+	"strings"
 
-// The group ops are being written (issue "Groups"); until then they answer BADOP.
+	"go.uber.org/zap"
 
-func (a *API) setGroup(_ context.Context, c *call) *Response    { return rejection(c.req.Op, "BADOP", "") }
-func (a *API) getGroup(_ context.Context, c *call) *Response    { return rejection(c.req.Op, "BADOP", "") }
-func (a *API) editMembers(_ context.Context, c *call) *Response { return rejection(c.req.Op, "BADOP", "") }
-func (a *API) setAdmin(_ context.Context, c *call) *Response    { return rejection(c.req.Op, "BADOP", "") }
-func (a *API) delGroup(_ context.Context, c *call) *Response    { return rejection(c.req.Op, "BADOP", "") }
+	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/phone"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// The group ops (PROTOCOL.md §3: setgroup, getgroup, editmembers, setadmin, delgroup).
+// Authorisation, the member rules and the order of the local and the mesibo writes are the
+// store's (store/groupedit.go); here requests are read, phones normalised, and errors
+// turned into the codes the apps know:
+//
+//   - gid missing (or members missing where required), or a member that is not a valid
+//     phone number: MISSINGPARA (errmsg names the number);
+//   - no such group, caller not an admin/owner where that is needed, or not a member for
+//     delgroup: BADGROUP; getgroup by a non-member (or of a missing group): NOTMEMBER;
+//   - mesibo refused the change: BADGROUP (or BADAPP when it refused the app token);
+//     mesibo unreachable: BADAPP. Nothing was changed locally in either case.
+//
+// An admin asking to remove or demote the owner is not refused: the owner is skipped and
+// the answer is OK with the members as they are (a no-op when the owner was the only one
+// asked for).
+
+// Notification subjects without a configurable text. %GROUP% is the group's name.
+const (
+	subjectGroupDeleted = "The group %GROUP% has been deleted"
+	// Member removals, role changes and leaving update the apps silently.
+	subjectSilent = ""
+)
+
+// setGroup creates a group (gid 0) or changes one the caller administers.
+func (a *API) setGroup(ctx context.Context, c *call) *Response {
+	req := c.req
+	gid := req.Int("gid")
+	if gid < 0 {
+		return fail("setgroup", c.now, "BADGROUP", "")
+	}
+	name, rawMembers := req.Get("name"), req.List("m")
+	if req.File != nil {
+		// The apps URL-encode these when they send a picture with them (multipart).
+		name = unescapeOnce(name)
+		rawMembers = splitList(unescapeOnce(req.Get("m")))
+	}
+	members, resp := a.memberPhones("setgroup", c, rawMembers)
+	if resp != nil {
+		return resp
+	}
+	setup := store.GroupSetup{Name: name, Members: members, KeepMembers: gid > 0 && !req.Sent("m")}
+	if req.Sent("type") {
+		typ := req.Int("type")
+		if typ < 0 || typ > 255 {
+			return fail("setgroup", c.now, "MISSINGPARA", "Invalid group type.")
+		}
+		t := int(typ)
+		setup.Type = &t
+	}
+	photo, resp := a.savePicture("setgroup", c)
+	if resp != nil {
+		return resp
+	}
+	setup.Photo = photo
+
+	compose := a.groupNotification(c.user.Phone, a.Config.Notifications.AddedToGroup)
+	var g store.Group
+	var err error
+	if gid == 0 {
+		g, err = a.Store.CreateGroup(ctx, c.user.Phone, setup, c.now, a.groupService(), compose)
+	} else {
+		g, err = a.Store.ChangeGroup(ctx, gid, c.user.Phone, setup, c.now, a.groupService(), compose)
+	}
+	if resp := a.groupFailure("setgroup", c, err); resp != nil {
+		a.discardPicture(photo)
+		return resp
+	}
+	a.wake()
+	answer := a.groupAnswer("setgroup", c, g)
+	answer.Body["name"] = g.Name
+	answer.Body["photo"] = g.Photo
+	answer.Body["ts"] = g.TS
+	a.addThumbnail(answer, g)
+	return answer
+}
+
+// getGroup answers a group the caller is a member of.
+func (a *API) getGroup(ctx context.Context, c *call) *Response {
+	gid := c.req.Int("gid")
+	if gid <= 0 {
+		return fail("getgroup", c.now, "MISSINGPARA", "")
+	}
+	g, role, err := a.Store.GroupFor(ctx, gid, c.user.Phone)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		// As for a non-member: a stranger learns nothing about which groups exist.
+		return fail("getgroup", c.now, "NOTMEMBER", "")
+	case err != nil:
+		a.Logger.Error("getgroup failed", zap.Error(err))
+		return fail("getgroup", c.now, "DBERROR", "")
+	case role == store.NotMember:
+		return fail("getgroup", c.now, "NOTMEMBER", "")
+	}
+	answer := a.groupAnswer("getgroup", c, g)
+	answer.Body["name"] = g.Name
+	answer.Body["status"] = ""
+	answer.Body["photo"] = g.Photo
+	answer.Body["ts"] = g.TS
+	a.addThumbnail(answer, g)
+	return answer
+}
+
+// editMembers adds members to a group the caller administers, or removes them (delete=1).
+func (a *API) editMembers(ctx context.Context, c *call) *Response {
+	req := c.req
+	gid, raw := req.Int("gid"), req.List("m")
+	if gid <= 0 || len(raw) == 0 {
+		return fail("editmembers", c.now, "MISSINGPARA", "")
+	}
+	phones, resp := a.memberPhones("editmembers", c, raw)
+	if resp != nil {
+		return resp
+	}
+	remove := req.Int("delete") != 0
+	subject := a.Config.Notifications.AddedToGroup
+	if remove {
+		subject = subjectSilent
+	}
+	g, err := a.Store.EditMembers(ctx, gid, c.user.Phone, phones, remove, c.now, a.groupService(), a.groupNotification(c.user.Phone, subject))
+	if resp := a.groupFailure("editmembers", c, err); resp != nil {
+		return resp
+	}
+	a.wake()
+	return a.groupAnswer("editmembers", c, g)
+}
+
+// setAdmin makes members admins (admin > 0) or plain members, in a group the caller
+// administers; the owner stays the owner.
+func (a *API) setAdmin(ctx context.Context, c *call) *Response {
+	req := c.req
+	gid, raw := req.Int("gid"), req.List("m")
+	if gid <= 0 || len(raw) == 0 {
+		return fail("setadmin", c.now, "MISSINGPARA", "")
+	}
+	phones, resp := a.memberPhones("setadmin", c, raw)
+	if resp != nil {
+		return resp
+	}
+	g, err := a.Store.SetAdmin(ctx, gid, c.user.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(c.user.Phone, subjectSilent))
+	if resp := a.groupFailure("setadmin", c, err); resp != nil {
+		return resp
+	}
+	a.wake()
+	return a.groupAnswer("setadmin", c, g)
+}
+
+// delGroup deletes a group (its owner) or leaves it (any other member).
+func (a *API) delGroup(ctx context.Context, c *call) *Response {
+	gid := c.req.Int("gid")
+	if gid <= 0 {
+		return fail("delgroup", c.now, "MISSINGPARA", "")
+	}
+	// The store decides between deleting and leaving. A deleted group is notified as a
+	// group without members ("0:"); after a leave the remaining members are told silently.
+	deleted := a.groupNotification(c.user.Phone, subjectGroupDeleted)
+	left := a.groupNotification(c.user.Phone, subjectSilent)
+	compose := func(g store.Group) store.Notification {
+		if len(g.Phones) == 0 {
+			return deleted(g)
+		}
+		return left(g)
+	}
+	_, _, err := a.Store.DeleteOrLeave(ctx, gid, c.user.Phone, c.now, a.groupService(), compose)
+	if errors.Is(err, store.ErrNotGroupMember) {
+		return fail("delgroup", c.now, "BADGROUP", "")
+	}
+	if resp := a.groupFailure("delgroup", c, err); resp != nil {
+		return resp
+	}
+	a.wake()
+	answer := ok("delgroup", c.now)
+	answer.Body["gid"] = gid
+	return answer
+}
+
+// groupAnswer is an OK answer with the group's gid and members string.
+func (a *API) groupAnswer(op string, c *call, g store.Group) *Response {
+	answer := ok(op, c.now)
+	answer.Body["gid"] = g.GID
+	answer.Body["members"] = g.Members
+	return answer
+}
+
+func (a *API) addThumbnail(r *Response, g store.Group) {
+	if tn := a.Media.Thumbnail(g.Photo); tn != "" {
+		r.Body["tn"] = tn
+	}
+}
+
+// memberPhones normalises member phones like contact phones (numbers without a country
+// code take the caller's), dropping duplicates. Unlike an address book, a member list
+// with an invalid number is refused as a whole: silently leaving someone out of a group
+// is worse than asking again. Unregistered numbers are fine.
+func (a *API) memberPhones(op string, c *call, raw []string) ([]string, *Response) {
+	seen := make(map[string]bool, len(raw))
+	phones := make([]string, 0, len(raw))
+	for _, r := range raw {
+		if strings.Contains(r, "%") {
+			r = unescapeOnce(r) // some app builds URL-encode the list
+		}
+		n, err := phone.ParseContact(r, c.user.CC)
+		if err != nil {
+			return nil, fail(op, c.now, "MISSINGPARA", "Not a valid phone number: "+shorten(r, 32))
+		}
+		if !seen[n.Digits] {
+			seen[n.Digits] = true
+			phones = append(phones, n.Digits)
+		}
+	}
+	return phones, nil
+}
+
+// groupFailure maps a store error of a group op to its answer; nil when err is nil.
+func (a *API) groupFailure(op string, c *call, err error) *Response {
+	var svc *store.ServiceError
+	var refused *mesiboclient.RefusedError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotAdmin), errors.Is(err, store.ErrNotGroupMember):
+		return fail(op, c.now, "BADGROUP", "")
+	case errors.Is(err, store.ErrBadPhone):
+		return fail(op, c.now, "MISSINGPARA", "")
+	case errors.As(err, &svc):
+		a.Logger.Error("mesibo group call failed", zap.String("op", op), zap.Error(err))
+		if errors.As(err, &refused) && !appTokenRefusal[refused.Code] {
+			return fail(op, c.now, "BADGROUP", "The messaging service refused the change.")
+		}
+		return fail(op, c.now, "BADAPP", "The messaging service is unavailable. Please try again later.")
+	}
+	a.Logger.Error(op+" failed", zap.Error(err))
+	return fail(op, c.now, "DBERROR", "")
+}
+
+// groupService is mesibo as the store's GroupService.
+func (a *API) groupService() store.GroupService { return mesiboGroups{a.Mesibo} }
+
+type mesiboGroups struct{ c *mesiboclient.Client }
+
+func (m mesiboGroups) CreateGroup(ctx context.Context, name string, members []string) (int64, error) {
+	return m.c.GroupAdd(ctx, mesiboclient.GroupRequest{Name: name, Members: members})
+}
+
+func (m mesiboGroups) SetGroup(ctx context.Context, gid int64, name string, members []string) error {
+	return m.c.GroupSet(ctx, mesiboclient.GroupRequest{GID: gid, Name: name, Members: members})
+}
+
+func (m mesiboGroups) EditMembers(ctx context.Context, gid int64, members []string, remove bool) error {
+	return m.c.GroupEditMembers(ctx, gid, members, remove)
+}
+
+// DeleteGroup treats "no such group" as done: a group mesibo no longer has must still be
+// deletable here.
+func (m mesiboGroups) DeleteGroup(ctx context.Context, gid int64) error {
+	err := m.c.GroupDelete(ctx, gid)
+	var refused *mesiboclient.RefusedError
+	if errors.As(err, &refused) && refused.Code == "BADGROUP" {
+		return nil
+	}
+	return err
+}
+
+// unescapeOnce URL-decodes s once; s stays as it is when it is not valid URL encoding.
+func unescapeOnce(s string) string {
+	if d, err := url.QueryUnescape(s); err == nil {
+		return strings.TrimSpace(d)
+	}
+	return s
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var items []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			items = append(items, item)
+		}
+	}
+	return items
+}
+
+func shorten(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
