@@ -30,6 +30,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			app_token   <token>
 //			timeout     <duration>
 //		}
+//		authenticator   phone_otp | caddy_identity <placeholder>
 //		otp {
 //			secret          <secret>
 //			ttl             <duration>
@@ -67,7 +68,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		revoke_on_logout
 //	}
 //
-// Secrets should be given as {env.NAME} placeholders. rate_limit may repeat; the rules
+// authenticator chooses how users log in: phone_otp (default; the otp block) or
+// caddy_identity, which trusts a placeholder filled by an auth handler that runs earlier
+// in the same route (basic_auth's {http.auth.user.id}, or a header that forward_auth
+// copies from an SSO proxy). Secrets should be given as {env.NAME} placeholders. rate_limit may repeat; the rules
 // given for a scope replace that scope's defaults. sender names a module of the
 // messenger.otp_senders namespace: "log" (development: codes go to the log) or
 // "webhook <url> { secret <s>; timeout <d>; retries <n> }".
@@ -89,6 +93,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = h.unmarshalMesibo(d)
 		case "otp":
 			err = h.unmarshalOTP(d)
+		case "authenticator":
+			if !d.NextArg() {
+				return d.ArgErr()
+			}
+			name := d.Val()
+			mod, uerr := caddyfile.UnmarshalModule(d, "messenger.authenticators."+name)
+			if uerr != nil {
+				return uerr
+			}
+			h.AuthenticatorRaw = caddyconfig.JSONModuleObject(mod, "method", name, nil)
 		case "rate_limit":
 			err = h.unmarshalRateLimit(d)
 		case "max_body_size":

@@ -98,6 +98,9 @@ func TestCaddyfileErrors(t *testing.T) {
 		"extra arg":         "messenger {\n redis a b\n}",
 		"bad size":          "messenger {\n max_body_size lots\n}",
 		"argument":          "messenger foo",
+		"bad authenticator": "messenger {\n authenticator password\n}",
+		"otp with options":  "messenger {\n authenticator phone_otp {\n x\n }\n}",
+		"identity no arg":   "messenger {\n authenticator caddy_identity\n}",
 	} {
 		var h caddymodule.Handler
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
@@ -162,6 +165,37 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 		}
 		if err := caddy.Validate(&cfg); err == nil {
 			t.Errorf("%s: validated", name)
+		}
+	}
+}
+
+func TestAuthenticatorCaddyfile(t *testing.T) {
+	var h caddymodule.Handler
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("messenger {\n authenticator caddy_identity {http.auth.user.id}\n}")); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(h.AuthenticatorRaw); got != `{"method":"caddy_identity","phone":"{http.auth.user.id}"}` {
+		t.Fatalf("authenticator %s", got)
+	}
+	h = caddymodule.Handler{}
+	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("messenger {\n authenticator phone_otp\n}")); err != nil || string(h.AuthenticatorRaw) != `{"method":"phone_otp"}` {
+		t.Fatalf("phone_otp: %s %v", h.AuthenticatorRaw, err)
+	}
+	// Identity login needs no code sender; a value that is not a placeholder is refused.
+	base := "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\n"
+	for block, valid := range map[string]bool{
+		base + "authenticator caddy_identity {http.auth.user.id}": true,
+		base + "authenticator caddy_identity 919812345678":        false,
+		base + "authenticator phone_otp":                          false, // no sender
+	} {
+		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cfg caddy.Config
+		json.Unmarshal(out, &cfg)
+		if err := caddy.Validate(&cfg); (err == nil) != valid {
+			t.Errorf("%q: validate error %v, want valid=%v", block, err, valid)
 		}
 	}
 }

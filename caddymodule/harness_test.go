@@ -109,6 +109,7 @@ type options struct {
 	redisURL string
 	otp      string // more subdirectives inside otp { }
 	second   bool   // add a second site on :9081 with its own handler on the same Redis
+	site     string // replaces siteTemplate (same arguments)
 }
 
 // The ports of the in-process Caddy: $MESSENGER_E2E_PORT (default 9080) serves the API,
@@ -203,7 +204,11 @@ func startEnv(t testing.TB, o options) *env {
 	e.files = t.TempDir()
 	block := fmt.Sprintf(messengerTemplate, e.dsn, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
 		e.files+"/files", e.files+"/thumbs", o.extra)
-	config := globalOptions + fmt.Sprintf(siteTemplate, siteURL, block, e.files)
+	site := siteTemplate
+	if o.site != "" {
+		site = o.site
+	}
+	config := globalOptions + fmt.Sprintf(site, siteURL, block, e.files)
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment
 		// would be if it had its own database replica.

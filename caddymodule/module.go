@@ -17,6 +17,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	_ "github.com/caddy-messenger/messenger/authenticators" // the login methods
 	"github.com/caddy-messenger/messenger/handlers"
 	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/otp"
@@ -49,6 +50,10 @@ type Handler struct {
 	RedisKeyPrefix string `json:"redis_key_prefix,omitempty"`
 	// Mesibo is how to reach the mesibo backend API.
 	Mesibo MesiboConfig `json:"mesibo,omitempty"`
+	// AuthenticatorRaw is how users log in (namespace messenger.authenticators):
+	// "phone_otp" (the default: a one-time code to the phone, see OTP) or
+	// "caddy_identity" (the identity an auth handler earlier in the route established).
+	AuthenticatorRaw json.RawMessage `json:"authenticator,omitempty" caddy:"namespace=messenger.authenticators inline_key=method"`
 	// OTP sets the rules for login codes and how they are delivered.
 	OTP OTPConfig `json:"otp,omitempty"`
 	// RateLimits limits code sending per phone number, per client IP (IPv6 by /64) and
@@ -123,7 +128,7 @@ type OTPConfig struct {
 	// numbers need not be valid in any numbering plan; all other rules apply.
 	TestNumbers map[string]string `json:"test_numbers,omitempty"`
 	// SenderRaw is the module that delivers codes (namespace messenger.otp_senders:
-	// "log" for development, "webhook"). Required.
+	// "log" for development, "webhook"). Required for phone_otp login.
 	SenderRaw json.RawMessage `json:"sender,omitempty" caddy:"namespace=messenger.otp_senders inline_key=sender"`
 }
 
@@ -185,16 +190,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	if h.OTP.SenderRaw == nil {
-		return errors.New("otp sender is required (log for development, or webhook)")
-	}
-	senderMod, err := ctx.LoadModule(&h.OTP, "SenderRaw")
+	identity, sender, err := h.loadLogin(ctx)
 	if err != nil {
-		return fmt.Errorf("loading otp sender: %w", err)
-	}
-	sender, ok := senderMod.(otp.Sender)
-	if !ok {
-		return fmt.Errorf("module %T is not an otp sender", senderMod)
+		return err
 	}
 
 	deps, err := h.takePools()
@@ -241,8 +239,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			MaxFailures: h.OTP.MaxFailures, FailureWindow: time.Duration(h.OTP.FailureWindow),
 			FixedCodes: fixed, KeyPrefix: h.RedisKeyPrefix,
 		}),
-		Limiter: ratelimit.New(deps.redis, h.RedisKeyPrefix+"rl:"),
-		Sender:  sender,
+		Limiter:  ratelimit.New(deps.redis, h.RedisKeyPrefix+"rl:"),
+		Sender:   sender,
+		Identity: identity,
 		Media: &media.Store{FilesDir: h.FilesDir, ThumbsDir: h.ThumbsDir,
 			MaxBytes: h.MaxPictureSize, MaxPixels: h.MaxPicturePixels},
 		Logger: h.logger,
@@ -259,6 +258,32 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.logger.Warn("database not ready; the schema will be migrated on the first request that reaches it", zap.Error(err))
 	}
 	return nil
+}
+
+// loadLogin loads the authenticator and, for code login, the code sender.
+func (h *Handler) loadLogin(ctx caddy.Context) (handlers.IdentitySource, otp.Sender, error) {
+	if h.AuthenticatorRaw != nil {
+		mod, err := ctx.LoadModule(h, "AuthenticatorRaw")
+		if err != nil {
+			return nil, nil, fmt.Errorf("loading authenticator: %w", err)
+		}
+		if identity, ok := mod.(handlers.IdentitySource); ok {
+			h.logger.Info("login by the identity of an earlier auth handler; codes are not used")
+			return identity, nil, nil
+		}
+	}
+	if h.OTP.SenderRaw == nil {
+		return nil, nil, errors.New("otp sender is required for phone_otp login (log for development, or webhook)")
+	}
+	mod, err := ctx.LoadModule(&h.OTP, "SenderRaw")
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading otp sender: %w", err)
+	}
+	sender, ok := mod.(otp.Sender)
+	if !ok {
+		return nil, nil, fmt.Errorf("module %T is not an otp sender", mod)
+	}
+	return nil, sender, nil
 }
 
 func (h *Handler) setDefaults() {
@@ -391,6 +416,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return handlers.Write(w, handlers.Rejected(req, err))
 	}
 	req.ClientIP, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+		req.Expand = func(s string) string { return repl.ReplaceKnown(s, "") }
+	}
 	return handlers.Write(w, h.api.Handle(r.Context(), req))
 }
 

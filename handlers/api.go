@@ -71,12 +71,22 @@ type API struct {
 	Codes   *otp.Store
 	Limiter *ratelimit.Limiter
 	Sender  otp.Sender
-	Media   *media.Store
+	// Identity, when set, replaces code login: the user is who an auth handler earlier in
+	// the route says.
+	Identity IdentitySource
+	Media    *media.Store
 	// Outbox, when set, is called after a notification was queued, to wake the worker.
 	Outbox func()
 	Logger *zap.Logger
 	// Now is the clock; tests set it.
 	Now func() time.Time
+}
+
+// IdentitySource tells who is logging in from what the server already established (an
+// auth handler that ran earlier in the same route), instead of a one-time code.
+type IdentitySource interface {
+	// Identity returns the phone number of the authenticated user, "" if there is none.
+	Identity(req *Request) string
 }
 
 // call is one request on its way through an op.

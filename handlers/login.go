@@ -24,6 +24,9 @@ func (a *API) login(ctx context.Context, c *call) *Response {
 	if req.Has("aktoken") {
 		return fail("login", c.now, "BADAKTOKEN", "This app version is no longer supported; please update it.")
 	}
+	if a.Identity != nil {
+		return a.identityLogin(ctx, c, appID)
+	}
 	num, resp := a.loginPhone(c)
 	if resp != nil {
 		return resp
@@ -102,6 +105,38 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
 	}
 
+	return a.completeLogin(ctx, c, num, appID)
+}
+
+// identityLogin logs in the user that an auth handler earlier in the route established:
+// no code, but the same rate limits per identity and per IP as code sending.
+func (a *API) identityLogin(ctx context.Context, c *call, appID string) *Response {
+	raw := a.Identity.Identity(c.req)
+	if raw == "" {
+		return fail("login", c.now, "AUTHFAIL", "")
+	}
+	num, err := phone.Parse(raw)
+	if err != nil {
+		return fail("login", c.now, "BADPHONE", "Invalid phone number")
+	}
+	limits := a.Config.OTPLimits
+	wait, err := a.Limiter.Allow(ctx,
+		ratelimit.Check{Key: "login:ip:" + ratelimit.ClientKey(c.req.ClientIP), Rules: limits.PerIP},
+		ratelimit.Check{Key: "login:id:" + num.Digits, Rules: limits.PerPhone},
+	)
+	switch {
+	case err != nil:
+		a.Logger.Error("login rate limit unavailable", zap.Error(err))
+		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+	case wait > 0:
+		return rateLimited("login", c.now, wait)
+	}
+	return a.completeLogin(ctx, c, num, appID)
+}
+
+// completeLogin has mesibo create the verified user and its token, stores both and
+// answers with the user's profile.
+func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appID string) *Response {
 	name := c.req.Get("name")
 	user, err := a.Mesibo.UserAdd(ctx, mesiboclient.UserAddRequest{
 		Address: num.Digits, Name: name, AppID: appID,

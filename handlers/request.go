@@ -31,6 +31,9 @@ type Request struct {
 	lists    map[string][]string
 	File     *File
 	ClientIP string
+	// Expand replaces the server's placeholders (such as {http.auth.user.id}) in a string,
+	// as they stand for this request; nil leaves strings as they are.
+	Expand func(string) string
 }
 
 // DecodeError is a request that could not be read; Code is the protocol error code.
