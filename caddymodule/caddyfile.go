@@ -66,8 +66,12 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		google_maps_key <key>
 //		token_expiry    <duration>
 //		revoke_on_logout
+//		ops             <op...>
+//		pass_unknown_ops
 //	}
 //
+// ops lists the ops this handler answers (all when absent); the others go to the next
+// handler of the route, so an old backend behind it keeps serving them.
 // authenticator chooses how users log in: phone_otp (default; the otp block) or
 // caddy_identity, which trusts a placeholder filled by an auth handler that runs earlier
 // in the same route (basic_auth's {http.auth.user.id}, or a header that forward_auth
@@ -133,6 +137,16 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.GoogleMapsKey)
 		case "token_expiry":
 			err = durationArg(d, &h.TokenExpiry)
+		case "ops":
+			h.Ops = append(h.Ops, d.RemainingArgs()...)
+			if len(h.Ops) == 0 {
+				return d.ArgErr()
+			}
+		case "pass_unknown_ops":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.PassUnknownOps = true
 		case "revoke_on_logout":
 			if d.NextArg() {
 				return d.ArgErr()

@@ -55,6 +55,8 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		google_maps_key key
 		token_expiry 720h
 		revoke_on_logout
+		ops login GetContacts
+		pass_unknown_ops
 	}`)
 	var h caddymodule.Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -78,7 +80,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	}
 	if h.MaxBodySize != 2_000_000 || h.DownloadURL != "https://chat.example/files/" || h.UploadURL != "https://chat.example/api.php" ||
 		h.Invite.Text != "Join" || h.Invite.Subject != "Sub" || h.Invite.Title != "Title" || h.GoogleMapsKey != "key" ||
-		time.Duration(h.TokenExpiry) != 720*time.Hour || !h.RevokeOnLogout {
+		time.Duration(h.TokenExpiry) != 720*time.Hour || !h.RevokeOnLogout || len(h.Ops) != 2 || h.Ops[1] != "GetContacts" || !h.PassUnknownOps {
 		t.Errorf("rest: %+v", h)
 	}
 }
@@ -101,6 +103,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		"bad authenticator": "messenger {\n authenticator password\n}",
 		"otp with options":  "messenger {\n authenticator phone_otp {\n x\n }\n}",
 		"identity no arg":   "messenger {\n authenticator caddy_identity\n}",
+		"ops without ops":   "messenger {\n ops\n}",
 	} {
 		var h caddymodule.Handler
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
@@ -153,6 +156,8 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 		"no token":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
 		"no sender":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
 		"long ttl":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
+		"unknown op":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nops login frobnicate",
+		"pass alone":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
 		"bad test":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
 	} {
 		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -74,6 +75,13 @@ type Handler struct {
 	MaxPicturePixels int64 `json:"max_picture_pixels,omitempty"`
 	// Notifications are the texts of notifications to other users.
 	Notifications handlers.Notifications `json:"notifications,omitempty"`
+	// Ops, when set, are the only ops this handler answers; requests for the other ops
+	// go on to the next handler of the route untouched (body included), so the module can
+	// take over an existing backend op by op (php_fastcgi or reverse_proxy after it).
+	Ops []string `json:"ops,omitempty"`
+	// PassUnknownOps also hands ops this module does not know to the next handler
+	// (only with Ops), instead of answering BADOP.
+	PassUnknownOps bool `json:"pass_unknown_ops,omitempty"`
 	// MaxBodySize is the largest request body read, in bytes. Default 10 MiB.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
 	// DownloadURL is the base URL under which pictures are served (the apps' "download"
@@ -93,6 +101,7 @@ type Handler struct {
 
 	api     *handlers.API
 	worker  *outbox.Worker
+	answers map[string]bool // Ops as a set; nil answers every op
 	poolKey []string
 	logger  *zap.Logger
 }
@@ -190,6 +199,12 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
+	if len(h.Ops) > 0 {
+		h.answers = map[string]bool{}
+		for _, op := range h.Ops {
+			h.answers[strings.ToLower(op)] = true
+		}
+	}
 	identity, sender, err := h.loadLogin(ctx)
 	if err != nil {
 		return err
@@ -368,6 +383,14 @@ func (h *Handler) Validate() error {
 	if h.Mesibo.AppToken == "" {
 		errs = append(errs, errors.New("mesibo app_token is required (e.g. {env.MESIBO_APP_TOKEN}); it is empty"))
 	}
+	for _, op := range h.Ops {
+		if !handlers.KnownOp(strings.ToLower(op)) {
+			errs = append(errs, fmt.Errorf("ops: %q is not an op of the protocol", op))
+		}
+	}
+	if h.PassUnknownOps && len(h.Ops) == 0 {
+		errs = append(errs, errors.New("pass_unknown_ops needs ops: without it every op is answered here"))
+	}
 	if time.Duration(h.OTP.TTL) > maxOTPTTL {
 		errs = append(errs, fmt.Errorf("otp ttl %s is over the maximum of %s", time.Duration(h.OTP.TTL), maxOTPTTL))
 	}
@@ -405,13 +428,17 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP decodes the request, lets the API answer it and writes the answer.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+// ServeHTTP decodes the request, lets the API answer it and writes the answer, or hands
+// the request on when another backend owns its op.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	if handlers.IsPreflight(r) {
 		handlers.WritePreflight(w, r)
 		return nil
 	}
-	req, err := handlers.Decode(r, h.MaxBodySize)
+	req, err := handlers.Decode(r, h.MaxBodySize) // leaves r.Body readable again
+	if h.passes(req, err) {
+		return next.ServeHTTP(w, r)
+	}
 	if err != nil {
 		return handlers.Write(w, handlers.Rejected(req, err))
 	}
@@ -420,6 +447,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		req.Expand = func(s string) string { return repl.ReplaceKnown(s, "") }
 	}
 	return handlers.Write(w, h.api.Handle(r.Context(), req))
+}
+
+// passes reports whether the next handler owns this request: with Ops set, an op not
+// in it (an unknown op only with PassUnknownOps), or a request this module cannot read.
+func (h *Handler) passes(req *handlers.Request, decodeErr error) bool {
+	if h.answers == nil {
+		return false
+	}
+	if decodeErr != nil {
+		return true
+	}
+	if req.Op == "" || h.answers[req.Op] {
+		return false
+	}
+	return handlers.KnownOp(req.Op) || h.PassUnknownOps
 }
 
 // Interface guards

@@ -121,6 +121,12 @@ var ops = map[string]op{
 	"delgroup":    {needsToken: true, run: (*API).delGroup},
 }
 
+// KnownOp reports whether op (lower-cased) is an op of the protocol this package answers.
+func KnownOp(op string) bool {
+	_, ok := ops[op]
+	return ok
+}
+
 // minTokenLength: tokens this short are refused without a database look-up, as the
 // original did.
 const minTokenLength = 17

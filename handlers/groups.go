@@ -176,9 +176,6 @@ func (a *API) delGroup(ctx context.Context, c *call) *Response {
 		return left(g)
 	}
 	_, _, err := a.Store.DeleteOrLeave(ctx, gid, c.user.Phone, c.now, a.groupService(), compose)
-	if errors.Is(err, store.ErrNotGroupMember) {
-		return fail("delgroup", c.now, "BADGROUP", "")
-	}
 	if resp := a.groupFailure("delgroup", c, err); resp != nil {
 		return resp
 	}

@@ -56,9 +56,11 @@ func Decode(r *http.Request, maxBody int64) (*Request, error) {
 		}
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-		r.Body.Close()
-		r.Body = io.NopCloser(bytes.NewReader(body))
+		orig := r.Body
+		body, err := io.ReadAll(io.LimitReader(orig, maxBody+1))
+		// Put the body back whole (what was read, then whatever was not), so a handler
+		// later in the route can read it as the client sent it.
+		r.Body = readCloser{io.MultiReader(bytes.NewReader(body), orig), orig}
 		if err != nil {
 			return req.finish(), &DecodeError{"BADREQUEST", "could not read the request body"}
 		}
@@ -70,6 +72,12 @@ func Decode(r *http.Request, maxBody int64) (*Request, error) {
 		}
 	}
 	return req.finish(), nil
+}
+
+// readCloser is a body put back after decoding.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 func (req *Request) finish() *Request {

@@ -82,7 +82,16 @@ type pending struct {
 // NewServer starts a fake that accepts appToken; it is shut down when the test ends.
 func NewServer(t testing.TB, appToken string) *Server {
 	t.Helper()
-	s := &Server{
+	s, stop := Start(appToken)
+	t.Cleanup(stop)
+	return s
+}
+
+// New returns a fake that accepts appToken but is not serving yet: serve Handler on a
+// listener of your own (and set URL if anything reads it). For tools such as a load test,
+// which run the fake outside of a test; tests use NewServer.
+func New(appToken string) *Server {
+	return &Server{
 		appToken: appToken,
 		done:     make(chan struct{}),
 		failAll:  map[string]Failure{},
@@ -92,13 +101,21 @@ func NewServer(t testing.TB, appToken string) *Server {
 		nextGID:  5001,
 		nextMID:  1,
 	}
-	hs := httptest.NewServer(http.HandlerFunc(s.serve))
-	t.Cleanup(func() {
+}
+
+// Handler is the fake's HTTP handler; it answers on any path.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
+
+// Start starts a fake that accepts appToken on a loopback port, without a testing.TB.
+// stop releases delayed answers and shuts the server down; call it once.
+func Start(appToken string) (s *Server, stop func()) {
+	s = New(appToken)
+	hs := httptest.NewServer(s.Handler())
+	s.URL = hs.URL + "/backend/"
+	return s, func() {
 		close(s.done) // httptest's Close waits for handlers, so release delayed ones first
 		hs.Close()
-	})
-	s.URL = hs.URL + "/backend/"
-	return s
+	}
 }
 
 // Calls returns every request received so far, in order, failed ones included.
