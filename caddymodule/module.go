@@ -21,6 +21,7 @@ import (
 	_ "github.com/caddy-messenger/messenger/authenticators" // the login methods
 	"github.com/caddy-messenger/messenger/handlers"
 	"github.com/caddy-messenger/messenger/media"
+	"github.com/caddy-messenger/messenger/metrics"
 	"github.com/caddy-messenger/messenger/otp"
 	_ "github.com/caddy-messenger/messenger/otpsender" // the standard code senders
 	"github.com/caddy-messenger/messenger/outbox"
@@ -262,8 +263,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Logger: h.logger,
 		Now:    time.Now,
 	}
+	// Metrics live in this config's registry; the pooled mesibo client reports to the
+	// newest config's.
+	m := metrics.New(ctx.GetMetricsRegistry())
+	h.api.Metrics = m
+	deps.mesibo.SetObserver(m.MesiboCall)
 	// One worker per loaded config; it stops with the config's context on reload.
 	h.worker = outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
+	h.worker.Metrics = m
 	h.api.Outbox = h.worker.Wake
 	go h.worker.Run(ctx)
 

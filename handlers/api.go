@@ -12,6 +12,7 @@ import (
 
 	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/metrics"
 	"github.com/caddy-messenger/messenger/otp"
 	"github.com/caddy-messenger/messenger/ratelimit"
 	"github.com/caddy-messenger/messenger/store"
@@ -75,6 +76,7 @@ type API struct {
 	// the route says.
 	Identity IdentitySource
 	Media    *media.Store
+	Metrics  *metrics.Metrics
 	// Outbox, when set, is called after a notification was queued, to wake the worker.
 	Outbox func()
 	Logger *zap.Logger
@@ -131,8 +133,24 @@ func KnownOp(op string) bool {
 // original did.
 const minTokenLength = 17
 
-// Handle runs the op req asks for and returns its answer.
+// Handle runs the op req asks for and returns its answer. Every answer is counted, and
+// every failure logged with its code (never with a token or a code).
 func (a *API) Handle(ctx context.Context, req *Request) *Response {
+	resp := a.handle(ctx, req)
+	code, _ := resp.Body["error"].(string)
+	if code == "" {
+		code, _ = resp.Body["code"].(string) // NOOP
+	}
+	if code == "" {
+		code = "OK"
+	} else {
+		a.Logger.Info("op failed", zap.String("op", req.Op), zap.String("code", code), zap.String("client_ip", req.ClientIP))
+	}
+	a.Metrics.Request(req.Op, code)
+	return resp
+}
+
+func (a *API) handle(ctx context.Context, req *Request) *Response {
 	if req.Op == "" {
 		return noop()
 	}

@@ -8,6 +8,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/metrics"
 	"github.com/caddy-messenger/messenger/otp"
 	"github.com/caddy-messenger/messenger/phone"
 	"github.com/caddy-messenger/messenger/ratelimit"
@@ -71,12 +72,14 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
 	}
 	if wait > 0 {
+		a.Metrics.OTP(metrics.OTPRateLimited)
 		return rateLimited("login", c.now, wait)
 	}
 	code, err := a.Codes.Issue(ctx, num.Digits)
 	var locked *otp.LockedError
 	switch {
 	case errors.As(err, &locked):
+		a.Metrics.OTP(metrics.OTPRateLimited)
 		return rateLimited("login", c.now, locked.RetryAfter)
 	case err != nil:
 		a.Logger.Error("otp store unavailable", zap.Error(err))
@@ -86,6 +89,7 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 		a.Logger.Error("otp delivery failed", zap.Error(err))
 		return fail("login", c.now, CodeTempFail, "Could not send the code. Please try again later.")
 	}
+	a.Metrics.OTP(metrics.OTPSent)
 	return ok("login", c.now)
 }
 
@@ -97,14 +101,16 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 	var locked *otp.LockedError
 	switch {
 	case errors.As(err, &locked):
+		a.Metrics.OTP(metrics.OTPRateLimited)
 		return rateLimited("login", c.now, locked.RetryAfter)
 	case errors.Is(err, otp.ErrBadCode):
+		a.Metrics.OTP(metrics.OTPFailed)
 		return fail("login", c.now, "BADCODE", "Invalid OTP")
 	case err != nil:
 		a.Logger.Error("otp store unavailable", zap.Error(err))
 		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
 	}
-
+	a.Metrics.OTP(metrics.OTPVerified)
 	return a.completeLogin(ctx, c, num, appID)
 }
 

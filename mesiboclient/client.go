@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -85,6 +86,21 @@ type Client struct {
 	timeout  time.Duration
 	hc       *http.Client
 	own      *http.Transport // nil when the caller supplied the HTTP client
+	observer atomic.Pointer[Observer]
+}
+
+// Observer is told of every attempt: the op, how long it took and its error (nil on
+// success). It is how metrics see the calls.
+type Observer func(op string, took time.Duration, err error)
+
+// SetObserver replaces the observer (nil for none). The client outlives config reloads;
+// each new config sets the observer that feeds its own metrics.
+func (c *Client) SetObserver(o Observer) {
+	if o == nil {
+		c.observer.Store(nil)
+		return
+	}
+	c.observer.Store(&o)
 }
 
 // New checks cfg and returns a Client. Errors never quote the endpoint or the token, since
@@ -327,7 +343,15 @@ func (c *Client) callForm(ctx context.Context, op string, f url.Values) (*answer
 
 // do makes one bounded attempt and decodes the answer; it returns an answer only if mesibo
 // reported success.
-func (c *Client) do(ctx context.Context, op string, body []byte, contentType string) (*answer, error) {
+func (c *Client) do(ctx context.Context, op string, body []byte, contentType string) (a *answer, err error) {
+	if o := c.observer.Load(); o != nil {
+		start := time.Now()
+		defer func() { (*o)(op, time.Since(start), err) }()
+	}
+	return c.attempt(ctx, op, body, contentType)
+}
+
+func (c *Client) attempt(ctx context.Context, op string, body []byte, contentType string) (*answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.endpoint, bytes.NewReader(body))

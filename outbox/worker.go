@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/metrics"
 	"github.com/caddy-messenger/messenger/store"
 )
 
@@ -23,6 +24,8 @@ type Worker struct {
 	Store  *store.Store
 	Mesibo *mesiboclient.Client
 	Logger *zap.Logger
+	// Metrics, when set, get the outbox depth and lag after every round.
+	Metrics *metrics.Metrics
 	// Poll is how often the worker looks for due rows without being woken. Default 2s.
 	Poll time.Duration
 	// Batch is how many rows one claim takes. Default 50.
@@ -70,7 +73,19 @@ func (w *Worker) Run(ctx context.Context) {
 				break // drained, or stopped at a failure: wait for the next round
 			}
 		}
+		w.observe(ctx)
 		timer.Reset(w.Poll)
+	}
+}
+
+// observe updates the outbox gauges.
+func (w *Worker) observe(ctx context.Context) {
+	if w.Metrics == nil || ctx.Err() != nil {
+		return
+	}
+	depth, lag, err := w.Store.OutboxStats(ctx, time.Now())
+	if err == nil {
+		w.Metrics.Outbox(depth, lag)
 	}
 }
 

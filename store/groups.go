@@ -167,7 +167,7 @@ func (s *Store) UpdateGroupInfo(ctx context.Context, gid int64, actor string, ch
 		return Group{}, fmt.Errorf("store: update group: %w", err)
 	}
 	defer tx.Rollback()
-	_, role, err := groupFor(ctx, tx, gid, actor, " FOR UPDATE")
+	current, role, err := groupFor(ctx, tx, gid, actor, " FOR UPDATE")
 	if err != nil {
 		return Group{}, err
 	}
@@ -175,7 +175,7 @@ func (s *Store) UpdateGroupInfo(ctx context.Context, gid int64, actor string, ch
 		return Group{}, ErrNotAdmin
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE `groups` SET name = COALESCE(?, name), photo = COALESCE(?, photo), ts = ? WHERE gid = ?",
-		change.Name, change.Photo, now.Unix(), gid); err != nil {
+		change.Name, change.Photo, nextTS(current.TS, now), gid); err != nil {
 		return Group{}, fmt.Errorf("store: update group: %w", err)
 	}
 	g, _, err := groupFor(ctx, tx, gid, actor, "")
