@@ -45,6 +45,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			budget      <n>
 //			refill      <n> <window>
 //			max_phones  <n>
+//			fail_open
 //		}
 //		files_dir       <dir>
 //		thumbs_dir      <dir>
@@ -64,6 +65,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			title       <text>
 //		}
 //		google_maps_key <key>
+//		op_timeout      <duration>
 //		token_expiry    <duration>
 //		revoke_on_logout
 //		ops             <op...>
@@ -135,6 +137,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = block(d, map[string]*string{"text": &h.Invite.Text, "subject": &h.Invite.Subject, "title": &h.Invite.Title})
 		case "google_maps_key":
 			err = oneArg(d, &h.GoogleMapsKey)
+		case "op_timeout":
+			err = durationArg(d, &h.OpTimeout)
 		case "token_expiry":
 			err = durationArg(d, &h.TokenExpiry)
 		case "ops":
@@ -286,6 +290,11 @@ func (h *Handler) unmarshalDiscovery(d *caddyfile.Dispenser) error {
 			cd.Refill, cd.RefillWindow = n, caddy.Duration(dur)
 		case "max_phones":
 			err = intArg(d, &cd.MaxPhones)
+		case "fail_open":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			cd.FailOpen = true
 		default:
 			return d.Errf("contact_discovery: unknown subdirective %q", d.Val())
 		}

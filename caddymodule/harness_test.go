@@ -101,6 +101,8 @@ type env struct {
 	dsn    string
 	prefix string
 	files  string // holds files/ and thumbs/
+	// dbProxy stands between the module and MariaDB when options.dbProxy is set.
+	dbProxy *tcpProxy
 }
 
 // options change the Caddyfile of an env.
@@ -110,6 +112,7 @@ type options struct {
 	otp      string // more subdirectives inside otp { }
 	second   bool   // add a second site on :9081 with its own handler on the same Redis
 	site     string // replaces siteTemplate (same arguments)
+	dbProxy  bool   // reach MariaDB through e.dbProxy, which a test can cut
 }
 
 // The ports of the in-process Caddy: $MESSENGER_E2E_PORT (default 9080) serves the API,
@@ -202,7 +205,12 @@ func startEnv(t testing.TB, o options) *env {
 		redisURL = testenv.RedisURL()
 	}
 	e.files = t.TempDir()
-	block := fmt.Sprintf(messengerTemplate, e.dsn, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
+	moduleDSN := e.dsn
+	if o.dbProxy {
+		e.dbProxy = newTCPProxy(t, "127.0.0.1:3306")
+		moduleDSN = strings.Replace(e.dsn, "127.0.0.1:3306", e.dbProxy.addr, 1)
+	}
+	block := fmt.Sprintf(messengerTemplate, moduleDSN, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
 		e.files+"/files", e.files+"/thumbs", o.extra)
 	site := siteTemplate
 	if o.site != "" {
@@ -212,7 +220,7 @@ func startEnv(t testing.TB, o options) *env {
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment
 		// would be if it had its own database replica.
-		config += fmt.Sprintf(siteTemplate, strings.TrimSuffix(secondURL, "/api.php"), strings.Replace(block, e.dsn, testenv.Database(t), 1), e.files)
+		config += fmt.Sprintf(siteTemplate, strings.TrimSuffix(secondURL, "/api.php"), strings.Replace(block, moduleDSN, testenv.Database(t), 1), e.files)
 	}
 	e.tester = caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
 	e.tester.InitServer(config, "caddyfile")

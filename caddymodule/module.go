@@ -95,6 +95,9 @@ type Handler struct {
 	Invite handlers.Invite `json:"invite,omitempty"`
 	// GoogleMapsKey is handed to the apps at login. Placeholders.
 	GoogleMapsKey string `json:"google_maps_key,omitempty"`
+	// OpTimeout bounds the work of one request (database, Redis and mesibo calls
+	// together). Default 30s.
+	OpTimeout caddy.Duration `json:"op_timeout,omitempty"`
 	// TokenExpiry is how long an access token lives. Default one year.
 	TokenExpiry caddy.Duration `json:"token_expiry,omitempty"`
 	// RevokeOnLogout also removes the user's token at mesibo on logout.
@@ -169,6 +172,9 @@ type ContactDiscovery struct {
 	RefillWindow caddy.Duration `json:"refill_window,omitempty"`
 	// MaxPhones is the most phones one request may carry. Default 5000.
 	MaxPhones int `json:"max_phones,omitempty"`
+	// FailOpen allows look-ups without a budget while Redis is unreachable (availability
+	// over enumeration protection). Default: refuse them with TEMPFAIL.
+	FailOpen bool `json:"fail_open,omitempty"`
 }
 
 // CaddyModule returns the Caddy module information.
@@ -245,7 +251,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill, Window: time.Duration(h.ContactDiscovery.RefillWindow),
 					Burst: h.ContactDiscovery.Budget},
 				MaxPhones: h.ContactDiscovery.MaxPhones,
+				FailOpen:  h.ContactDiscovery.FailOpen,
 			},
+			OpTimeout:     time.Duration(h.OpTimeout),
 			Notifications: h.Notifications,
 		},
 		Store:  deps.store,
@@ -349,6 +357,9 @@ func (h *Handler) setDefaults() {
 	}
 	if n.AddedToGroup == "" {
 		n.AddedToGroup = "You have been added to the group %GROUP%"
+	}
+	if h.OpTimeout <= 0 {
+		h.OpTimeout = caddy.Duration(30 * time.Second)
 	}
 	if h.TokenExpiry <= 0 {
 		h.TokenExpiry = caddy.Duration(defaultTokenExpiry)

@@ -30,6 +30,9 @@ type Config struct {
 	GoogleMapsKey string
 	// TokenExpiry is how long a new access token lives.
 	TokenExpiry time.Duration
+	// OpTimeout bounds one request's work (database, Redis, mesibo), so a service that
+	// hangs cannot pile up waiting requests.
+	OpTimeout time.Duration
 	// RevokeOnLogout also removes the token at mesibo when a user logs out.
 	RevokeOnLogout bool
 	// OTPLimits are the rate limits on sending codes.
@@ -48,6 +51,9 @@ type Discovery struct {
 	Budget ratelimit.Rule
 	// MaxPhones is the most phones one getcontacts may carry.
 	MaxPhones int
+	// FailOpen allows look-ups when Redis, which keeps the budgets, is unreachable;
+	// by default they are refused (TEMPFAIL).
+	FailOpen bool
 }
 
 // Invite is the invitation text block of the app configuration.
@@ -136,6 +142,11 @@ const minTokenLength = 17
 // Handle runs the op req asks for and returns its answer. Every answer is counted, and
 // every failure logged with its code (never with a token or a code).
 func (a *API) Handle(ctx context.Context, req *Request) *Response {
+	if a.Config.OpTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, a.Config.OpTimeout)
+		defer cancel()
+	}
 	resp := a.handle(ctx, req)
 	code, _ := resp.Body["error"].(string)
 	if code == "" {

@@ -113,6 +113,10 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 	wait, err := a.Limiter.AllowN(ctx, len(fresh), ratelimit.Check{
 		Key: "discovery:" + itoa(c.user.UID), Rules: []ratelimit.Rule{a.Config.Discovery.Budget},
 	})
+	if err != nil && !errors.Is(err, ratelimit.ErrOverBurst) && a.Config.Discovery.FailOpen {
+		a.Logger.Warn("discovery budget unavailable; allowing the look-up (fail_open)", zap.Error(err))
+		return fresh, nil
+	}
 	switch {
 	case errors.Is(err, ratelimit.ErrOverBurst):
 		return nil, fail("getcontacts", c.now, CodeRateLimit, "Too many new phone numbers in one request.")
