@@ -24,6 +24,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	messenger [<matcher>] {
 //		database        <dsn>
 //		redis           <url>
+//		redis_mode      single|sentinel|cluster
 //		redis_key_prefix <prefix>
 //		mesibo {
 //			endpoint    <url>
@@ -93,6 +94,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = oneArg(d, &h.Database)
 		case "redis":
 			err = oneArg(d, &h.Redis)
+		case "redis_mode":
+			err = oneArg(d, &h.RedisMode)
 		case "redis_key_prefix":
 			err = oneArg(d, &h.RedisKeyPrefix)
 		case "mesibo":

@@ -204,3 +204,11 @@ func TestAuthenticatorCaddyfile(t *testing.T) {
 		}
 	}
 }
+
+func validateJSON(out []byte) error {
+	var cfg caddy.Config
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		return err
+	}
+	return caddy.Validate(&cfg)
+}

@@ -47,6 +47,11 @@ type Handler struct {
 	// Redis is the URL of the Redis that holds codes and rate-limit counters, e.g.
 	// "redis://127.0.0.1:6379/0". Placeholders. Required.
 	Redis string `json:"redis,omitempty"`
+	// RedisMode is "single" (default), "sentinel" (Redis names the sentinels, with
+	// ?master_name=NAME and more sentinels as &addr=HOST:PORT) or "cluster" (Redis names
+	// cluster nodes, more as &addr=HOST:PORT). Keys that one script touches share a hash
+	// tag, so the module works on a Cluster.
+	RedisMode string `json:"redis_mode,omitempty"`
 	// RedisKeyPrefix starts every Redis key the module writes, so that deployments can
 	// share one Redis. Default "messenger:".
 	RedisKeyPrefix string `json:"redis_key_prefix,omitempty"`
@@ -397,6 +402,11 @@ func (h *Handler) Validate() error {
 	}
 	if h.Redis == "" {
 		errs = append(errs, errors.New("redis: a URL is required"))
+	}
+	switch h.RedisMode {
+	case "", "single", "sentinel", "cluster":
+	default:
+		errs = append(errs, fmt.Errorf("redis_mode %q: want single, sentinel or cluster", h.RedisMode))
 	}
 	if h.Mesibo.AppToken == "" {
 		errs = append(errs, errors.New("mesibo app_token is required (e.g. {env.MESIBO_APP_TOKEN}); it is empty"))

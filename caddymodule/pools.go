@@ -64,16 +64,11 @@ func (h *Handler) takePools() (deps, error) {
 	if err != nil {
 		return d, fmt.Errorf("database: %w", err)
 	}
-	d.redis, err = take(h, "redis\x00"+h.Redis, func() (redis.UniversalClient, func() error, error) {
-		opts, err := redis.ParseURL(h.Redis)
+	d.redis, err = take(h, "redis\x00"+h.RedisMode+"\x00"+h.Redis, func() (redis.UniversalClient, func() error, error) {
+		c, err := newRedisClient(h.RedisMode, h.Redis)
 		if err != nil {
 			return nil, nil, err
 		}
-		// Short timeouts: with Redis down, code sending must fail fast, not hang.
-		opts.DialTimeout = 2 * time.Second
-		opts.ReadTimeout = time.Second
-		opts.WriteTimeout = time.Second
-		c := redis.NewClient(opts)
 		return c, c.Close, nil
 	})
 	if err != nil {
@@ -104,4 +99,46 @@ func (h *Handler) releasePools() {
 		}
 	}
 	h.poolKey = nil
+}
+
+// newRedisClient connects to one Redis, a Sentinel-managed failover set, or a Cluster.
+// Unless the URL sets them, timeouts are short: with Redis down, code sending must fail
+// fast, not hang.
+func newRedisClient(mode, url string) (redis.UniversalClient, error) {
+	const dial, rw = 2 * time.Second, time.Second
+	orDefault := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	switch mode {
+	case "", "single":
+		opts, err := redis.ParseURL(url)
+		if err != nil {
+			return nil, err
+		}
+		orDefault(&opts.DialTimeout, dial)
+		orDefault(&opts.ReadTimeout, rw)
+		orDefault(&opts.WriteTimeout, rw)
+		return redis.NewClient(opts), nil
+	case "sentinel":
+		opts, err := redis.ParseFailoverURL(url)
+		if err != nil {
+			return nil, err
+		}
+		orDefault(&opts.DialTimeout, dial)
+		orDefault(&opts.ReadTimeout, rw)
+		orDefault(&opts.WriteTimeout, rw)
+		return redis.NewFailoverClient(opts), nil
+	case "cluster":
+		opts, err := redis.ParseClusterURL(url)
+		if err != nil {
+			return nil, err
+		}
+		orDefault(&opts.DialTimeout, dial)
+		orDefault(&opts.ReadTimeout, rw)
+		orDefault(&opts.WriteTimeout, rw)
+		return redis.NewClusterClient(opts), nil
+	}
+	return nil, fmt.Errorf("unknown redis mode %q (want single, sentinel or cluster)", mode)
 }
