@@ -45,7 +45,11 @@ func Parse(s string) (Number, error) {
 	if len(digits) < 7 || len(digits) > 15 {
 		return Number{}, ErrInvalid
 	}
-	num, err := phonenumbers.Parse("+"+digits, "")
+	return valid(phonenumbers.Parse("+"+digits, ""))
+}
+
+// valid turns a parsed number into a Number if it is valid in its country's plan.
+func valid(num *phonenumbers.PhoneNumber, err error) (Number, error) {
 	if err != nil || !phonenumbers.IsValidNumber(num) {
 		return Number{}, ErrInvalid
 	}
@@ -98,12 +102,11 @@ func ParseContact(s string, cc int) (Number, error) {
 
 func parseContact(s string, cc int) (Number, error) {
 	t := strings.TrimSpace(s)
-	international := strings.HasPrefix(t, "+") || strings.HasPrefix(Digits("1" + t)[1:], "00")
-	if international {
+	digits := allDigits(t)
+	if strings.HasPrefix(t, "+") || strings.HasPrefix(digits, "00") {
 		return Parse(t)
 	}
-	national := strings.HasPrefix(strings.TrimLeft(t, " ()-."), "0")
-	if !national {
+	if !strings.HasPrefix(digits, "0") {
 		if n, err := Parse(t); err == nil {
 			return n, nil
 		}
@@ -112,14 +115,7 @@ func parseContact(s string, cc int) (Number, error) {
 	if region == "" || region == "ZZ" {
 		return Number{}, ErrInvalid
 	}
-	num, err := phonenumbers.Parse(t, region)
-	if err != nil || !phonenumbers.IsValidNumber(num) {
-		return Number{}, ErrInvalid
-	}
-	return Number{
-		Digits: strings.TrimPrefix(phonenumbers.Format(num, phonenumbers.E164), "+"),
-		CC:     int(num.GetCountryCode()),
-	}, nil
+	return valid(phonenumbers.Parse(t, region))
 }
 
 type cacheKey struct {
