@@ -76,7 +76,11 @@ func (c *CaddyIdentity) Identity(req *handlers.Request) string {
 	if req.Expand == nil {
 		return ""
 	}
-	return strings.TrimSpace(req.Expand(c.Phone))
+	v := strings.TrimSpace(req.Expand(c.Phone))
+	if strings.Contains(v, "{") {
+		return "" // the placeholder was not filled: no auth handler ran
+	}
+	return v
 }
 
 // UnmarshalCaddyfile sets up the module from Caddyfile tokens. Syntax:

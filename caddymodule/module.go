@@ -108,11 +108,12 @@ type Handler struct {
 	// RevokeOnLogout also removes the user's token at mesibo on logout.
 	RevokeOnLogout bool `json:"revoke_on_logout,omitempty"`
 
-	api     *handlers.API
-	worker  *outbox.Worker
-	answers map[string]bool // Ops as a set; nil answers every op
-	poolKey []string
-	logger  *zap.Logger
+	api *handlers.API
+	// stopWorker ends the outbox worker and waits for it (Cleanup, before the pools go).
+	stopWorker func()
+	answers    map[string]bool // Ops as a set; nil answers every op
+	poolKey    []string
+	logger     *zap.Logger
 }
 
 // MesiboConfig is how to reach the mesibo backend API.
@@ -282,10 +283,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.api.Metrics = m
 	deps.mesibo.SetObserver(m.MesiboCall)
 	// One worker per loaded config; it stops with the config's context on reload.
-	h.worker = outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
-	h.worker.Metrics = m
-	h.api.Outbox = h.worker.Wake
-	go h.worker.Run(ctx)
+	worker := outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
+	worker.Metrics = m
+	h.api.Outbox = worker.Wake
+	workerCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); worker.Run(workerCtx) }()
+	h.stopWorker = func() { cancel(); <-done }
 
 	migrateCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -351,7 +355,7 @@ func (h *Handler) setDefaults() {
 		cd.RefillWindow = caddy.Duration(time.Hour)
 	}
 	if cd.MaxPhones <= 0 {
-		cd.MaxPhones = 5000
+		cd.MaxPhones = min(5000, cd.Budget)
 	}
 	n := &h.Notifications
 	if n.NewUser == "" {
@@ -452,6 +456,9 @@ func rules(rs []Rule) []ratelimit.Rule {
 
 // Cleanup releases the shared pools; the last config using a pool closes it.
 func (h *Handler) Cleanup() error {
+	if h.stopWorker != nil {
+		h.stopWorker() // a delivery in flight ends with its context
+	}
 	h.releasePools()
 	return nil
 }

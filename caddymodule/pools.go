@@ -27,6 +27,8 @@ type pooled[T any] struct {
 
 func (p pooled[T]) Destruct() error { return p.close() }
 
+var _ caddy.Destructor = pooled[int]{}
+
 // deps are the shared clients one Handler uses.
 type deps struct {
 	store  *store.Store

@@ -152,12 +152,16 @@ func (a *API) Handle(ctx context.Context, req *Request) *Response {
 	if code == "" {
 		code, _ = resp.Body["code"].(string) // NOOP
 	}
+	op := req.Op
+	if !KnownOp(op) {
+		op = "unknown" // client text must not make new label values or long log lines
+	}
 	if code == "" {
 		code = "OK"
 	} else {
-		a.Logger.Info("op failed", zap.String("op", req.Op), zap.String("code", code), zap.String("client_ip", req.ClientIP))
+		a.Logger.Info("op failed", zap.String("op", op), zap.String("code", code), zap.String("client_ip", req.ClientIP))
 	}
-	a.Metrics.Request(req.Op, code)
+	a.Metrics.Request(op, code)
 	return resp
 }
 

@@ -25,7 +25,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	raw := req.List("phones")
 	reset := req.Int("reset") == 1
 	if len(raw) > a.Config.Discovery.MaxPhones {
-		return fail("getcontacts", c.now, CodeRateLimit, "Too many phone numbers in one request.")
+		return fail("getcontacts", c.now, CodeTooLarge, "Too many phone numbers in one request.")
 	}
 
 	var users []store.User
@@ -53,7 +53,9 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 		} else {
 			users, err = a.Store.ContactsSince(ctx, c.user.UID, since, maxUsersPerSync)
 		}
-		if err == nil {
+		// With a full page of users, groups wait for the next page: the app resumes
+		// from the highest ts it saw, and a group with a later ts would skip users.
+		if err == nil && len(users) < maxUsersPerSync {
 			groups, err = a.Store.GroupsOf(ctx, c.user.Phone, since, maxGroupsPerSync)
 		}
 	}
@@ -119,10 +121,10 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 	}
 	switch {
 	case errors.Is(err, ratelimit.ErrOverBurst):
-		return nil, fail("getcontacts", c.now, CodeRateLimit, "Too many new phone numbers in one request.")
+		return nil, fail("getcontacts", c.now, CodeTooLarge, "Too many new phone numbers in one request.")
 	case err != nil:
 		a.Logger.Error("discovery budget unavailable", zap.Error(err))
-		return nil, fail("getcontacts", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+		return nil, tempFail("getcontacts", c.now, "")
 	case wait > 0:
 		return nil, rateLimited("getcontacts", c.now, wait)
 	}
@@ -153,9 +155,6 @@ func (a *API) delContacts(ctx context.Context, c *call) *Response {
 	raw := c.req.List("phones")
 	if len(raw) == 0 {
 		return fail("delcontacts", c.now, "MISSINGPARA", "")
-	}
-	if len(raw) > a.Config.Discovery.MaxPhones {
-		return fail("delcontacts", c.now, CodeRateLimit, "Too many phone numbers in one request.")
 	}
 	if err := a.Store.DeleteContacts(ctx, c.user.UID, a.contactPhones(raw, c.user)); err != nil {
 		a.Logger.Error("delcontacts failed", zap.Error(err))

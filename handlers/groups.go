@@ -247,7 +247,10 @@ func (a *API) groupFailure(op string, c *call, err error) *Response {
 // groupService is mesibo as the store's GroupService.
 func (a *API) groupService() store.GroupService { return mesiboGroups{a.Mesibo} }
 
+// mesiboGroups is mesibo's side of the group ops.
 type mesiboGroups struct{ c *mesiboclient.Client }
+
+var _ store.GroupService = mesiboGroups{}
 
 func (m mesiboGroups) CreateGroup(ctx context.Context, name string, members []string) (int64, error) {
 	return m.c.GroupAdd(ctx, mesiboclient.GroupRequest{Name: name, Members: members})
@@ -280,7 +283,7 @@ func unescapeOnce(s string) string {
 	return s
 }
 
-// splitList splits a comma-separated list, dropping empty items.
+// splitList splits a comma-separated list, trimming items and dropping empty ones.
 func splitList(s string) []string {
 	var items []string
 	for _, item := range strings.Split(s, ",") {

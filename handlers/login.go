@@ -69,7 +69,7 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 	if err != nil {
 		// Fail closed: without the shared counters, codes could be sent without limit.
 		a.Logger.Error("otp rate limit unavailable", zap.Error(err))
-		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+		return tempFail("login", c.now, "")
 	}
 	if wait > 0 {
 		a.Metrics.OTP(metrics.OTPRateLimited)
@@ -83,11 +83,11 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 		return rateLimited("login", c.now, locked.RetryAfter)
 	case err != nil:
 		a.Logger.Error("otp store unavailable", zap.Error(err))
-		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+		return tempFail("login", c.now, "")
 	}
 	if err := a.Sender.SendOTP(ctx, otp.Delivery{Phone: num.Digits, Code: code, AppID: appID}); err != nil {
 		a.Logger.Error("otp delivery failed", zap.Error(err))
-		return fail("login", c.now, CodeTempFail, "Could not send the code. Please try again later.")
+		return tempFail("login", c.now, "Could not send the code. Please try again later.")
 	}
 	a.Metrics.OTP(metrics.OTPSent)
 	return ok("login", c.now)
@@ -97,7 +97,20 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 // The code is used up before mesibo is called, so two parallel logins with one code can
 // never mint two tokens.
 func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, code string) *Response {
-	err := a.Codes.Verify(ctx, num.Digits, code)
+	// One address may check a few times as many codes as it may request, so guessing
+	// across many numbers from one place is bounded too.
+	wait, err := a.Limiter.Allow(ctx, ratelimit.Check{
+		Key: "otpcheck:ip:" + ratelimit.ClientKey(c.req.ClientIP), Rules: scaled(a.Config.OTPLimits.PerIP, checksPerSend),
+	})
+	switch {
+	case err != nil:
+		a.Logger.Error("otp rate limit unavailable", zap.Error(err))
+		return tempFail("login", c.now, "")
+	case wait > 0:
+		a.Metrics.OTP(metrics.OTPRateLimited)
+		return rateLimited("login", c.now, wait)
+	}
+	err = a.Codes.Verify(ctx, num.Digits, code)
 	var locked *otp.LockedError
 	switch {
 	case errors.As(err, &locked):
@@ -108,7 +121,7 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 		return fail("login", c.now, "BADCODE", "Invalid OTP")
 	case err != nil:
 		a.Logger.Error("otp store unavailable", zap.Error(err))
-		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+		return tempFail("login", c.now, "")
 	}
 	a.Metrics.OTP(metrics.OTPVerified)
 	return a.completeLogin(ctx, c, num, appID)
@@ -133,7 +146,7 @@ func (a *API) identityLogin(ctx context.Context, c *call, appID string) *Respons
 	switch {
 	case err != nil:
 		a.Logger.Error("login rate limit unavailable", zap.Error(err))
-		return fail("login", c.now, CodeTempFail, "Service temporarily unavailable. Please try again later.")
+		return tempFail("login", c.now, "")
 	case wait > 0:
 		return rateLimited("login", c.now, wait)
 	}
@@ -155,7 +168,7 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 	saved, isNew, err := a.Store.SaveLogin(ctx, store.Login{
 		UID: user.UID, Phone: num.Digits, CC: num.CC, Name: name, Token: user.Token,
 		Expiry: c.now.Add(a.Config.TokenExpiry), IPv4: ipv4(c.req.ClientIP),
-		Device: int(c.req.Int("dt")), TS: c.now.Unix(),
+		Device: deviceType(c.req), TS: c.now.Unix(),
 	}, a.profileNotification(a.Config.Notifications.NewUser, a.Config.Notifications.NewUserMessage))
 	if err != nil {
 		a.Logger.Error("saving login failed", zap.Error(err))
@@ -228,4 +241,21 @@ func ipv4(ip string) uint32 {
 	}
 	b := addr.Unmap().As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// checksPerSend is how many code checks per client address each allowed code request buys.
+const checksPerSend = 5
+
+// scaled multiplies the events of every rule by n.
+func scaled(rules []ratelimit.Rule, n int) []ratelimit.Rule {
+	out := make([]ratelimit.Rule, len(rules))
+	for i, r := range rules {
+		out[i] = ratelimit.Rule{Events: r.Events * n, Window: r.Window, Burst: r.Burst * n}
+	}
+	return out
+}
+
+// deviceType is the dt field clamped to the tinyint columns that hold it.
+func deviceType(req *Request) int {
+	return int(min(max(req.Int("dt"), 0), 255))
 }

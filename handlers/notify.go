@@ -7,9 +7,6 @@ import (
 	"github.com/caddy-messenger/messenger/store"
 )
 
-// systemAddress sends notifications that have no acting user.
-const systemAddress = "100"
-
 // Notifications are the texts of the notifications the ops send (PROTOCOL.md §4).
 // %NAME% is replaced by the apps with the user's name.
 type Notifications struct {

@@ -93,7 +93,7 @@ func (a *API) discardPicture(name *string) {
 // setNotify stores the caller's push token.
 func (a *API) setNotify(ctx context.Context, c *call) *Response {
 	req := c.req
-	if err := a.Store.SetNotifyToken(ctx, c.user.UID, req.Get("notifytoken"), int(req.Int("dt")), req.Int("prod") > 0); err != nil {
+	if err := a.Store.SetNotifyToken(ctx, c.user.UID, req.Get("notifytoken"), deviceType(req), req.Int("prod") > 0); err != nil {
 		a.Logger.Error("setnotify failed", zap.Error(err))
 		return fail("setnotify", c.now, "DBERROR", "")
 	}

@@ -97,8 +97,9 @@ func (req *Request) decodeBody(contentType string, body []byte) error {
 		return req.decodeJSON(body)
 	case mediaType == "application/x-www-form-urlencoded":
 		return req.decodeForm(body)
-	case mediaType == "" && body[0] == '{':
-		// Some clients post JSON without a content type.
+	case (mediaType == "" || mediaType == "text/plain") && bytes.TrimSpace(body)[0] == '{':
+		// Some clients post JSON without a content type, or as text/plain (which spares
+		// browsers a CORS preflight).
 		return req.decodeJSON(body)
 	case mediaType == "":
 		return req.decodeForm(body)
@@ -222,13 +223,7 @@ func (req *Request) List(name string) []string {
 	if items, ok := req.lists[name]; ok {
 		return items
 	}
-	var items []string
-	for _, item := range strings.Split(req.fields[name], ",") {
-		if item = strings.TrimSpace(item); item != "" {
-			items = append(items, item)
-		}
-	}
-	return items
+	return splitList(req.fields[name])
 }
 
 // Sent reports whether the field was in the request at all, even empty.

@@ -57,6 +57,14 @@ func rejection(op, code, errmsg string) *Response {
 	return r
 }
 
+// tempFail is the answer when a shared service (Redis, the code delivery) is unavailable.
+func tempFail(op string, now time.Time, msg string) *Response {
+	if msg == "" {
+		msg = "Service temporarily unavailable. Please try again later."
+	}
+	return fail(op, now, CodeTempFail, msg)
+}
+
 func rateLimited(op string, now time.Time, wait time.Duration) *Response {
 	secs := int64((wait + time.Second - 1) / time.Second)
 	if secs < 1 {

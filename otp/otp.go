@@ -89,11 +89,12 @@ return -1`)
 func (s *Store) Issue(ctx context.Context, phone string) (string, error) {
 	code, ok := s.cfg.FixedCodes[phone]
 	if !ok {
-		n, err := rand.Int(rand.Reader, big.NewInt(1_000_000))
+		// 100000-999999: no leading zero, so a code sent as a JSON number survives.
+		n, err := rand.Int(rand.Reader, big.NewInt(900_000))
 		if err != nil {
 			return "", fmt.Errorf("otp: random code: %w", err)
 		}
-		code = fmt.Sprintf("%06d", n.Int64())
+		code = fmt.Sprintf("%d", 100_000+n.Int64())
 	}
 	codeKey, failKey := s.keys(phone)
 	locked, err := issueScript.Run(ctx, s.rdb, []string{codeKey, failKey},
@@ -143,6 +144,11 @@ func (s *Store) Verify(ctx context.Context, phone, code string) error {
 	if status, _ := res[0].(int64); status == -2 {
 		pttl, _ := res[1].(int64)
 		return &LockedError{RetryAfter: time.Duration(pttl) * time.Millisecond}
+	}
+	if status, _ := res[0].(int64); status == -1 {
+		// No live code: nothing was compared, so nothing counts towards the lock-out
+		// (otherwise anyone could lock any number out without ever getting a code).
+		return ErrBadCode
 	}
 	want := s.mac(phone, code)
 	if len(res) == 2 {

@@ -516,3 +516,21 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("Verify with Redis down = %v, want an infrastructure error", err)
 	}
 }
+
+// TestChecksWithoutACodeDoNotLockOut: guesses at a number that has no live code compare
+// nothing, so they cannot be used to lock its owner out.
+func TestChecksWithoutACodeDoNotLockOut(t *testing.T) {
+	s, _, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 3 })
+	for range 10 {
+		if err := s.Verify(ctxT(t), "919812345678", "123456"); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("Verify without a code: %v", err)
+		}
+	}
+	code, err := s.Issue(ctxT(t), "919812345678")
+	if err != nil {
+		t.Fatalf("the number was locked out by checks that compared nothing: %v", err)
+	}
+	if code[0] == '0' || len(code) != 6 {
+		t.Fatalf("code %q must be 6 digits without a leading zero", code)
+	}
+}

@@ -64,7 +64,11 @@ func (w *Webhook) Provision(_ caddy.Context) error {
 	if w.Retries != nil {
 		w.retries = *w.Retries
 	}
-	w.client = &http.Client{Timeout: time.Duration(w.Timeout)}
+	w.client = &http.Client{
+		Timeout: time.Duration(w.Timeout),
+		// A redirect would re-post the code somewhere else: never follow one.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 	return nil
 }
 
@@ -116,7 +120,11 @@ func (w *Webhook) post(ctx context.Context, body []byte, signature string) error
 	req.Header.Set(SignatureHeader, signature)
 	resp, err := w.client.Do(req)
 	if err != nil {
-		// The error names the URL but never the body, which holds the code.
+		// Without the URL (it may carry an API key) and never the body (it holds the code).
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("otp webhook: %w", err)
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

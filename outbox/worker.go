@@ -95,17 +95,25 @@ func (w *Worker) RunOnce(ctx context.Context) (int, error) {
 	if err := w.Store.Ready(ctx); err != nil {
 		return 0, err
 	}
-	return w.Store.DeliverDue(ctx, w.Batch, time.Now(), w.send, w.backoff)
+	return w.Store.DeliverDue(ctx, w.Batch, time.Now(), func(m store.OutboxMessage) error { return w.send(ctx, m) }, w.backoff)
 }
 
-func (w *Worker) send(m store.OutboxMessage) error {
-	// The message call is bounded by the client's own timeout; it does not depend on the
-	// request that queued the row, which is long gone.
-	_, err := w.Mesibo.SendMessage(context.Background(), mesiboclient.Message{
+// send delivers one message. A message past its expiry, or one mesibo refuses (which
+// retrying cannot change), is dropped with a warning rather than retried forever.
+func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
+	if age := time.Since(m.Created); age > MessageExpiry {
+		w.Logger.Warn("outbox: dropping an expired notification", zap.Int64("id", m.ID), zap.Duration("age", age))
+		return nil
+	}
+	_, err := w.Mesibo.SendMessage(ctx, mesiboclient.Message{
 		From: m.From, To: m.To, GID: m.GID, Type: 1, ExpirySeconds: int(MessageExpiry / time.Second),
 		Flags: mesiboclient.FlagTransient, Body: string(m.Body),
 	})
-	if err != nil {
+	switch {
+	case mesiboclient.IsRefused(err):
+		w.Logger.Warn("outbox: mesibo refused a notification; dropping it", zap.Int64("id", m.ID), zap.Error(err))
+		return nil
+	case err != nil:
 		w.Logger.Warn("outbox: delivery failed; will retry", zap.Int64("id", m.ID), zap.Int("attempts", m.Attempts+1), zap.Error(err))
 	}
 	return err

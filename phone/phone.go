@@ -4,7 +4,6 @@ package phone
 
 import (
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -75,12 +74,6 @@ func Lenient(s string) (Number, error) {
 		n.CC = int(num.GetCountryCode())
 	}
 	return n, nil
-}
-
-// Int is the number as stored in the bigint phone columns.
-func (n Number) Int() uint64 {
-	v, _ := strconv.ParseUint(n.Digits, 10, 64)
-	return v
 }
 
 // ParseContact normalises a number from a user's address book. Numbers written with

@@ -61,7 +61,9 @@ type OutboxMessage struct {
 // there is no point in trying the rest now. It returns how many were delivered.
 func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 	deliver func(OutboxMessage) error, backoff func(attempts int) time.Duration) (int, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	// READ COMMITTED: at REPEATABLE READ the claim would also lock the gap at the end of
+	// the table, and every request queueing a notification would wait for the batch.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return 0, fmt.Errorf("store: outbox: %w", err)
 	}

@@ -114,3 +114,26 @@ func TestOutboxFailureReschedules(t *testing.T) {
 		t.Fatalf("depth %d oldest %s", depth, oldest)
 	}
 }
+
+// TestOutboxClaimDoesNotBlockWriters: while a worker holds a batch (mesibo is slow),
+// requests can still queue notifications.
+func TestOutboxClaimDoesNotBlockWriters(t *testing.T) {
+	s, dsn := outboxStore(t)
+	db := testenv.Open(t, dsn)
+	db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '1', '{}')")
+	claimed := make(chan struct{})
+	release := make(chan struct{})
+	go s.DeliverDue(context.Background(), 10, time.Now(), func(store.OutboxMessage) error {
+		close(claimed)
+		<-release
+		return nil
+	}, nil)
+	<-claimed
+	start := time.Now()
+	_, err := db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '2', '{}')")
+	took := time.Since(start)
+	close(release)
+	if err != nil || took > time.Second {
+		t.Fatalf("queueing during a claim took %s (%v)", took, err)
+	}
+}

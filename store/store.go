@@ -74,9 +74,6 @@ func Open(dsn string) (*Store, error) {
 // Close closes the pool.
 func (s *Store) Close() error { return s.db.Close() }
 
-// DB is the underlying pool, for tests and tools.
-func (s *Store) DB() *sql.DB { return s.db }
-
 // Ready brings the schema up to date once per pool. Every caller before the first
 // success tries again, so a database that was down at start is migrated when it comes back.
 func (s *Store) Ready(ctx context.Context) error {
