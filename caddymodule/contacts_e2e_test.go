@@ -410,3 +410,25 @@ func TestNewUserNotifiesContacts(t *testing.T) {
 		t.Fatal("a returning user was announced again")
 	}
 }
+
+// TestProfileWithPicture: profile takes the picture as a file part, as the apps send it.
+func TestProfileWithPicture(t *testing.T) {
+	e := startEnv(t, options{extra: roomy})
+	ada := e.login(form, "+91 98123 53001", "919812353001")
+	a := e.upload(map[string]any{"op": "profile", "token": ada, "name": "Ada", "status": "on a photo"}, "me.png", pictures(t)["png"])
+	expectOK(t, a, "profile")
+	var name, status, photo string
+	e.db.QueryRow("SELECT name, status, photo FROM users WHERE phone = '919812353001'").Scan(&name, &status, &photo)
+	if name != "Ada" || status != "on a photo" || !storedName.MatchString(photo) {
+		t.Fatalf("profile row: %q %q %q", name, status, photo)
+	}
+	if code, _ := e.fetch("/thumbs/" + photo); code != 200 {
+		t.Fatalf("thumbnail of the profile picture: HTTP %d", code)
+	}
+	// A broken picture refuses the whole change.
+	expectFail(t, e.upload(map[string]any{"op": "profile", "token": ada, "name": "Eve"}, "x.png", []byte("nope")), "BADIMAGE")
+	e.db.QueryRow("SELECT name FROM users WHERE phone = '919812353001'").Scan(&name)
+	if name != "Ada" {
+		t.Fatalf("a refused profile changed the name to %q", name)
+	}
+}
