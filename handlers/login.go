@@ -165,19 +165,18 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 		return resp
 	}
 
+	compose, wake := wakeAfter(a, a.profileNotification(a.Config.Notifications.NewUser, a.Config.Notifications.NewUserMessage))
 	saved, isNew, err := a.Store.SaveLogin(ctx, store.Login{
 		UID: user.UID, Phone: num.Digits, CC: num.CC, Name: name, Token: user.Token,
 		Expiry: c.now.Add(a.Config.TokenExpiry), IPv4: ipv4(c.req.ClientIP),
 		Device: deviceType(c.req), TS: c.now.Unix(),
-	}, a.profileNotification(a.Config.Notifications.NewUser, a.Config.Notifications.NewUserMessage))
+	}, compose)
 	if err != nil {
 		a.Logger.Error("saving login failed", zap.Error(err))
 		return fail("login", c.now, "DBERROR", "")
 	}
 	a.Logger.Info("user logged in", zap.Int64("uid", saved.UID), zap.Bool("new", isNew))
-	if isNew {
-		a.wake()
-	}
+	wake()
 
 	resp := ok("login", c.now)
 	resp.Body["token"] = user.Token

@@ -66,3 +66,14 @@ func (a *API) wake() {
 		a.Outbox()
 	}
 }
+
+// wakeAfter wraps compose so that the worker is woken only when the store actually queued
+// a notification (it calls compose only then): call the returned func after the commit.
+func wakeAfter[T any](a *API, compose func(T) store.Notification) (func(T) store.Notification, func()) {
+	queued := false
+	return func(v T) store.Notification { queued = true; return compose(v) }, func() {
+		if queued {
+			a.wake()
+		}
+	}
+}

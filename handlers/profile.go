@@ -30,12 +30,13 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 		return answer
 	}
 	change := store.ProfileChange{Name: sentField(req, "name"), Status: sentField(req, "status"), Photo: photo}
-	if _, err := a.Store.UpdateProfile(ctx, c.user.UID, change, c.now, a.profileNotification("", "")); err != nil {
+	compose, wake := wakeAfter(a, a.profileNotification("", ""))
+	if _, err := a.Store.UpdateProfile(ctx, c.user.UID, change, c.now, compose); err != nil {
 		a.discardPicture(photo)
 		a.Logger.Error("profile failed", zap.Error(err))
 		return fail("profile", c.now, "DBERROR", "")
 	}
-	a.wake()
+	wake()
 	return ok("profile", c.now)
 }
 

@@ -44,13 +44,14 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 		}
 		record = map[string]any{"photo": g.Photo, "phone": "", "gid": g.GID, "name": g.Name, "status": "", "ts": g.TS}
 	} else {
-		u, err := a.Store.UpdateProfile(ctx, c.user.UID, store.ProfileChange{Photo: photo}, c.now, a.profileNotification("", ""))
+		compose, wake := wakeAfter(a, a.profileNotification("", ""))
+		u, err := a.Store.UpdateProfile(ctx, c.user.UID, store.ProfileChange{Photo: photo}, c.now, compose)
 		if err != nil {
 			a.discardPicture(photo)
 			a.Logger.Error("upload failed", zap.Error(err))
 			return fail("upload", c.now, "DBERROR", "")
 		}
-		a.wake()
+		wake()
 		record = map[string]any{"photo": u.Photo, "phone": u.Phone, "gid": 0, "name": u.Name, "status": u.Status, "ts": u.TS}
 	}
 	for k, v := range record {

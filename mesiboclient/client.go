@@ -135,7 +135,7 @@ func New(cfg Config) (*Client, error) {
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   5 * time.Second,
-			MaxIdleConnsPerHost:   8,
+			MaxIdleConnsPerHost:   32,
 			IdleConnTimeout:       90 * time.Second,
 			ForceAttemptHTTP2:     true,
 			ExpectContinueTimeout: time.Second,

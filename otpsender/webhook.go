@@ -65,7 +65,10 @@ func (w *Webhook) Provision(_ caddy.Context) error {
 		w.retries = *w.Retries
 	}
 	w.client = &http.Client{
-		Timeout: time.Duration(w.Timeout),
+		// Enough idle connections that a burst of codes reuses them instead of dialling
+		// (and, for https, handshaking) for most deliveries.
+		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second},
+		Timeout:   time.Duration(w.Timeout),
 		// A redirect would re-post the code somewhere else: never follow one.
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}

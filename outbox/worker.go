@@ -33,7 +33,8 @@ type Worker struct {
 	// MaxBackoff caps the wait between attempts of one row. Default 5m.
 	MaxBackoff time.Duration
 
-	wake chan struct{}
+	wake     chan struct{}
+	observed time.Time // when the gauges were last updated
 }
 
 // New returns a worker with defaults filled in.
@@ -80,9 +81,11 @@ func (w *Worker) Run(ctx context.Context) {
 
 // observe updates the outbox gauges.
 func (w *Worker) observe(ctx context.Context) {
-	if w.Metrics == nil || ctx.Err() != nil {
+	// The stats query scans the outbox: at most once per 10 s, not on every wake.
+	if w.Metrics == nil || ctx.Err() != nil || time.Since(w.observed) < 10*time.Second {
 		return
 	}
+	w.observed = time.Now()
 	depth, lag, err := w.Store.OutboxStats(ctx, time.Now())
 	if err == nil {
 		w.Metrics.Outbox(depth, lag)

@@ -10,8 +10,10 @@ import (
 )
 
 // chunkSize bounds the values of one multi-row INSERT or IN list: a request costs one
-// round trip per chunk, not one per phone.
-const chunkSize = 1000
+// round trip per chunk, not one per phone. It stays under MariaDB's
+// in_predicate_conversion_threshold (1000), past which an IN list becomes a subquery and
+// the users look-up can turn into a full scan.
+const chunkSize = 500
 
 // chunks calls fn with successive slices of at most chunkSize items.
 func chunks[T any](items []T, fn func([]T) error) error {

@@ -2,7 +2,7 @@
 // (mesiboclient/mesibotest) on a loopback address, for load tests: the real service is
 // remote and paid. Point the messenger's `mesibo { endpoint http://ADDR/backend/ }` at it.
 //
-//	go run ./internal/cmd/fakemesibo -addr 127.0.0.1:18081 -token load-app-token
+//	go run ./internal/cmd/fakemesibo -addr 127.0.0.1:18081 -token load-app-token [-latency 80ms]
 //
 // It stops on SIGINT/SIGTERM, or by itself after -max (default 1h) so that a forgotten
 // one does not run forever. The fake keeps every call in memory, which is fine for runs
@@ -30,6 +30,7 @@ func main() {
 	addr := flag.String("addr", "127.0.0.1:18081", "loopback address to listen on (host:port)")
 	token := flag.String("token", "load-app-token", "the app token the fake accepts")
 	maxRun := flag.Duration("max", time.Hour, "stop by itself after this long")
+	latency := flag.Duration("latency", 0, "answer every call this much later, like the remote service (e.g. 80ms)")
 	flag.Parse()
 
 	ap, err := netip.ParseAddrPort(*addr)
@@ -42,6 +43,9 @@ func main() {
 	}
 	fake := mesibotest.New(*token)
 	fake.URL = "http://" + ln.Addr().String() + "/backend/"
+	if *latency > 0 {
+		fake.FailAll("", mesibotest.Failure{Delay: *latency}) // a delay alone slows calls, then answers them
+	}
 	srv := &http.Server{Handler: fake.Handler(), ReadHeaderTimeout: 10 * time.Second}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
