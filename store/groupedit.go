@@ -358,18 +358,11 @@ func (s *Store) ChangeGroup(ctx context.Context, gid int64, actor string, setup 
 	compose func(Group) Notification) (Group, error) {
 	ctx, cancel := opContext(ctx)
 	defer cancel()
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Group{}, fmt.Errorf("store: change group: %w", err)
-	}
-	defer tx.Rollback()
-	lg, err := lockGroup(ctx, tx, gid)
+	tx, lg, err := s.beginAdminChange(ctx, gid, actor, "change group")
 	if err != nil {
 		return Group{}, err
 	}
-	if lg.role(actor) < RoleAdmin {
-		return Group{}, ErrNotAdmin
-	}
+	defer tx.Rollback()
 	list := lg.Phones
 	if !setup.KeepMembers {
 		given := append(append([]string{actor}, setup.Members...), lg.owners...)
@@ -422,18 +415,11 @@ func (s *Store) EditMembers(ctx context.Context, gid int64, actor string, phones
 	if err != nil {
 		return Group{}, err
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Group{}, fmt.Errorf("store: edit members: %w", err)
-	}
-	defer tx.Rollback()
-	lg, err := lockGroup(ctx, tx, gid)
+	tx, lg, err := s.beginAdminChange(ctx, gid, actor, "edit members")
 	if err != nil {
 		return Group{}, err
 	}
-	if lg.role(actor) < RoleAdmin {
-		return Group{}, ErrNotAdmin
-	}
+	defer tx.Rollback()
 	var change []string
 	for _, p := range phones {
 		role := lg.role(p)
@@ -465,6 +451,25 @@ func (s *Store) EditMembers(ctx context.Context, gid int64, actor string, phones
 		return Group{}, err
 	}
 	return g, nil
+}
+
+// beginAdminChange starts a change of group gid by actor: a transaction with the group
+// row locked, refused (ErrNotAdmin, ErrNotFound) unless actor is an admin or the owner.
+// The caller rolls back or commits tx.
+func (s *Store) beginAdminChange(ctx context.Context, gid int64, actor, what string) (*sql.Tx, lockedGroup, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, lockedGroup{}, fmt.Errorf("store: %s: %w", what, err)
+	}
+	lg, err := lockGroup(ctx, tx, gid)
+	if err == nil && lg.role(actor) < RoleAdmin {
+		err = ErrNotAdmin
+	}
+	if err != nil {
+		tx.Rollback()
+		return nil, lockedGroup{}, err
+	}
+	return tx, lg, nil
 }
 
 // bumpAndNotify sets the group's ts, reads it back and queues compose's notification to
@@ -499,18 +504,11 @@ func (s *Store) SetAdmin(ctx context.Context, gid int64, actor string, phones []
 	if admin {
 		role = RoleAdmin
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Group{}, fmt.Errorf("store: set admin: %w", err)
-	}
-	defer tx.Rollback()
-	lg, err := lockGroup(ctx, tx, gid)
+	tx, lg, err := s.beginAdminChange(ctx, gid, actor, "set admin")
 	if err != nil {
 		return Group{}, err
 	}
-	if lg.role(actor) < RoleAdmin {
-		return Group{}, ErrNotAdmin
-	}
+	defer tx.Rollback()
 	var change []string
 	for _, p := range phones {
 		if r := lg.role(p); r != NotMember && r != RoleOwner && r != role {
