@@ -6,6 +6,8 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 need_go() {
+	# The official tarball's place, for shells whose PATH lacks it.
+	command -v go >/dev/null 2>&1 || [ ! -x /usr/local/go/bin/go ] || export PATH="$PATH:/usr/local/go/bin"
 	if ! command -v go >/dev/null 2>&1; then
 		echo "Go 1.26 or newer is needed (https://go.dev/dl/); Debian's golang package is too old." >&2
 		exit 1
