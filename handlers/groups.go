@@ -118,11 +118,7 @@ func (a *API) getGroup(ctx context.Context, c *call) *Response {
 // editMembers adds members to a group the caller administers, or removes them (delete=1).
 func (a *API) editMembers(ctx context.Context, c *call) *Response {
 	req := c.req
-	gid, raw := req.Int("gid"), req.List("m")
-	if gid <= 0 || len(raw) == 0 {
-		return fail("editmembers", c.now, "MISSINGPARA", "")
-	}
-	phones, resp := a.memberPhones("editmembers", c, raw)
+	gid, phones, resp := a.groupAndMembers("editmembers", c)
 	if resp != nil {
 		return resp
 	}
@@ -143,11 +139,7 @@ func (a *API) editMembers(ctx context.Context, c *call) *Response {
 // administers; the owner stays the owner.
 func (a *API) setAdmin(ctx context.Context, c *call) *Response {
 	req := c.req
-	gid, raw := req.Int("gid"), req.List("m")
-	if gid <= 0 || len(raw) == 0 {
-		return fail("setadmin", c.now, "MISSINGPARA", "")
-	}
-	phones, resp := a.memberPhones("setadmin", c, raw)
+	gid, phones, resp := a.groupAndMembers("setadmin", c)
 	if resp != nil {
 		return resp
 	}
@@ -197,6 +189,16 @@ func (a *API) addThumbnail(r *Response, g store.Group) {
 	if tn := a.Media.Thumbnail(g.Photo); tn != "" {
 		r.Body["tn"] = tn
 	}
+}
+
+// groupAndMembers reads the gid and m fields that editmembers and setadmin both need.
+func (a *API) groupAndMembers(op string, c *call) (int64, []string, *Response) {
+	gid, raw := c.req.Int("gid"), c.req.List("m")
+	if gid <= 0 || len(raw) == 0 {
+		return 0, nil, fail(op, c.now, "MISSINGPARA", "")
+	}
+	phones, resp := a.memberPhones(op, c, raw)
+	return gid, phones, resp
 }
 
 // memberPhones normalises member phones like contact phones (numbers without a country
