@@ -70,6 +70,17 @@ func (s *Store) GroupsOf(ctx context.Context, phone string, since int64, limit i
 type memberList struct {
 	admins int
 	phones []string
+	roles  []int // roles[i] is the role of phones[i]
+}
+
+// role is phone's role, or NotMember.
+func (m memberList) role(phone string) int {
+	for i, p := range m.phones {
+		if p == phone {
+			return m.roles[i]
+		}
+	}
+	return NotMember
 }
 
 // String is the protocol's "ADMINCOUNT:PHONE,..." form; "0:" for no members.
@@ -106,6 +117,7 @@ func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]member
 				l.admins++
 			}
 			l.phones = append(l.phones, phone)
+			l.roles = append(l.roles, role)
 			lists[gid] = l
 		}
 		return rows.Err()
@@ -139,12 +151,7 @@ func groupFor(ctx context.Context, q querier, gid int64, phone, lock string) (Gr
 		return Group{}, NotMember, err
 	}
 	g.Members, g.Phones = lists[gid].String(), lists[gid].phones
-	role := NotMember
-	err = q.QueryRowContext(ctx, "SELECT COALESCE(role, 0) FROM members WHERE gid = ? AND phone = ?", gid, phone).Scan(&role)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return Group{}, NotMember, fmt.Errorf("store: group role: %w", err)
-	}
-	return g, role, nil
+	return g, lists[gid].role(phone), nil
 }
 
 // GroupChange is what a profile or upload op sets on a group; nil fields stay.
