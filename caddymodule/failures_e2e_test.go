@@ -1,6 +1,7 @@
 package caddymodule_test
 
 import (
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -205,4 +206,33 @@ func TestCodeDeliveryFailure(t *testing.T) {
 	e.hook.failing = true
 	e.hook.mu.Unlock()
 	expectFail(t, e.call(form, map[string]any{"op": "login", "phone": "+919812345675", "appid": "a"}), "TEMPFAIL")
+}
+
+// TestTwoProcesses: two caddy processes of one deployment (one database, one Redis, one
+// mesibo): a code requested on one verifies on the other, the limits are shared, and the
+// notifications queued through both are delivered once each.
+func TestTwoProcesses(t *testing.T) {
+	e := startEnv(t, options{extra: "rate_limit otp_phone 1 1h\n\t\trate_limit otp_ip 1000 1m", process: true})
+	login := func(url, raw, digits string) string {
+		fields := map[string]any{"op": "login", "phone": raw, "appid": "a"}
+		expectOK(t, e.call(form, fields), "login")
+		expectFail(t, e.callURL(processURL, form, fields), "RATELIMIT") // one code per hour, whichever server
+		fields["otp"] = e.hook.lastCode(digits)
+		a := e.callURL(url, form, fields)
+		expectOK(t, a, "login")
+		return a.str("token")
+	}
+	ada := login(processURL, "+91 98123 54001", "919812354001") // requested here, verified there
+	bob := login(apiURL, "+91 98123 54002", "919812354002")
+	contactsOf(t, e.callURL(processURL, form, map[string]any{"op": "getcontacts", "token": bob, "phones": "919812354001"}))
+
+	for i := range 10 {
+		url := []string{apiURL, processURL}[i%2]
+		expectOK(t, e.callURL(url, form, map[string]any{"op": "profile", "token": ada, "status": fmt.Sprint("status ", i)}), "profile")
+	}
+	waitFor(t, "ten notifications", func() bool { return len(e.mesibo.Messages()) >= 10 })
+	time.Sleep(2500 * time.Millisecond) // a poll round of both workers
+	if n := len(e.mesibo.Messages()); n != 10 || e.count("SELECT COUNT(*) FROM messenger_outbox") != 0 {
+		t.Fatalf("messages %d (want 10, each once), outbox %d", n, e.count("SELECT COUNT(*) FROM messenger_outbox"))
+	}
 }

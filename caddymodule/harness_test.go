@@ -111,6 +111,7 @@ type options struct {
 	redisURL string
 	otp      string // more subdirectives inside otp { }
 	second   bool   // add a second site on :9081 with its own handler on the same Redis
+	process  bool   // also run a separate caddy process on basePort+2 (see startProcess)
 	site     string // replaces siteTemplate (same arguments)
 	dbProxy  bool   // reach MariaDB through e.dbProxy, which a test can cut
 }
@@ -226,6 +227,9 @@ func startEnv(t testing.TB, o options) *env {
 	e.tester.InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
+	}
+	if o.process {
+		e.startProcess(block)
 	}
 	return e
 }
