@@ -248,11 +248,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			GoogleMapsKey:  h.GoogleMapsKey,
 			TokenExpiry:    time.Duration(h.TokenExpiry),
 			RevokeOnLogout: h.RevokeOnLogout,
-			OTPLimits: handlers.OTPLimits{
-				PerPhone: rules(h.RateLimits.OTPPerPhone),
-				PerIP:    rules(h.RateLimits.OTPPerIP),
-				Global:   rules(h.RateLimits.OTPGlobal),
-			},
+			OTPLimits: handlers.NewOTPLimits(rules(h.RateLimits.OTPPerPhone), rules(h.RateLimits.OTPPerIP),
+				rules(h.RateLimits.OTPGlobal)),
 			Discovery: handlers.Discovery{
 				Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill, Window: time.Duration(h.ContactDiscovery.RefillWindow),
 					Burst: h.ContactDiscovery.Budget},

@@ -68,6 +68,20 @@ type OTPLimits struct {
 	PerPhone []ratelimit.Rule
 	PerIP    []ratelimit.Rule
 	Global   []ratelimit.Rule
+	// ChecksPerIP limits code checks per client address: checksPerSend times PerIP.
+	ChecksPerIP []ratelimit.Rule
+}
+
+// checksPerSend is how many code checks per client address each allowed code request buys.
+const checksPerSend = 5
+
+// NewOTPLimits returns the limits for these sending rules, with the check rules derived.
+func NewOTPLimits(perPhone, perIP, global []ratelimit.Rule) OTPLimits {
+	checks := make([]ratelimit.Rule, len(perIP))
+	for i, r := range perIP {
+		checks[i] = ratelimit.Rule{Events: r.Events * checksPerSend, Window: r.Window, Burst: r.Burst * checksPerSend}
+	}
+	return OTPLimits{PerPhone: perPhone, PerIP: perIP, Global: global, ChecksPerIP: checks}
 }
 
 // API answers requests. Its dependencies are shared pools; one API serves concurrently.
@@ -186,9 +200,10 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 	if !known {
 		return rejection(req.Op, "BADOP", "")
 	}
-	if err := a.Store.Ready(ctx); err != nil {
-		a.Logger.Error("database not ready", zap.String("op", req.Op), zap.Error(err))
-		return fail(req.Op, c.now, "DBERROR", "")
+	if !o.needsToken { // authenticate has made sure of the database for the others
+		if resp := a.ready(ctx, req); resp != nil {
+			return resp
+		}
 	}
 	resp := o.run(a, ctx, c)
 	if o.needsToken && resp.Body["result"] == "OK" {
@@ -210,9 +225,8 @@ func (a *API) authenticate(ctx context.Context, req *Request) (store.User, *Resp
 	if len(token) < minTokenLength {
 		return store.User{}, refuse()
 	}
-	if err := a.Store.Ready(ctx); err != nil {
-		a.Logger.Error("database not ready", zap.String("op", req.Op), zap.Error(err))
-		return store.User{}, fail(req.Op, a.Now(), "DBERROR", "")
+	if resp := a.ready(ctx, req); resp != nil {
+		return store.User{}, resp
 	}
 	user, err := a.Store.UserByToken(ctx, token)
 	switch {
@@ -223,6 +237,15 @@ func (a *API) authenticate(ctx context.Context, req *Request) (store.User, *Resp
 		return store.User{}, fail(req.Op, a.Now(), "DBERROR", "")
 	}
 	return user, nil
+}
+
+// ready makes sure the schema is migrated; a database that is not there is DBERROR.
+func (a *API) ready(ctx context.Context, req *Request) *Response {
+	if err := a.Store.Ready(ctx); err != nil {
+		a.Logger.Error("database not ready", zap.String("op", req.Op), zap.Error(err))
+		return fail(req.Op, a.Now(), "DBERROR", "")
+	}
+	return nil
 }
 
 // addAppConfig adds the app-configuration block (PROTOCOL.md §2) to a successful answer.

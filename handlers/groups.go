@@ -227,7 +227,6 @@ func (a *API) memberPhones(op string, c *call, raw []string) ([]string, *Respons
 // groupFailure maps a store error of a group op to its answer; nil when err is nil.
 func (a *API) groupFailure(op string, c *call, err error) *Response {
 	var svc *store.ServiceError
-	var refused *mesiboclient.RefusedError
 	switch {
 	case err == nil:
 		return nil
@@ -237,7 +236,7 @@ func (a *API) groupFailure(op string, c *call, err error) *Response {
 		return fail(op, c.now, "MISSINGPARA", "")
 	case errors.As(err, &svc):
 		a.Logger.Error("mesibo group call failed", zap.String("op", op), zap.Error(err))
-		if errors.As(err, &refused) && !appTokenRefusal[refused.Code] {
+		if requestRefused(err) {
 			return fail(op, c.now, "BADGROUP", "The messaging service refused the change.")
 		}
 		return fail(op, c.now, "BADAPP", "The messaging service is unavailable. Please try again later.")

@@ -100,7 +100,7 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 	// One address may check a few times as many codes as it may request, so guessing
 	// across many numbers from one place is bounded too.
 	wait, err := a.Limiter.Allow(ctx, ratelimit.Check{
-		Key: "otpcheck:ip:" + ratelimit.ClientKey(c.req.ClientIP), Rules: scaled(a.Config.OTPLimits.PerIP, checksPerSend),
+		Key: "otpcheck:ip:" + ratelimit.ClientKey(c.req.ClientIP), Rules: a.Config.OTPLimits.ChecksPerIP,
 	})
 	switch {
 	case err != nil:
@@ -200,11 +200,17 @@ func (a *API) mesiboFailure(op string, c *call, err error) *Response {
 		return nil
 	}
 	a.Logger.Error("mesibo call failed", zap.String("op", op), zap.Error(err))
-	var refused *mesiboclient.RefusedError
-	if errors.As(err, &refused) && !appTokenRefusal[refused.Code] {
+	if requestRefused(err) {
 		return fail(op, c.now, "BADUSER", "")
 	}
 	return fail(op, c.now, "BADAPP", "")
+}
+
+// requestRefused reports whether mesibo refused the request itself; a refused app token
+// or an unreachable service is not the request's fault (BADAPP).
+func requestRefused(err error) bool {
+	var refused *mesiboclient.RefusedError
+	return errors.As(err, &refused) && !appTokenRefusal[refused.Code]
 }
 
 // appTokenRefusal are mesibo refusal codes that blame the app token, not the request.
@@ -240,18 +246,6 @@ func ipv4(ip string) uint32 {
 	}
 	b := addr.Unmap().As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-}
-
-// checksPerSend is how many code checks per client address each allowed code request buys.
-const checksPerSend = 5
-
-// scaled multiplies the events of every rule by n.
-func scaled(rules []ratelimit.Rule, n int) []ratelimit.Rule {
-	out := make([]ratelimit.Rule, len(rules))
-	for i, r := range rules {
-		out[i] = ratelimit.Rule{Events: r.Events * n, Window: r.Window, Burst: r.Burst * n}
-	}
-	return out
 }
 
 // deviceType is the dt field clamped to the tinyint columns that hold it.

@@ -5,7 +5,6 @@ CREATE TABLE IF NOT EXISTS `messenger_outbox` (
   `id` bigint(20) unsigned NOT NULL AUTO_INCREMENT,
   `from_addr` varchar(32) NOT NULL DEFAULT '',
   `to_addrs` mediumtext NOT NULL,
-  `gid` int(10) unsigned NOT NULL DEFAULT '0',
   `body` mediumblob NOT NULL,
   `created` bigint(20) NOT NULL DEFAULT '0',
   `attempts` int(10) unsigned NOT NULL DEFAULT '0',

@@ -109,7 +109,7 @@ func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
 		return nil
 	}
 	_, err := w.Mesibo.SendMessage(ctx, mesiboclient.Message{
-		From: m.From, To: m.To, GID: m.GID, Type: 1, ExpirySeconds: int(MessageExpiry / time.Second),
+		From: m.From, To: m.To, Type: 1, ExpirySeconds: int(MessageExpiry / time.Second),
 		Flags: mesiboclient.FlagTransient, Body: string(m.Body),
 	})
 	switch {

@@ -14,8 +14,6 @@ type Notification struct {
 	From string
 	// To are the recipients' phones. The store fills it where it knows them.
 	To []string
-	// GID is the group the message is about, 0 for none.
-	GID int64
 	// Body is the message: a JSON object the apps parse.
 	Body []byte
 }
@@ -35,8 +33,8 @@ func enqueue(ctx context.Context, tx *sql.Tx, n Notification, now time.Time) err
 	for len(to) > 0 {
 		chunk := to[:min(len(to), maxRecipientsPerMessage)]
 		to = to[len(chunk):]
-		if _, err := tx.ExecContext(ctx, `INSERT INTO messenger_outbox (from_addr, to_addrs, gid, body, created, next_attempt)
-			VALUES (?, ?, ?, ?, ?, ?)`, n.From, strings.Join(chunk, ","), n.GID, n.Body, now.Unix(), now.UnixMilli()); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO messenger_outbox (from_addr, to_addrs, body, created, next_attempt)
+			VALUES (?, ?, ?, ?, ?)`, n.From, strings.Join(chunk, ","), n.Body, now.Unix(), now.UnixMilli()); err != nil {
 			return fmt.Errorf("store: queue notification: %w", err)
 		}
 	}
@@ -48,7 +46,6 @@ type OutboxMessage struct {
 	ID       int64
 	From     string
 	To       string // comma-separated phones
-	GID      int64
 	Body     []byte
 	Created  time.Time
 	Attempts int
@@ -68,7 +65,7 @@ func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 		return 0, fmt.Errorf("store: outbox: %w", err)
 	}
 	defer tx.Rollback()
-	rows, err := tx.QueryContext(ctx, `SELECT id, from_addr, to_addrs, gid, body, created, attempts FROM messenger_outbox
+	rows, err := tx.QueryContext(ctx, `SELECT id, from_addr, to_addrs, body, created, attempts FROM messenger_outbox
 		WHERE next_attempt <= ? ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED`, now.UnixMilli(), limit)
 	if err != nil {
 		return 0, fmt.Errorf("store: outbox claim: %w", err)
@@ -77,7 +74,7 @@ func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 	for rows.Next() {
 		var m OutboxMessage
 		var created int64
-		if err := rows.Scan(&m.ID, &m.From, &m.To, &m.GID, &m.Body, &created, &m.Attempts); err != nil {
+		if err := rows.Scan(&m.ID, &m.From, &m.To, &m.Body, &created, &m.Attempts); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("store: outbox claim: %w", err)
 		}
