@@ -3,6 +3,7 @@ package caddymodule_test
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -113,46 +114,57 @@ func TestCaddyfileErrors(t *testing.T) {
 }
 
 // TestExampleCaddyfile: the shipped example adapts, and it validates (which provisions
-// the module) with no database or Redis listening.
+// the module) in both its forms: MySQL and Redis set but not listening, and nothing set,
+// which makes the embedded store in Caddy's data directory.
 func TestExampleCaddyfile(t *testing.T) {
 	src, err := os.ReadFile("../Caddyfile.example")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("MESSENGER_DSN", "nobody:nothing@tcp(127.0.0.1:1)/none")
-	t.Setenv("MESSENGER_REDIS", "redis://127.0.0.1:1/0")
 	t.Setenv("MESIBO_APP_TOKEN", "token")
-	out, err := adapt(t, string(src))
-	if err != nil {
-		t.Fatalf("adapt: %v", err)
-	}
-	for _, want := range []string{`"handler":"messenger"`, `"sender":"log"`, `"handler":"file_server"`, `"app_token":"{env.MESIBO_APP_TOKEN}"`} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("adapted config lacks %s:\n%s", want, out)
+	dataHome := t.TempDir()
+	t.Setenv("XDG_DATA_HOME", dataHome)
+	for _, form := range []struct{ name, dsn, redis string }{
+		{"mysql", "nobody:nothing@tcp(127.0.0.1:1)/none", "redis://127.0.0.1:1/0"},
+		{"embedded", "", ""},
+	} {
+		t.Setenv("MESSENGER_DSN", form.dsn)
+		t.Setenv("MESSENGER_REDIS", form.redis)
+		out, err := adapt(t, string(src))
+		if err != nil {
+			t.Fatalf("%s: adapt: %v", form.name, err)
 		}
-	}
-	// The messenger handler must come before file_server in the route.
-	if strings.Index(string(out), `"handler":"messenger"`) > strings.Index(string(out), `"handler":"file_server"`) {
-		t.Error("messenger is ordered after file_server")
-	}
+		for _, want := range []string{`"handler":"messenger"`, `"sender":"log"`, `"handler":"file_server"`, `"app_token":"{env.MESIBO_APP_TOKEN}"`} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("adapted config lacks %s:\n%s", want, out)
+			}
+		}
+		// The messenger handler must come before file_server in the route.
+		if strings.Index(string(out), `"handler":"messenger"`) > strings.Index(string(out), `"handler":"file_server"`) {
+			t.Error("messenger is ordered after file_server")
+		}
 
-	var cfg caddy.Config
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg.Admin = &caddy.AdminConfig{Disabled: true}
-	start := time.Now()
-	if err := caddy.Validate(&cfg); err != nil {
-		t.Fatalf("validate without a database: %v", err)
-	}
-	if took := time.Since(start); took > 20*time.Second {
-		t.Errorf("validate took %s", took)
+		var cfg caddy.Config
+		if err := json.Unmarshal(out, &cfg); err != nil {
+			t.Fatal(err)
+		}
+		cfg.Admin = &caddy.AdminConfig{Disabled: true}
+		start := time.Now()
+		if err := caddy.Validate(&cfg); err != nil {
+			t.Fatalf("%s: validate: %v", form.name, err)
+		}
+		if took := time.Since(start); took > 20*time.Second {
+			t.Errorf("%s: validate took %s", form.name, took)
+		}
+		_, err = os.Stat(filepath.Join(dataHome, "caddy", "messenger", "messenger.db"))
+		if made := err == nil; made != (form.dsn == "") {
+			t.Errorf("%s: embedded store file made: %v", form.name, made)
+		}
 	}
 }
 
 func TestValidateRefusesIncompleteConfig(t *testing.T) {
 	for name, block := range map[string]string{
-		"no database": "redis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}",
 		"no token":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
 		"no sender":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
 		"long ttl":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",

@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"github.com/caddy-messenger/messenger/mesiboclient/mesibotest"
 	"github.com/caddy-messenger/messenger/otp"
 	"github.com/caddy-messenger/messenger/otpsender"
+	"github.com/caddy-messenger/messenger/store"
 )
 
 const (
@@ -103,6 +105,7 @@ type env struct {
 	files  string // holds files/ and thumbs/
 	// dbProxy stands between the module and MariaDB when options.dbProxy is set.
 	dbProxy *tcpProxy
+	config  string // the Caddyfile
 }
 
 // options change the Caddyfile of an env.
@@ -114,6 +117,10 @@ type options struct {
 	process  bool   // also run a separate caddy process on basePort+2 (see startProcess)
 	site     string // replaces siteTemplate (same arguments)
 	dbProxy  bool   // reach MariaDB through e.dbProxy, which a test can cut
+	// defaults configures neither database nor redis, whatever the run: the embedded
+	// store in Caddy's data directory ($XDG_DATA_HOME, a temporary folder) and codes
+	// and limits in memory.
+	defaults bool
 }
 
 // The ports of the in-process Caddy: $MESSENGER_E2E_PORT (default 9080) serves the API,
@@ -163,9 +170,8 @@ const siteTemplate = `%[1]s {
 }
 `
 
-const messengerTemplate = `		database "%s"
-		redis %s
-		redis_key_prefix %s
+const messengerTemplate = `%s
+%s
 		mesibo {
 			endpoint %s
 			app_token {env.E2E_MESIBO_APP_TOKEN}
@@ -198,12 +204,27 @@ func startEnv(t testing.TB, o options) *env {
 	t.Setenv("E2E_MESIBO_APP_TOKEN", appToken)
 	t.Setenv("E2E_OTP_SECRET", "otp-secret")
 	t.Setenv("E2E_SITE", siteURL)
-	e := &env{t: t, mesibo: mesibotest.NewServer(t, appToken), hook: newHook(t), dsn: testenv.Database(t)}
-	e.db = testenv.Open(t, e.dsn)
+	if o.redisURL != "" || o.dbProxy || o.second || o.process {
+		testenv.SkipIfEmbedded(t, "it is about servers several instances share, or their outages")
+	}
+	e := &env{t: t, mesibo: mesibotest.NewServer(t, appToken), hook: newHook(t)}
+	if o.defaults {
+		dataHome := t.TempDir()
+		t.Setenv("XDG_DATA_HOME", dataHome)
+		e.dsn = store.EmbeddedPrefix + filepath.Join(dataHome, "caddy", "messenger", "messenger.db")
+	} else {
+		e.dsn = testenv.Database(t)
+	}
 	_, e.prefix = testenv.Redis(t)
 	redisURL := o.redisURL
 	if redisURL == "" {
 		redisURL = testenv.RedisURL()
+	}
+	// The embedded run configures no Redis: codes and limits live in Caddy's memory, in
+	// pools the prefix keeps apart from the previous test's.
+	redisLines := fmt.Sprintf("\t\tredis %s\n\t\tredis_key_prefix %s", redisURL, e.prefix)
+	if testenv.Embedded() || o.defaults {
+		redisLines = "\t\tredis_key_prefix " + e.prefix
 	}
 	e.files = t.TempDir()
 	moduleDSN := e.dsn
@@ -211,13 +232,18 @@ func startEnv(t testing.TB, o options) *env {
 		e.dbProxy = newTCPProxy(t, "127.0.0.1:3306")
 		moduleDSN = strings.Replace(e.dsn, "127.0.0.1:3306", e.dbProxy.addr, 1)
 	}
-	block := fmt.Sprintf(messengerTemplate, moduleDSN, redisURL, e.prefix, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
+	dbLine := fmt.Sprintf("\t\tdatabase %q", moduleDSN)
+	if o.defaults {
+		dbLine = ""
+	}
+	block := fmt.Sprintf(messengerTemplate, dbLine, redisLines, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
 		e.files+"/files", e.files+"/thumbs", o.extra)
 	site := siteTemplate
 	if o.site != "" {
 		site = o.site
 	}
-	config := globalOptions + fmt.Sprintf(site, siteURL, block, e.files)
+	e.config = globalOptions + fmt.Sprintf(site, siteURL, block, e.files)
+	config := e.config
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment
 		// would be if it had its own database replica.
@@ -228,6 +254,8 @@ func startEnv(t testing.TB, o options) *env {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// Opened after Caddy, which creates the default embedded file.
+	e.db = testenv.Open(t, e.dsn)
 	if o.process {
 		e.startProcess(block)
 	}
@@ -365,6 +393,38 @@ func (e *env) count(query string, args ...any) int {
 		e.t.Fatalf("%s: %v", query, err)
 	}
 	return n
+}
+
+// dump renders every row of query as "a:b:c", rows joined by commas: a snapshot of
+// tables, in SQL that both databases take.
+func (e *env) dump(query string) string {
+	e.t.Helper()
+	rows, err := e.db.Query(query)
+	if err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []string
+	for rows.Next() {
+		values := make([]sql.NullString, len(cols))
+		dests := make([]any, len(cols))
+		for i := range values {
+			dests[i] = &values[i]
+		}
+		if err := rows.Scan(dests...); err != nil {
+			e.t.Fatal(err)
+		}
+		fields := make([]string, len(cols))
+		for i, v := range values {
+			fields[i] = v.String
+		}
+		out = append(out, strings.Join(fields, ":"))
+	}
+	if err := rows.Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	return strings.Join(out, ",")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

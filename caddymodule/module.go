@@ -5,7 +5,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/caddy-messenger/messenger/outbox"
 	"github.com/caddy-messenger/messenger/phone"
 	"github.com/caddy-messenger/messenger/ratelimit"
+	"github.com/caddy-messenger/messenger/store"
 )
 
 func init() {
@@ -42,10 +42,13 @@ func init() {
 // which is how secrets stay out of config files.
 type Handler struct {
 	// Database is the MySQL/MariaDB DSN in go-sql-driver/mysql form, e.g.
-	// "messenger:secret@tcp(127.0.0.1:3306)/messenger". Placeholders. Required.
+	// "messenger:secret@tcp(127.0.0.1:3306)/messenger", or "sqlite:" and a file path for
+	// the embedded store. Placeholders. Default: the embedded store in the file
+	// messenger/messenger.db of Caddy's data directory, for a single instance.
 	Database string `json:"database,omitempty"`
 	// Redis is the URL of the Redis that holds codes and rate-limit counters, e.g.
-	// "redis://127.0.0.1:6379/0". Placeholders. Required.
+	// "redis://127.0.0.1:6379/0". Placeholders. Default: none, and codes and counters
+	// live in this process's memory (a single instance; a restart forgets them).
 	Redis string `json:"redis,omitempty"`
 	// RedisMode is "single" (default), "sentinel" (Redis names the sentinels, with
 	// ?master_name=NAME and more sentinels as &addr=HOST:PORT) or "cluster" (Redis names
@@ -228,17 +231,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.releasePools()
 		return err
 	}
-
-	secret := []byte(h.OTP.Secret)
-	if len(secret) == 0 {
-		h.logger.Warn("otp secret not set: codes verify only on the instance that issued them, and not after a restart")
-		secret = make([]byte, 32)
-		rand.Read(secret)
-	}
-	fixed := map[string]string{}
-	for number, code := range h.OTP.TestNumbers {
-		fixed[phone.Digits(number)] = code
-	}
+	h.logBackends(deps.store)
 
 	h.api = &handlers.API{
 		Config: handlers.Config{
@@ -261,12 +254,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		},
 		Store:  deps.store,
 		Mesibo: deps.mesibo,
-		Codes: otp.NewStore(deps.redis, otp.Config{
-			Secret: secret, TTL: time.Duration(h.OTP.TTL), MaxChecks: h.OTP.MaxChecks,
-			MaxFailures: h.OTP.MaxFailures, FailureWindow: time.Duration(h.OTP.FailureWindow),
-			FixedCodes: fixed, KeyPrefix: h.RedisKeyPrefix,
-		}),
-		Limiter:  ratelimit.New(deps.redis, h.RedisKeyPrefix+"rl:"),
+		Codes:    deps.codes,
+		Limiter:  deps.limiter,
 		Sender:   sender,
 		Identity: identity,
 		Media: &media.Store{FilesDir: h.FilesDir, ThumbsDir: h.ThumbsDir,
@@ -296,6 +285,24 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// logBackends says, once per config load, where state lives when any of it is embedded:
+// such a server must not be scaled out behind a load balancer.
+func (h *Handler) logBackends(s *store.Store) {
+	if !s.Embedded() && h.Redis != "" {
+		return
+	}
+	database, redis := "MySQL", "Redis"
+	if s.Embedded() {
+		path, _ := store.CutEmbedded(h.Database)
+		database = "embedded SQLite at " + path
+	}
+	if h.Redis == "" {
+		redis = "this process's memory"
+	}
+	h.logger.Info("messenger backends: the embedded ones serve a single instance; configure database and redis to run several",
+		zap.String("database", database), zap.String("codes_and_rate_limits", redis))
+}
+
 // loadLogin loads the authenticator and, for code login, the code sender.
 func (h *Handler) loadLogin(ctx caddy.Context) (handlers.IdentitySource, otp.Sender, error) {
 	if h.AuthenticatorRaw != nil {
@@ -323,6 +330,9 @@ func (h *Handler) loadLogin(ctx caddy.Context) (handlers.IdentitySource, otp.Sen
 }
 
 func (h *Handler) setDefaults() {
+	if h.Database == "" {
+		h.Database = defaultDatabase()
+	}
 	if h.RedisKeyPrefix == "" {
 		h.RedisKeyPrefix = "messenger:"
 	}
@@ -398,12 +408,6 @@ func (h *Handler) setDefaults() {
 // Validate checks the configuration after defaults are set.
 func (h *Handler) Validate() error {
 	var errs []error
-	if h.Database == "" {
-		errs = append(errs, errors.New("database: a DSN is required"))
-	}
-	if h.Redis == "" {
-		errs = append(errs, errors.New("redis: a URL is required"))
-	}
 	switch h.RedisMode {
 	case "", "single", "sentinel", "cluster":
 	default:

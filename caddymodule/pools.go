@@ -1,8 +1,10 @@
 package caddymodule
 
 import (
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -11,10 +13,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/otp"
+	"github.com/caddy-messenger/messenger/phone"
+	"github.com/caddy-messenger/messenger/ratelimit"
 	"github.com/caddy-messenger/messenger/store"
 )
 
-// pools holds the database pools, Redis clients and mesibo clients of every loaded
+// pools holds the database pools, Redis clients (or in-memory code stores and limiters)
+// and mesibo clients of every loaded
 // config. A config reload takes the same ones again (same key) before the old config
 // releases them, so connections survive reloads.
 var pools = caddy.NewUsagePool()
@@ -31,9 +37,10 @@ var _ caddy.Destructor = pooled[int]{}
 
 // deps are the shared clients one Handler uses.
 type deps struct {
-	store  *store.Store
-	redis  redis.UniversalClient
-	mesibo *mesiboclient.Client
+	store   *store.Store
+	codes   otp.Codes
+	limiter *ratelimit.Limiter
+	mesibo  *mesiboclient.Client
 }
 
 // take loads or creates the pooled value under key and remembers the key for release.
@@ -56,7 +63,7 @@ func take[T any](h *Handler, key string, open func() (T, func() error, error)) (
 func (h *Handler) takePools() (deps, error) {
 	var d deps
 	var err error
-	d.store, err = take(h, "mysql\x00"+h.Database, func() (*store.Store, func() error, error) {
+	d.store, err = take(h, "database\x00"+h.Database, func() (*store.Store, func() error, error) {
 		s, err := store.Open(h.Database)
 		if err != nil {
 			return nil, nil, err
@@ -66,15 +73,8 @@ func (h *Handler) takePools() (deps, error) {
 	if err != nil {
 		return d, fmt.Errorf("database: %w", err)
 	}
-	d.redis, err = take(h, "redis\x00"+h.RedisMode+"\x00"+h.Redis, func() (redis.UniversalClient, func() error, error) {
-		c, err := newRedisClient(h.RedisMode, h.Redis)
-		if err != nil {
-			return nil, nil, err
-		}
-		return c, c.Close, nil
-	})
-	if err != nil {
-		return d, fmt.Errorf("redis: %w", err)
+	if err := h.takeCodesAndLimits(&d); err != nil {
+		return d, err
 	}
 	// The key holds a hash of the app token, not the token, in case pools are ever dumped.
 	tokenHash := sha256.Sum256([]byte(h.Mesibo.AppToken))
@@ -92,6 +92,68 @@ func (h *Handler) takePools() (deps, error) {
 		return d, fmt.Errorf("mesibo: %w", err)
 	}
 	return d, nil
+}
+
+// takeCodesAndLimits gives d the code store and the rate limiter: in Redis when one is
+// configured, else in this process's memory, pooled so that codes and counters survive
+// config reloads.
+func (h *Handler) takeCodesAndLimits(d *deps) error {
+	secret, err := h.otpSecret()
+	if err != nil {
+		return err
+	}
+	fixed := map[string]string{}
+	for number, code := range h.OTP.TestNumbers {
+		fixed[phone.Digits(number)] = code
+	}
+	cfg := otp.Config{
+		Secret: secret, TTL: time.Duration(h.OTP.TTL), MaxChecks: h.OTP.MaxChecks,
+		MaxFailures: h.OTP.MaxFailures, FailureWindow: time.Duration(h.OTP.FailureWindow),
+		FixedCodes: fixed, KeyPrefix: h.RedisKeyPrefix,
+	}
+	if h.Redis == "" {
+		d.limiter, err = take(h, "memory-limits\x00"+h.RedisKeyPrefix, func() (*ratelimit.Limiter, func() error, error) {
+			return ratelimit.NewMemory(h.RedisKeyPrefix + "rl:"), func() error { return nil }, nil
+		})
+		if err != nil {
+			return err
+		}
+		// Codes are checked under the rules they were issued with: a reload that changes
+		// the rules starts a new memory, as it would with a changed secret in Redis.
+		rules, _ := json.Marshal(cfg)
+		rulesHash := sha256.Sum256(rules)
+		d.codes, err = take(h, "memory-codes\x00"+hex.EncodeToString(rulesHash[:]), func() (otp.Codes, func() error, error) {
+			return otp.NewMemoryStore(cfg), func() error { return nil }, nil
+		})
+		return err
+	}
+	rdb, err := take(h, "redis\x00"+h.RedisMode+"\x00"+h.Redis, func() (redis.UniversalClient, func() error, error) {
+		c, err := newRedisClient(h.RedisMode, h.Redis)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, c.Close, nil
+	})
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	d.codes = otp.NewStore(rdb, cfg)
+	d.limiter = ratelimit.New(rdb, h.RedisKeyPrefix+"rl:")
+	return nil
+}
+
+// otpSecret is the configured OTP secret or, when none is set, a random one made once per
+// process (pooled, so that codes issued before a config reload still verify after it).
+func (h *Handler) otpSecret() ([]byte, error) {
+	if h.OTP.Secret != "" {
+		return []byte(h.OTP.Secret), nil
+	}
+	h.logger.Warn("otp secret not set: codes verify only on the instance that issued them, and not after a restart")
+	return take(h, "otp-random-secret", func() ([]byte, func() error, error) {
+		secret := make([]byte, 32)
+		_, err := rand.Read(secret)
+		return secret, func() error { return nil }, err
+	})
 }
 
 func (h *Handler) releasePools() {

@@ -89,7 +89,7 @@ type API struct {
 	Config  Config
 	Store   *store.Store
 	Mesibo  *mesiboclient.Client
-	Codes   *otp.Store
+	Codes   otp.Codes
 	Limiter *ratelimit.Limiter
 	Sender  otp.Sender
 	// Identity, when set, replaces code login: the user is who an auth handler earlier in

@@ -17,9 +17,7 @@ import (
 
 const testPhone = "919812345678"
 
-func newTestStore(t *testing.T, mutate func(*Config)) (*Store, *redis.Client, string) {
-	t.Helper()
-	rdb, prefix := testenv.Redis(t)
+func testConfig(prefix string, mutate func(*Config)) Config {
 	cfg := Config{
 		Secret:        []byte("test-secret-A"),
 		TTL:           time.Minute,
@@ -31,7 +29,127 @@ func newTestStore(t *testing.T, mutate func(*Config)) (*Store, *redis.Client, st
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	return NewStore(rdb, cfg), rdb, prefix
+	return cfg
+}
+
+// newTestStore returns a Store on the test Redis, for tests of what only Redis has.
+func newTestStore(t *testing.T, mutate func(*Config)) (*Store, *redis.Client, string) {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	return NewStore(rdb, testConfig(prefix, mutate)), rdb, prefix
+}
+
+// testStore is one kind of Codes under test, with the means to look at its state.
+type testStore struct {
+	Codes
+	// checks is the code's check count, as Redis would show it.
+	checks func(phone string) (string, bool)
+	// failures is the number's count of failed checks.
+	failures func(phone string) int
+	// mac is the code as stored, and how long it has left.
+	mac func(phone string) (string, time.Duration, bool)
+	// stored is every name and value the store holds.
+	stored func() []string
+	// withSecret is another store over the same state (two instances of a deployment)
+	// with another secret.
+	withSecret func(secret []byte) Codes
+}
+
+// kinds are the implementations every behaviour test runs against.
+var kinds = []struct {
+	name string
+	open func(t *testing.T, mutate func(*Config)) *testStore
+}{
+	{"redis", openRedis},
+	{"memory", openMemory},
+}
+
+// eachKind runs test against a fresh store of every kind.
+func eachKind(t *testing.T, mutate func(*Config), test func(t *testing.T, s *testStore)) {
+	for _, k := range kinds {
+		t.Run(k.name, func(t *testing.T) { test(t, k.open(t, mutate)) })
+	}
+}
+
+func openRedis(t *testing.T, mutate func(*Config)) *testStore {
+	s, rdb, prefix := newTestStore(t, mutate)
+	return &testStore{
+		Codes: s,
+		checks: func(phone string) (string, bool) {
+			codeKey, _ := s.keys(phone)
+			return hashField(t, rdb, codeKey, "checks")
+		},
+		failures: func(phone string) int { return failCount(t, rdb, s, phone) },
+		mac: func(phone string) (string, time.Duration, bool) {
+			codeKey, _ := s.keys(phone)
+			mac, ok := hashField(t, rdb, codeKey, "mac")
+			pttl, err := rdb.PTTL(ctxT(t), codeKey).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return mac, pttl, ok
+		},
+		stored: func() []string { return redisValues(t, rdb, prefix) },
+		withSecret: func(secret []byte) Codes {
+			return NewStore(rdb, testConfig(prefix, func(c *Config) {
+				if mutate != nil {
+					mutate(c)
+				}
+				c.Secret = secret
+			}))
+		},
+	}
+}
+
+func openMemory(t *testing.T, mutate func(*Config)) *testStore {
+	s := NewMemoryStore(testConfig("", mutate))
+	// look runs f on the state as a step of the store would see it.
+	look := func(f func(now time.Time)) {
+		s.mem.mu.Lock()
+		defer s.mem.mu.Unlock()
+		f(s.mem.now())
+	}
+	return &testStore{
+		Codes: s,
+		checks: func(phone string) (checks string, ok bool) {
+			look(func(now time.Time) {
+				var c memCode
+				if c, ok = s.mem.codes.get(phone, now); ok {
+					checks = strconv.Itoa(c.checks)
+				}
+			})
+			return checks, ok
+		},
+		failures: func(phone string) (n int) {
+			look(func(now time.Time) { n, _ = s.mem.fails.get(phone, now) })
+			return n
+		},
+		mac: func(phone string) (mac string, ttl time.Duration, ok bool) {
+			look(func(now time.Time) {
+				var c memCode
+				if c, ok = s.mem.codes.get(phone, now); ok {
+					mac, ttl = c.mac, s.mem.codes[phone].until.Sub(now)
+				}
+			})
+			return mac, ttl, ok
+		},
+		stored: func() (all []string) {
+			look(func(time.Time) {
+				for phone, e := range s.mem.codes {
+					all = append(all, phone, e.v.mac, strconv.Itoa(e.v.checks))
+				}
+				for phone, e := range s.mem.fails {
+					all = append(all, phone, strconv.Itoa(e.v))
+				}
+			})
+			return all
+		},
+		withSecret: func(secret []byte) Codes {
+			cfg := s.cfg
+			cfg.Secret = secret
+			return &MemoryStore{cfg: cfg, mem: s.mem}
+		},
+	}
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -41,7 +159,7 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func mustIssue(t *testing.T, s *Store, phone string) string {
+func mustIssue(t *testing.T, s Codes, phone string) string {
 	t.Helper()
 	code, err := s.Issue(ctxT(t), phone)
 	if err != nil {
@@ -76,6 +194,39 @@ func keysUnder(t *testing.T, rdb *redis.Client, prefix string) []string {
 	return keys
 }
 
+// redisValues lists every key name, hash field and value under prefix.
+func redisValues(t *testing.T, rdb *redis.Client, prefix string) []string {
+	t.Helper()
+	ctx := ctxT(t)
+	var values []string
+	for _, k := range keysUnder(t, rdb, prefix) {
+		values = append(values, k)
+		typ, err := rdb.Type(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch typ {
+		case "hash":
+			m, err := rdb.HGetAll(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for f, v := range m {
+				values = append(values, f, v)
+			}
+		case "string":
+			v, err := rdb.Get(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			values = append(values, v)
+		default:
+			t.Errorf("unexpected key type %s for %s", typ, k)
+		}
+	}
+	return values
+}
+
 func hashField(t *testing.T, rdb *redis.Client, key, field string) (string, bool) {
 	t.Helper()
 	v, err := rdb.HGet(ctxT(t), key, field).Result()
@@ -101,391 +252,365 @@ func failCount(t *testing.T, rdb *redis.Client, s *Store, phone string) int {
 	return v
 }
 
+// guessWrong checks n wrong codes for testPhone, next to code, each refused with ErrBadCode.
+func guessWrong(t *testing.T, s Codes, code string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := s.Verify(ctxT(t), testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("wrong guess %d = %v, want ErrBadCode", i+1, err)
+		}
+	}
+}
+
 var sixDigits = regexp.MustCompile(`^[0-9]{6}$`)
 
 func TestIssueVerifySingleUseAndNoPlainCode(t *testing.T) {
-	s, rdb, prefix := newTestStore(t, nil)
-	ctx := ctxT(t)
+	eachKind(t, nil, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
 
-	code := mustIssue(t, s, testPhone)
-	if !sixDigits.MatchString(code) {
-		t.Fatalf("code %q is not 6 digits", code)
-	}
+		code := mustIssue(t, s, testPhone)
+		if !sixDigits.MatchString(code) {
+			t.Fatalf("code %q is not 6 digits", code)
+		}
 
-	// Nothing under the prefix may reveal the code: not a key name, not a value, not a hash field.
-	keys := keysUnder(t, rdb, prefix)
-	if len(keys) == 0 {
-		t.Fatal("Issue stored no key under the prefix")
-	}
-	for _, k := range keys {
-		if strings.Contains(k, code) {
-			t.Errorf("key name %q contains the code %s", k, code)
-		}
-		typ, err := rdb.Type(ctx, k).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var values []string
-		switch typ {
-		case "hash":
-			m, err := rdb.HGetAll(ctx, k).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for f, v := range m {
-				values = append(values, f, v)
-			}
-		case "string":
-			v, err := rdb.Get(ctx, k).Result()
-			if err != nil {
-				t.Fatal(err)
-			}
-			values = append(values, v)
-		default:
-			t.Errorf("unexpected key type %s for %s", typ, k)
+		// Nothing stored may reveal the code: not a key name, not a value, not a hash field.
+		values := s.stored()
+		if len(values) == 0 {
+			t.Fatal("Issue stored nothing")
 		}
 		for _, v := range values {
 			if strings.Contains(v, code) {
-				t.Errorf("key %s holds the plain code %s in %q", k, code, v)
+				t.Errorf("the store holds the plain code %s in %q", code, v)
 			}
 		}
-	}
-	codeKey, _ := s.keys(testPhone)
-	if _, ok := hashField(t, rdb, codeKey, "mac"); !ok {
-		t.Fatalf("code key %s has no mac field", codeKey)
-	}
-	pttl, err := rdb.PTTL(ctx, codeKey).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if pttl <= 0 || pttl > time.Minute {
-		t.Errorf("code key TTL = %v, want in (0, 1m]", pttl)
-	}
+		mac, ttl, ok := s.mac(testPhone)
+		if !ok {
+			t.Fatalf("no mac stored for %s", testPhone)
+		}
+		if mac != codeMAC([]byte("test-secret-A"), testPhone, code) {
+			t.Errorf("stored mac %q is not HMAC(secret, phone, 0, code)", mac)
+		}
+		if ttl <= 0 || ttl > time.Minute {
+			t.Errorf("code TTL = %v, want in (0, 1m]", ttl)
+		}
 
-	if err := s.Verify(ctx, testPhone, code); err != nil {
-		t.Fatalf("first Verify with the right code: %v", err)
+		if err := s.Verify(ctx, testPhone, code); err != nil {
+			t.Fatalf("first Verify with the right code: %v", err)
+		}
+		if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("second Verify with the same code = %v, want ErrBadCode (single use)", err)
+		}
+		if _, _, ok := s.mac(testPhone); ok {
+			t.Errorf("code still stored after use")
+		}
+	})
+}
+
+// TestKeyLayout: both keys of a phone carry the phone as a hash tag (the scripts touch
+// both on Redis Cluster) and start with the prefix.
+func TestKeyLayout(t *testing.T) {
+	s, rdb, prefix := newTestStore(t, nil)
+	guessWrong(t, s, mustIssue(t, s, testPhone), 1)
+	keys := keysUnder(t, rdb, prefix)
+	want := map[string]bool{prefix + "{" + testPhone + "}:otp": true, prefix + "{" + testPhone + "}:otpfail": true}
+	if len(keys) != len(want) {
+		t.Fatalf("keys = %q, want %d keys", keys, len(want))
 	}
-	if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("second Verify with the same code = %v, want ErrBadCode (single use)", err)
-	}
-	if n, err := rdb.Exists(ctx, codeKey).Result(); err != nil || n != 0 {
-		t.Errorf("code key still exists after use (exists=%d, err=%v)", n, err)
+	for _, k := range keys {
+		if !want[k] {
+			t.Errorf("unexpected key %q", k)
+		}
 	}
 }
 
 func TestVerifyOtherPhoneFails(t *testing.T) {
-	s, _, _ := newTestStore(t, nil)
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
-	if err := s.Verify(ctx, "919800000000", code); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("Verify of the code for another phone = %v, want ErrBadCode", err)
-	}
-	if err := s.Verify(ctx, testPhone, code); err != nil {
-		t.Fatalf("Verify for the right phone: %v", err)
-	}
+	eachKind(t, nil, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
+		if err := s.Verify(ctx, "919800000000", code); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("Verify of the code for another phone = %v, want ErrBadCode", err)
+		}
+		if err := s.Verify(ctx, testPhone, code); err != nil {
+			t.Fatalf("Verify for the right phone: %v", err)
+		}
+	})
 }
 
 func TestCodeExpires(t *testing.T) {
-	s, _, _ := newTestStore(t, func(c *Config) { c.TTL = time.Second })
-	code := mustIssue(t, s, testPhone)
-	time.Sleep(1200 * time.Millisecond)
-	if err := s.Verify(ctxT(t), testPhone, code); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("Verify after TTL = %v, want ErrBadCode", err)
-	}
+	eachKind(t, func(c *Config) { c.TTL = time.Second }, func(t *testing.T, s *testStore) {
+		code := mustIssue(t, s, testPhone)
+		time.Sleep(1200 * time.Millisecond)
+		if err := s.Verify(ctxT(t), testPhone, code); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("Verify after TTL = %v, want ErrBadCode", err)
+		}
+	})
 }
 
 func TestResendReplacesCode(t *testing.T) {
-	s, rdb, _ := newTestStore(t, nil)
-	ctx := ctxT(t)
-	first := mustIssue(t, s, testPhone)
-	// One wrong check on the first code: the resend must reset the check count too.
-	if err := s.Verify(ctx, testPhone, wrongCode(first)); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("wrong code = %v, want ErrBadCode", err)
-	}
-	var second string
-	for i := 0; ; i++ {
-		second = mustIssue(t, s, testPhone)
-		if second != first {
-			break
+	eachKind(t, nil, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		first := mustIssue(t, s, testPhone)
+		// One wrong check on the first code: the resend must reset the check count too.
+		guessWrong(t, s, first, 1)
+		var second string
+		for i := 0; ; i++ {
+			second = mustIssue(t, s, testPhone)
+			if second != first {
+				break
+			}
+			if i > 5 {
+				t.Fatal("Issue keeps returning the same code")
+			}
 		}
-		if i > 5 {
-			t.Fatal("Issue keeps returning the same code")
+		if checks, _ := s.checks(testPhone); checks != "0" {
+			t.Errorf("checks after resend = %q, want 0", checks)
 		}
-	}
-	codeKey, _ := s.keys(testPhone)
-	if checks, _ := hashField(t, rdb, codeKey, "checks"); checks != "0" {
-		t.Errorf("checks after resend = %q, want 0", checks)
-	}
-	if err := s.Verify(ctx, testPhone, first); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("Verify with the replaced code = %v, want ErrBadCode", err)
-	}
-	if err := s.Verify(ctx, testPhone, second); err != nil {
-		t.Fatalf("Verify with the new code: %v", err)
-	}
+		if err := s.Verify(ctx, testPhone, first); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("Verify with the replaced code = %v, want ErrBadCode", err)
+		}
+		if err := s.Verify(ctx, testPhone, second); err != nil {
+			t.Fatalf("Verify with the new code: %v", err)
+		}
+	})
 }
 
 func TestMaxChecks(t *testing.T) {
-	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 10 })
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
-	for i := 0; i < 5; i++ {
-		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
-			t.Fatalf("wrong guess %d = %v, want ErrBadCode", i+1, err)
+	eachKind(t, func(c *Config) { c.MaxFailures = 10 }, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
+		guessWrong(t, s, code, 5)
+		if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("right code after 5 wrong checks = %v, want ErrBadCode", err)
 		}
-	}
-	if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("right code after 5 wrong checks = %v, want ErrBadCode", err)
-	}
-	if got := failCount(t, rdb, s, testPhone); got != 6 {
-		t.Errorf("failure count = %d, want 6", got)
-	}
+		if got := s.failures(testPhone); got != 6 {
+			t.Errorf("failure count = %d, want 6", got)
+		}
+	})
 }
 
 func TestFourWrongThenRightStillWorks(t *testing.T) {
-	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 10 })
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
-	for i := 0; i < 4; i++ {
-		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
-			t.Fatalf("wrong guess %d = %v, want ErrBadCode", i+1, err)
+	eachKind(t, func(c *Config) { c.MaxFailures = 10 }, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
+		guessWrong(t, s, code, 4)
+		if err := s.Verify(ctx, testPhone, code); err != nil {
+			t.Fatalf("right code as 5th check: %v", err)
 		}
+		if got := s.failures(testPhone); got != 0 {
+			t.Errorf("failure count after success = %d, want 0", got)
+		}
+	})
+}
+
+// parallel runs verify n times at once and returns the errors.
+func parallel(n int, verify func() error) []error {
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			errs[i] = verify()
+		}(i)
 	}
-	if err := s.Verify(ctx, testPhone, code); err != nil {
-		t.Fatalf("right code as 5th check: %v", err)
-	}
-	if got := failCount(t, rdb, s, testPhone); got != 0 {
-		t.Errorf("failure count after success = %d, want 0", got)
-	}
+	close(start)
+	wg.Wait()
+	return errs
 }
 
 func TestParallelWrongGuesses(t *testing.T) {
-	s, rdb, _ := newTestStore(t, nil) // MaxFailures 1000: no lock-out in the way
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
-	codeKey, _ := s.keys(testPhone)
+	eachKind(t, nil, func(t *testing.T, s *testStore) { // MaxFailures 1000: no lock-out in the way
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
 
-	const n = 50
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-start
-			errs[i] = s.Verify(ctx, testPhone, wrongCode(code))
-		}(i)
-	}
-	close(start)
-	wg.Wait()
-	for i, err := range errs {
-		if !errors.Is(err, ErrBadCode) {
-			t.Errorf("guess %d = %v, want ErrBadCode", i, err)
+		const n = 50
+		errs := parallel(n, func() error { return s.Verify(ctx, testPhone, wrongCode(code)) })
+		for i, err := range errs {
+			if !errors.Is(err, ErrBadCode) {
+				t.Errorf("guess %d = %v, want ErrBadCode", i, err)
+			}
 		}
-	}
-	// Every call was counted before it could see the MAC, so only the calls that got
-	// check numbers 1..5 could compare: the counter shows each of the 50 took a number.
-	checks, ok := hashField(t, rdb, codeKey, "checks")
-	if !ok || checks != strconv.Itoa(n) {
-		t.Fatalf("checks = %q (present %v), want %d", checks, ok, n)
-	}
-	if got := failCount(t, rdb, s, testPhone); got != n {
-		t.Errorf("failure count = %d, want %d", got, n)
-	}
-	// The code is spent: even the right answer is refused now.
-	if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("right code after 50 wrong checks = %v, want ErrBadCode", err)
-	}
+		// Every call was counted before it could see the MAC, so only the calls that got
+		// check numbers 1..5 could compare: the counter shows each of the 50 took a number.
+		checks, ok := s.checks(testPhone)
+		if !ok || checks != strconv.Itoa(n) {
+			t.Fatalf("checks = %q (present %v), want %d", checks, ok, n)
+		}
+		if got := s.failures(testPhone); got != n {
+			t.Errorf("failure count = %d, want %d", got, n)
+		}
+		// The code is spent: even the right answer is refused now.
+		if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("right code after 50 wrong checks = %v, want ErrBadCode", err)
+		}
+	})
 }
 
 func TestParallelRightCodeExactlyOneWins(t *testing.T) {
-	s, _, _ := newTestStore(t, nil)
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
+	eachKind(t, nil, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
 
-	const n = 50
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	start := make(chan struct{})
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			<-start
-			errs[i] = s.Verify(ctx, testPhone, code)
-		}(i)
-	}
-	close(start)
-	wg.Wait()
-	wins := 0
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			wins++
-		case errors.Is(err, ErrBadCode):
-		default:
-			t.Errorf("call %d = %v, want nil or ErrBadCode", i, err)
+		const n = 50
+		errs := parallel(n, func() error { return s.Verify(ctx, testPhone, code) })
+		wins := 0
+		for i, err := range errs {
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, ErrBadCode):
+			default:
+				t.Errorf("call %d = %v, want nil or ErrBadCode", i, err)
+			}
 		}
-	}
-	if wins != 1 {
-		t.Fatalf("%d of %d parallel right answers succeeded, want exactly 1", wins, n)
-	}
+		if wins != 1 {
+			t.Fatalf("%d of %d parallel right answers succeeded, want exactly 1", wins, n)
+		}
+	})
 }
 
 func TestLockOut(t *testing.T) {
-	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 3 })
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
-	for i := 0; i < 3; i++ {
-		err := s.Verify(ctx, testPhone, wrongCode(code))
-		if !errors.Is(err, ErrBadCode) || errors.Is(err, ErrLocked) {
-			t.Fatalf("failure %d = %v, want ErrBadCode (not yet locked)", i+1, err)
+	eachKind(t, func(c *Config) { c.MaxFailures = 3 }, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
+		guessWrong(t, s, code, 3)
+		err := s.Verify(ctx, testPhone, code)
+		var le *LockedError
+		if !errors.As(err, &le) {
+			t.Fatalf("Verify after 3 failures = %v (%T), want *LockedError", err, err)
 		}
-	}
-	err := s.Verify(ctx, testPhone, code)
-	var le *LockedError
-	if !errors.As(err, &le) {
-		t.Fatalf("Verify after 3 failures = %v (%T), want *LockedError", err, err)
-	}
-	if !errors.Is(err, ErrLocked) {
-		t.Errorf("errors.Is(%v, ErrLocked) = false", err)
-	}
-	if errors.Is(err, ErrBadCode) {
-		t.Errorf("a lock-out must not also be ErrBadCode")
-	}
-	if le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
-		t.Errorf("Verify RetryAfter = %v, want in (0, 1m]", le.RetryAfter)
-	}
-	if err.Error() != ErrLocked.Error() {
-		t.Errorf("Error() = %q, want %q", err.Error(), ErrLocked.Error())
-	}
+		if !errors.Is(err, ErrLocked) {
+			t.Errorf("errors.Is(%v, ErrLocked) = false", err)
+		}
+		if errors.Is(err, ErrBadCode) {
+			t.Errorf("a lock-out must not also be ErrBadCode")
+		}
+		if le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
+			t.Errorf("Verify RetryAfter = %v, want in (0, 1m]", le.RetryAfter)
+		}
+		if err.Error() != ErrLocked.Error() {
+			t.Errorf("Error() = %q, want %q", err.Error(), ErrLocked.Error())
+		}
 
-	codeKey, _ := s.keys(testPhone)
-	macBefore, _ := hashField(t, rdb, codeKey, "mac")
-	got, err := s.Issue(ctx, testPhone)
-	le = nil
-	if !errors.As(err, &le) {
-		t.Fatalf("Issue while locked = (%q, %v), want *LockedError", got, err)
-	}
-	if got != "" {
-		t.Errorf("Issue while locked returned a code %q", got)
-	}
-	if !errors.Is(err, ErrLocked) || le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
-		t.Errorf("Issue lock error = %v RetryAfter %v, want ErrLocked with RetryAfter in (0, 1m]", err, le.RetryAfter)
-	}
-	// The refused Issue did not replace the code, and the lock-out does not count as
-	// another failure.
-	if macAfter, _ := hashField(t, rdb, codeKey, "mac"); macAfter != macBefore || macBefore == "" {
-		t.Errorf("refused Issue changed the stored code (mac %q -> %q)", macBefore, macAfter)
-	}
-	if n := failCount(t, rdb, s, testPhone); n != 3 {
-		t.Errorf("failure count while locked = %d, want 3", n)
-	}
-	// Another phone is not affected.
-	if _, err := s.Issue(ctx, "919800000001"); err != nil {
-		t.Errorf("Issue for another phone: %v", err)
-	}
+		macBefore, _, _ := s.mac(testPhone)
+		got, err := s.Issue(ctx, testPhone)
+		le = nil
+		if !errors.As(err, &le) {
+			t.Fatalf("Issue while locked = (%q, %v), want *LockedError", got, err)
+		}
+		if got != "" {
+			t.Errorf("Issue while locked returned a code %q", got)
+		}
+		if !errors.Is(err, ErrLocked) || le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
+			t.Errorf("Issue lock error = %v RetryAfter %v, want ErrLocked with RetryAfter in (0, 1m]", err, le.RetryAfter)
+		}
+		// The refused Issue did not replace the code, and the lock-out does not count as
+		// another failure.
+		if macAfter, _, _ := s.mac(testPhone); macAfter != macBefore || macBefore == "" {
+			t.Errorf("refused Issue changed the stored code (mac %q -> %q)", macBefore, macAfter)
+		}
+		if n := s.failures(testPhone); n != 3 {
+			t.Errorf("failure count while locked = %d, want 3", n)
+		}
+		// Another phone is not affected.
+		if _, err := s.Issue(ctx, "919800000001"); err != nil {
+			t.Errorf("Issue for another phone: %v", err)
+		}
+	})
 }
 
 func TestLockOutEndsAfterWindow(t *testing.T) {
-	s, _, _ := newTestStore(t, func(c *Config) {
+	eachKind(t, func(c *Config) {
 		c.MaxFailures = 2
 		c.FailureWindow = time.Second
-	})
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
-	for i := 0; i < 2; i++ {
-		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
-			t.Fatalf("failure %d = %v", i+1, err)
+	}, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
+		guessWrong(t, s, code, 2)
+		if _, err := s.Issue(ctx, testPhone); !errors.Is(err, ErrLocked) {
+			t.Fatalf("Issue after 2 failures = %v, want ErrLocked", err)
 		}
-	}
-	if _, err := s.Issue(ctx, testPhone); !errors.Is(err, ErrLocked) {
-		t.Fatalf("Issue after 2 failures = %v, want ErrLocked", err)
-	}
-	time.Sleep(1100 * time.Millisecond)
-	code = mustIssue(t, s, testPhone)
-	if err := s.Verify(ctx, testPhone, code); err != nil {
-		t.Fatalf("Verify after the lock-out window: %v", err)
-	}
+		time.Sleep(1100 * time.Millisecond)
+		code = mustIssue(t, s, testPhone)
+		if err := s.Verify(ctx, testPhone, code); err != nil {
+			t.Fatalf("Verify after the lock-out window: %v", err)
+		}
+	})
 }
 
 func TestSuccessResetsFailures(t *testing.T) {
-	s, rdb, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 3 })
-	ctx := ctxT(t)
-	code := mustIssue(t, s, testPhone)
-	for i := 0; i < 2; i++ {
-		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
-			t.Fatalf("failure %d = %v", i+1, err)
+	eachKind(t, func(c *Config) { c.MaxFailures = 3 }, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		code := mustIssue(t, s, testPhone)
+		guessWrong(t, s, code, 2)
+		if n := s.failures(testPhone); n != 2 {
+			t.Fatalf("failure count = %d, want 2", n)
 		}
-	}
-	if n := failCount(t, rdb, s, testPhone); n != 2 {
-		t.Fatalf("failure count = %d, want 2", n)
-	}
-	if err := s.Verify(ctx, testPhone, code); err != nil {
-		t.Fatalf("right code after 2 failures: %v", err)
-	}
-	if n := failCount(t, rdb, s, testPhone); n != 0 {
-		t.Fatalf("failure count after success = %d, want 0", n)
-	}
-	code = mustIssue(t, s, testPhone)
-	for i := 0; i < 2; i++ {
-		err := s.Verify(ctx, testPhone, wrongCode(code))
-		if !errors.Is(err, ErrBadCode) {
-			t.Fatalf("failure %d after reset = %v, want ErrBadCode (not locked)", i+1, err)
+		if err := s.Verify(ctx, testPhone, code); err != nil {
+			t.Fatalf("right code after 2 failures: %v", err)
 		}
-	}
-	if err := s.Verify(ctx, testPhone, code); err != nil {
-		t.Fatalf("right code after 2 more failures: %v (the success should have reset the count)", err)
-	}
+		if n := s.failures(testPhone); n != 0 {
+			t.Fatalf("failure count after success = %d, want 0", n)
+		}
+		code = mustIssue(t, s, testPhone)
+		guessWrong(t, s, code, 2)
+		if err := s.Verify(ctx, testPhone, code); err != nil {
+			t.Fatalf("right code after 2 more failures: %v (the success should have reset the count)", err)
+		}
+	})
 }
 
 func TestFixedCodes(t *testing.T) {
 	const review = "15550001111"
-	s, _, _ := newTestStore(t, func(c *Config) { c.FixedCodes = map[string]string{review: "424242"} })
-	ctx := ctxT(t)
-	if c, ok := s.FixedCode(review); !ok || c != "424242" {
-		t.Errorf("FixedCode = %q, %v", c, ok)
-	}
-	if _, ok := s.FixedCode(testPhone); ok {
-		t.Errorf("FixedCode for an ordinary phone reported a code")
-	}
-	code := mustIssue(t, s, review)
-	if code != "424242" {
-		t.Fatalf("Issue for the review number = %q, want 424242", code)
-	}
-	if err := s.Verify(ctx, review, "424243"); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("wrong code for the review number = %v, want ErrBadCode", err)
-	}
-	if err := s.Verify(ctx, review, "424242"); err != nil {
-		t.Fatalf("Verify fixed code: %v", err)
-	}
-	// Used up like any code, and issued again on the next request.
-	if err := s.Verify(ctx, review, "424242"); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("reuse of the fixed code = %v, want ErrBadCode", err)
-	}
-	if code := mustIssue(t, s, review); code != "424242" {
-		t.Fatalf("second Issue for the review number = %q", code)
-	}
-	if err := s.Verify(ctx, review, "424242"); err != nil {
-		t.Fatalf("Verify fixed code again: %v", err)
-	}
+	eachKind(t, func(c *Config) { c.FixedCodes = map[string]string{review: "424242"} }, func(t *testing.T, s *testStore) {
+		ctx := ctxT(t)
+		if c, ok := s.FixedCode(review); !ok || c != "424242" {
+			t.Errorf("FixedCode = %q, %v", c, ok)
+		}
+		if _, ok := s.FixedCode(testPhone); ok {
+			t.Errorf("FixedCode for an ordinary phone reported a code")
+		}
+		code := mustIssue(t, s, review)
+		if code != "424242" {
+			t.Fatalf("Issue for the review number = %q, want 424242", code)
+		}
+		if err := s.Verify(ctx, review, "424243"); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("wrong code for the review number = %v, want ErrBadCode", err)
+		}
+		if err := s.Verify(ctx, review, "424242"); err != nil {
+			t.Fatalf("Verify fixed code: %v", err)
+		}
+		// Used up like any code, and issued again on the next request.
+		if err := s.Verify(ctx, review, "424242"); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("reuse of the fixed code = %v, want ErrBadCode", err)
+		}
+		if code := mustIssue(t, s, review); code != "424242" {
+			t.Fatalf("second Issue for the review number = %q", code)
+		}
+		if err := s.Verify(ctx, review, "424242"); err != nil {
+			t.Fatalf("Verify fixed code again: %v", err)
+		}
+	})
 }
 
 func TestDifferentSecrets(t *testing.T) {
-	a, rdb, prefix := newTestStore(t, nil)
-	b := NewStore(rdb, Config{
-		Secret: []byte("test-secret-B"), TTL: time.Minute, MaxChecks: 5,
-		MaxFailures: 1000, FailureWindow: time.Minute, KeyPrefix: prefix,
+	eachKind(t, nil, func(t *testing.T, a *testStore) {
+		b := a.withSecret([]byte("test-secret-B"))
+		ctx := ctxT(t)
+		code := mustIssue(t, a, testPhone)
+		if err := b.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("Verify under another secret = %v, want ErrBadCode", err)
+		}
+		// Same key space: the other secret's failed check is counted, but the code lives on.
+		if n := a.failures(testPhone); n != 1 {
+			t.Errorf("failure count = %d, want 1", n)
+		}
+		if err := a.Verify(ctx, testPhone, code); err != nil {
+			t.Fatalf("Verify under the issuing secret: %v", err)
+		}
 	})
-	ctx := ctxT(t)
-	code := mustIssue(t, a, testPhone)
-	if err := b.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
-		t.Fatalf("Verify under another secret = %v, want ErrBadCode", err)
-	}
-	// Same key space: the other secret's failed check is counted, but the code lives on.
-	if err := a.Verify(ctx, testPhone, code); err != nil {
-		t.Fatalf("Verify under the issuing secret: %v", err)
-	}
 }
 
 func TestSharedSecretAcrossInstances(t *testing.T) {
@@ -520,17 +645,32 @@ func TestRedisDown(t *testing.T) {
 // TestChecksWithoutACodeDoNotLockOut: guesses at a number that has no live code compare
 // nothing, so they cannot be used to lock its owner out.
 func TestChecksWithoutACodeDoNotLockOut(t *testing.T) {
-	s, _, _ := newTestStore(t, func(c *Config) { c.MaxFailures = 3 })
-	for range 10 {
-		if err := s.Verify(ctxT(t), "919812345678", "123456"); !errors.Is(err, ErrBadCode) {
-			t.Fatalf("Verify without a code: %v", err)
+	eachKind(t, func(c *Config) { c.MaxFailures = 3 }, func(t *testing.T, s *testStore) {
+		for range 10 {
+			if err := s.Verify(ctxT(t), "919812345678", "123456"); !errors.Is(err, ErrBadCode) {
+				t.Fatalf("Verify without a code: %v", err)
+			}
 		}
-	}
-	code, err := s.Issue(ctxT(t), "919812345678")
-	if err != nil {
-		t.Fatalf("the number was locked out by checks that compared nothing: %v", err)
-	}
-	if code[0] == '0' || len(code) != 6 {
-		t.Fatalf("code %q must be 6 digits without a leading zero", code)
-	}
+		code, err := s.Issue(ctxT(t), "919812345678")
+		if err != nil {
+			t.Fatalf("the number was locked out by checks that compared nothing: %v", err)
+		}
+		if code[0] == '0' || len(code) != 6 {
+			t.Fatalf("code %q must be 6 digits without a leading zero", code)
+		}
+	})
+}
+
+// TestSubMillisecondTTL: a TTL under a millisecond stores nothing (PEXPIRE 0 deletes the
+// key in Redis); the code is still handed out, and never verifies.
+func TestSubMillisecondTTL(t *testing.T) {
+	eachKind(t, func(c *Config) { c.TTL = time.Microsecond }, func(t *testing.T, s *testStore) {
+		code := mustIssue(t, s, testPhone)
+		if err := s.Verify(ctxT(t), testPhone, code); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("Verify = %v, want ErrBadCode", err)
+		}
+		if n := s.failures(testPhone); n != 0 {
+			t.Errorf("failures = %d, want 0 (no code was compared)", n)
+		}
+	})
 }

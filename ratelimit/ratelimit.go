@@ -1,5 +1,6 @@
 // Package ratelimit applies sets of GCRA limits kept in Redis, so that every server
-// instance sharing the Redis sees the same counts.
+// instance sharing the Redis sees the same counts, or, for a single instance without
+// Redis, in process memory under the same arithmetic.
 package ratelimit
 
 import (
@@ -41,16 +42,34 @@ type Check struct {
 	Rules []Rule
 }
 
-// Limiter checks and charges Checks against Redis.
+// Limiter checks and charges Checks against Redis or process memory.
 type Limiter struct {
-	limiter *redis_rate.Limiter
+	limiter gcra
 	prefix  string
 }
+
+// gcra keeps the GCRA state of each key: redis_rate's Limiter in Redis, memoryGCRA in
+// this process. AllowN has redis_rate's meaning, a cost of 0 (a peek) included.
+type gcra interface {
+	AllowN(ctx context.Context, key string, limit redis_rate.Limit, n int) (*redis_rate.Result, error)
+}
+
+var (
+	_ gcra = (*redis_rate.Limiter)(nil)
+	_ gcra = (*memoryGCRA)(nil)
+)
 
 // New returns a Limiter whose keys all start with "rate:" (redis_rate's own prefix)
 // followed by prefix.
 func New(rdb redis.UniversalClient, prefix string) *Limiter {
 	return &Limiter{limiter: redis_rate.NewLimiter(rdb), prefix: prefix}
+}
+
+// NewMemory returns a Limiter that keeps its counts in this process, for a single
+// instance without Redis: the same limits, but not shared with other instances and
+// forgotten on restart.
+func NewMemory(prefix string) *Limiter {
+	return &Limiter{limiter: newMemoryGCRA(time.Now), prefix: prefix}
 }
 
 // Allow charges one event to every check, but only when every rule of every check still
@@ -59,7 +78,7 @@ func New(rdb redis.UniversalClient, prefix string) *Limiter {
 // returns 0 when the event was charged, or how long to wait. The peek and the charge
 // are two steps, so under heavy concurrency a few requests may be refused where a
 // strictly atomic limiter would have let them through; never the reverse beyond the
-// burst, since each charge is itself atomic in Redis.
+// burst, since each charge is itself atomic (in Redis, or under the memory's lock).
 func (l *Limiter) Allow(ctx context.Context, checks ...Check) (retryAfter time.Duration, err error) {
 	return l.AllowN(ctx, 1, checks...)
 }

@@ -26,6 +26,15 @@ func newLimiter(t *testing.T) (*Limiter, *redis.Client, string) {
 	return New(rdb, prefix), rdb, prefix
 }
 
+// forEachBackend runs test against a fresh Limiter on Redis and one in memory.
+func forEachBackend(t *testing.T, test func(t *testing.T, l *Limiter)) {
+	t.Run("redis", func(t *testing.T) {
+		l, _, _ := newLimiter(t)
+		test(t, l)
+	})
+	t.Run("memory", func(t *testing.T) { test(t, NewMemory("test:")) })
+}
+
 func ctxT(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -57,22 +66,23 @@ func mustRefuse(t *testing.T, l *Limiter, what string, checks ...Check) time.Dur
 }
 
 func TestRuleAndRetryAfter(t *testing.T) {
-	l, _, _ := newLimiter(t)
-	c := Check{Key: "phone:919812345678", Rules: []Rule{{Events: 2, Window: 2 * time.Second}}}
-	mustAllow(t, l, "1st", c)
-	mustAllow(t, l, "2nd", c)
-	ra := mustRefuse(t, l, "3rd", c)
-	if ra > 2*time.Second {
-		t.Fatalf("retryAfter = %v, want <= 2s", ra)
-	}
-	// A refused request is not charged: asking again right away gives about the same wait.
-	ra2 := mustRefuse(t, l, "4th", c)
-	if ra2 > ra {
-		t.Errorf("retryAfter grew from %v to %v after a refused request", ra, ra2)
-	}
-	time.Sleep(ra2 + 20*time.Millisecond)
-	mustAllow(t, l, "after waiting retryAfter", c)
-	mustRefuse(t, l, "right after that", c)
+	forEachBackend(t, func(t *testing.T, l *Limiter) {
+		c := Check{Key: "phone:919812345678", Rules: []Rule{{Events: 2, Window: 2 * time.Second}}}
+		mustAllow(t, l, "1st", c)
+		mustAllow(t, l, "2nd", c)
+		ra := mustRefuse(t, l, "3rd", c)
+		if ra > 2*time.Second {
+			t.Fatalf("retryAfter = %v, want <= 2s", ra)
+		}
+		// A refused request is not charged: asking again right away gives about the same wait.
+		ra2 := mustRefuse(t, l, "4th", c)
+		if ra2 > ra {
+			t.Errorf("retryAfter grew from %v to %v after a refused request", ra, ra2)
+		}
+		time.Sleep(ra2 + 20*time.Millisecond)
+		mustAllow(t, l, "after waiting retryAfter", c)
+		mustRefuse(t, l, "right after that", c)
+	})
 }
 
 func TestSharedAcrossInstances(t *testing.T) {
@@ -95,58 +105,61 @@ func TestSharedAcrossInstances(t *testing.T) {
 }
 
 func TestRefusedByOneCheckChargesNoOther(t *testing.T) {
-	l, _, _ := newLimiter(t)
-	a := Check{Key: "ip:10.0.0.1", Rules: []Rule{{Events: 3, Window: time.Hour}}}
-	b := Check{Key: "phone:919812345678", Rules: []Rule{{Events: 1, Window: time.Hour}}}
+	forEachBackend(t, func(t *testing.T, l *Limiter) {
+		a := Check{Key: "ip:10.0.0.1", Rules: []Rule{{Events: 3, Window: time.Hour}}}
+		b := Check{Key: "phone:919812345678", Rules: []Rule{{Events: 1, Window: time.Hour}}}
 
-	mustAllow(t, l, "A+B first", a, b) // A: 1 of 3 used, B: 1 of 1
-	for i := 0; i < 5; i++ {
-		ra := mustRefuse(t, l, "A+B again", a, b)
-		if ra < 30*time.Minute || ra > time.Hour {
-			t.Fatalf("retryAfter = %v, want about an hour (B's rule)", ra)
+		mustAllow(t, l, "A+B first", a, b) // A: 1 of 3 used, B: 1 of 1
+		for i := 0; i < 5; i++ {
+			ra := mustRefuse(t, l, "A+B again", a, b)
+			if ra < 30*time.Minute || ra > time.Hour {
+				t.Fatalf("retryAfter = %v, want about an hour (B's rule)", ra)
+			}
 		}
-	}
-	// B in front of A: refused by B before A is looked at, and still no charge to A.
-	mustRefuse(t, l, "B+A", b, a)
-	// A still has exactly 2 left.
-	mustAllow(t, l, "A alone, 2nd", a)
-	mustAllow(t, l, "A alone, 3rd", a)
-	mustRefuse(t, l, "A alone, 4th", a)
+		// B in front of A: refused by B before A is looked at, and still no charge to A.
+		mustRefuse(t, l, "B+A", b, a)
+		// A still has exactly 2 left.
+		mustAllow(t, l, "A alone, 2nd", a)
+		mustAllow(t, l, "A alone, 3rd", a)
+		mustRefuse(t, l, "A alone, 4th", a)
+	})
 }
 
 func TestTwoRulesOnOneKey(t *testing.T) {
-	l, _, _ := newLimiter(t)
-	// The hour rule is listed first so that a refusal by it shows in retryAfter.
-	c := Check{Key: "phone:919812345678", Rules: []Rule{
-		{Events: 2, Window: time.Hour},
-		{Events: 1, Window: time.Second},
-	}}
-	mustAllow(t, l, "1st", c)
-	ra := mustRefuse(t, l, "2nd right away (1 per 1s)", c)
-	if ra > time.Second {
-		t.Fatalf("retryAfter = %v, want <= 1s (the per-second rule)", ra)
-	}
-	time.Sleep(ra + 20*time.Millisecond)
-	mustAllow(t, l, "2nd after a second", c)
-	ra = mustRefuse(t, l, "3rd (2 per hour used up)", c)
-	if ra < 20*time.Minute || ra > time.Hour {
-		t.Fatalf("retryAfter = %v, want about 30 min (the per-hour rule)", ra)
-	}
+	forEachBackend(t, func(t *testing.T, l *Limiter) {
+		// The hour rule is listed first so that a refusal by it shows in retryAfter.
+		c := Check{Key: "phone:919812345678", Rules: []Rule{
+			{Events: 2, Window: time.Hour},
+			{Events: 1, Window: time.Second},
+		}}
+		mustAllow(t, l, "1st", c)
+		ra := mustRefuse(t, l, "2nd right away (1 per 1s)", c)
+		if ra > time.Second {
+			t.Fatalf("retryAfter = %v, want <= 1s (the per-second rule)", ra)
+		}
+		time.Sleep(ra + 20*time.Millisecond)
+		mustAllow(t, l, "2nd after a second", c)
+		ra = mustRefuse(t, l, "3rd (2 per hour used up)", c)
+		if ra < 20*time.Minute || ra > time.Hour {
+			t.Fatalf("retryAfter = %v, want about 30 min (the per-hour rule)", ra)
+		}
+	})
 }
 
 // Two different rules on one key must each keep their own state, as the comment on key
 // promises; windows that are not whole seconds must not collapse into one counter.
 func TestRulesWithSubSecondWindowsDoNotShareState(t *testing.T) {
-	l, _, _ := newLimiter(t)
-	c := Check{Key: "k", Rules: []Rule{
-		{Events: 1, Window: time.Second},
-		{Events: 1, Window: 1500 * time.Millisecond},
-	}}
-	if k1, k2 := l.key(c.Key, c.Rules[0]), l.key(c.Key, c.Rules[1]); k1 == k2 {
-		t.Errorf("rules %v and %v share the Redis key %q", c.Rules[0], c.Rules[1], k1)
-	}
-	// A fresh key: the first event must be allowed.
-	mustAllow(t, l, "first event on a fresh key", c)
+	forEachBackend(t, func(t *testing.T, l *Limiter) {
+		c := Check{Key: "k", Rules: []Rule{
+			{Events: 1, Window: time.Second},
+			{Events: 1, Window: 1500 * time.Millisecond},
+		}}
+		if k1, k2 := l.key(c.Key, c.Rules[0]), l.key(c.Key, c.Rules[1]); k1 == k2 {
+			t.Errorf("rules %v and %v share the Redis key %q", c.Rules[0], c.Rules[1], k1)
+		}
+		// A fresh key: the first event must be allowed.
+		mustAllow(t, l, "first event on a fresh key", c)
+	})
 }
 
 // New promises that every key starts with prefix (so deployments can be told apart, and
@@ -174,8 +187,9 @@ func TestKeysStartWithPrefix(t *testing.T) {
 }
 
 func TestNoChecksAllowed(t *testing.T) {
-	l, _, _ := newLimiter(t)
-	mustAllow(t, l, "no checks")
+	forEachBackend(t, func(t *testing.T, l *Limiter) {
+		mustAllow(t, l, "no checks")
+	})
 }
 
 func TestClientKey(t *testing.T) {

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
 # Builds a custom caddy with the messenger module (xcaddy) and runs it with
-# Caddyfile.example, installing and starting MariaDB and Redis when missing and creating
-# the database `messenger` with the user messenger/messenger. Extra arguments go to
-# `caddy run`. Set MESIBO_APP_TOKEN to log in for real.
+# Caddyfile.example. By default the server uses its embedded store (an SQLite file in
+# Caddy's data directory) and keeps codes and rate limits in memory: nothing else is
+# needed. With MESSENGER_BACKEND=mysql it installs and starts MariaDB and Redis when
+# missing, creates the database `messenger` with the user messenger/messenger, and points
+# the server at both. Extra arguments go to `caddy run`. Set MESIBO_APP_TOKEN to log in
+# for real.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
 
 need_go
-ensure_services
-as_root_sql "
+if [ "${MESSENGER_BACKEND:-embedded}" = mysql ]; then
+	ensure_services
+	as_root_sql "
 CREATE DATABASE IF NOT EXISTS messenger CHARACTER SET utf8mb4;
 CREATE USER IF NOT EXISTS 'messenger'@'localhost' IDENTIFIED BY 'messenger';
 CREATE USER IF NOT EXISTS 'messenger'@'127.0.0.1' IDENTIFIED BY 'messenger';
 GRANT ALL PRIVILEGES ON messenger.* TO 'messenger'@'localhost';
 GRANT ALL PRIVILEGES ON messenger.* TO 'messenger'@'127.0.0.1';"
+	export MESSENGER_DSN="${MESSENGER_DSN:-messenger:messenger@tcp(127.0.0.1:3306)/messenger}"
+	export MESSENGER_REDIS="${MESSENGER_REDIS:-redis://127.0.0.1:6379/0}"
+fi
 
 go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 \
 	--with github.com/caddy-messenger/messenger@v0.0.0=. --output ./caddy

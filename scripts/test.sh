@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite (with the race detector) against a real MariaDB and Redis,
-# installing and starting them when missing. Tests make their own databases, named
+# Runs the whole test suite (with the race detector) twice: against a real MariaDB and
+# Redis, installing and starting them when missing, and then against the embedded store
+# (SQLite files, codes and limits in memory). Tests make their own databases, named
 # messenger_test_*, as the user messenger_test, which this script creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,4 +22,7 @@ done
 export MESSENGER_TEST_DSN="messenger_test:messenger_test@tcp(127.0.0.1:3306)/"
 export MESSENGER_TEST_REDIS="redis://127.0.0.1:6379/0"
 # The fuzz targets run their committed seed corpus as ordinary tests.
-go test -race -count=1 -timeout 20m "$@" ./...
+for backend in mysql embedded; do
+	echo "== tests on the ${backend} store"
+	MESSENGER_TEST_STORE=$backend go test -race -count=1 -timeout 20m "$@" ./...
+done

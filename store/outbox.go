@@ -51,24 +51,65 @@ type OutboxMessage struct {
 	Attempts int
 }
 
-// DeliverDue claims up to limit due messages and hands each to deliver. Claims use
-// SELECT ... FOR UPDATE SKIP LOCKED in one transaction, so concurrent workers (on any
-// instance) never get the same row. A delivered message is deleted; a failed one is
-// rescheduled by backoff(attempts). The first failure ends the batch: when mesibo is down
-// there is no point in trying the rest now. It returns how many were delivered.
+// outboxLease is how long a claimed message stays invisible to other workers while it is
+// being delivered. A worker that dies mid-batch delays its messages by at most this.
+const outboxLease = 2 * time.Minute
+
+// DeliverDue claims up to limit due messages and hands each to deliver. The claim is a
+// short transaction (SELECT ... FOR UPDATE SKIP LOCKED, then moving the rows' next
+// attempt a lease ahead), so concurrent workers on any instance never get the same row,
+// and no transaction or connection is held while mesibo answers. A delivered message is
+// deleted; a failed one is rescheduled by backoff(attempts). The first failure ends the
+// batch (when mesibo is down there is no point in trying the rest now) and hands the
+// rest back. It returns how many were delivered.
 func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 	deliver func(OutboxMessage) error, backoff func(attempts int) time.Duration) (int, error) {
+	claimed := time.Now()
+	batch, err := s.claimDue(ctx, limit, now)
+	if err != nil {
+		return 0, err
+	}
+	delivered := 0
+	for i, m := range batch {
+		if time.Since(claimed) > outboxLease/2 {
+			// Slow deliveries: give the rest back before the lease runs out, rather
+			// than risk another worker sending them too.
+			return delivered, s.release(ctx, batch[i:], now)
+		}
+		if derr := deliver(m); derr != nil {
+			msg := derr.Error()
+			if len(msg) > 250 {
+				msg = msg[:250]
+			}
+			next := now.Add(backoff(m.Attempts + 1)).UnixMilli()
+			if _, err := s.db.ExecContext(ctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE id = ?`,
+				next, msg, m.ID); err != nil {
+				return delivered, fmt.Errorf("store: outbox reschedule: %w", err)
+			}
+			return delivered, s.release(ctx, batch[i+1:], now)
+		}
+		if _, err := s.db.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id = ?", m.ID); err != nil {
+			return delivered, fmt.Errorf("store: outbox delete: %w", err)
+		}
+		delivered++
+	}
+	return delivered, nil
+}
+
+// claimDue takes up to limit due messages for this worker by moving their next attempt
+// a lease ahead.
+func (s *Store) claimDue(ctx context.Context, limit int, now time.Time) ([]OutboxMessage, error) {
 	// READ COMMITTED: at REPEATABLE READ the claim would also lock the gap at the end of
-	// the table, and every request queueing a notification would wait for the batch.
+	// the table, and every request queueing a notification would wait for the claim.
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return 0, fmt.Errorf("store: outbox: %w", err)
+		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	defer tx.Rollback()
 	rows, err := tx.QueryContext(ctx, `SELECT id, from_addr, to_addrs, body, created, attempts FROM messenger_outbox
 		WHERE next_attempt <= ? ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED`, now.UnixMilli(), limit)
 	if err != nil {
-		return 0, fmt.Errorf("store: outbox claim: %w", err)
+		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	var batch []OutboxMessage
 	for rows.Next() {
@@ -76,39 +117,46 @@ func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 		var created int64
 		if err := rows.Scan(&m.ID, &m.From, &m.To, &m.Body, &created, &m.Attempts); err != nil {
 			rows.Close()
-			return 0, fmt.Errorf("store: outbox claim: %w", err)
+			return nil, fmt.Errorf("store: outbox claim: %w", err)
 		}
 		m.Created = time.Unix(created, 0)
 		batch = append(batch, m)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("store: outbox claim: %w", err)
+		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
-
-	delivered := 0
-	for _, m := range batch {
-		if derr := deliver(m); derr != nil {
-			msg := derr.Error()
-			if len(msg) > 250 {
-				msg = msg[:250]
-			}
-			next := now.Add(backoff(m.Attempts + 1)).UnixMilli()
-			if _, err := tx.ExecContext(ctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE id = ?`,
-				next, msg, m.ID); err != nil {
-				return delivered, fmt.Errorf("store: outbox reschedule: %w", err)
-			}
-			break
-		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id = ?", m.ID); err != nil {
-			return delivered, fmt.Errorf("store: outbox delete: %w", err)
-		}
-		delivered++
+	if len(batch) == 0 {
+		return nil, nil
+	}
+	if err := setNextAttempt(ctx, tx, batch, now.Add(outboxLease)); err != nil {
+		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("store: outbox: %w", err)
+		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
-	return delivered, nil
+	return batch, nil
+}
+
+// release makes claimed but unattempted messages due again at now.
+func (s *Store) release(ctx context.Context, batch []OutboxMessage, now time.Time) error {
+	if err := setNextAttempt(ctx, s.db, batch, now); err != nil {
+		return fmt.Errorf("store: outbox release: %w", err)
+	}
+	return nil
+}
+
+func setNextAttempt(ctx context.Context, q querier, batch []OutboxMessage, at time.Time) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	args := make([]any, 0, len(batch)+1)
+	args = append(args, at.UnixMilli())
+	for _, m := range batch {
+		args = append(args, m.ID)
+	}
+	_, err := q.ExecContext(ctx, "UPDATE messenger_outbox SET next_attempt = ? WHERE id IN ("+placeholders(len(batch), "?")+")", args...)
+	return err
 }
 
 // OutboxStats is the outbox's depth and the age of its oldest message.

@@ -1,6 +1,9 @@
 // Package store keeps users, tokens, contacts, groups and push tokens in MySQL or
-// MariaDB, in the tables of the original PHP backend. Every value is bound as a
-// parameter; no request text is ever formatted into SQL.
+// MariaDB, in the tables of the original PHP backend, or in an embedded SQLite file for a
+// single instance (see sqlite.go). Every value is bound as a parameter; no request text
+// is ever formatted into SQL. Statements are written in MySQL's dialect; the SQLite
+// connection translates the few forms that differ, so callers never learn which
+// database they talk to.
 package store
 
 import (
@@ -8,12 +11,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
 	migratemysql "github.com/golang-migrate/migrate/v4/database/mysql"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 
@@ -25,17 +30,37 @@ var ErrNotFound = errors.New("not found")
 
 // Store is a pool of connections to one database, shared by every request.
 type Store struct {
-	db  *sql.DB
-	dsn *mysql.Config
+	db *sql.DB
+	// migrate brings the schema up to date, in the database's own dialect.
+	migrate  func(ctx context.Context) error
+	embedded bool
 
 	migrateMu sync.Mutex
 	migrated  atomic.Bool
 }
 
-// Open prepares a pool for dsn (go-sql-driver/mysql form, e.g.
-// "user:pass@tcp(127.0.0.1:3306)/messenger"). It does not connect: the first query or
-// Ready does, so a configuration can be loaded while the database is down.
+// EmbeddedPrefix starts a database setting that names an SQLite file rather than a
+// MySQL DSN, e.g. "sqlite:/var/lib/caddy/messenger.db".
+const EmbeddedPrefix = "sqlite:"
+
+// Open prepares a pool for dsn: "sqlite:" and a file path for the embedded store, or a
+// MySQL DSN (go-sql-driver/mysql form, e.g. "user:pass@tcp(127.0.0.1:3306)/messenger").
+// It does not connect to MySQL: the first query or Ready does, so a configuration can be
+// loaded while the database is down.
 func Open(dsn string) (*Store, error) {
+	if path, ok := CutEmbedded(dsn); ok {
+		return openSQLite(path)
+	}
+	return openMySQL(dsn)
+}
+
+// CutEmbedded returns the file path of an embedded-store setting, and whether it is one.
+func CutEmbedded(dsn string) (path string, ok bool) { return strings.CutPrefix(dsn, EmbeddedPrefix) }
+
+// Embedded reports whether this is the single-instance SQLite store.
+func (s *Store) Embedded() bool { return s.embedded }
+
+func openMySQL(dsn string) (*Store, error) {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: parse DSN: %w", err)
@@ -68,7 +93,7 @@ func Open(dsn string) (*Store, error) {
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	return &Store{db: db, dsn: cfg}, nil
+	return &Store{db: db, migrate: func(ctx context.Context) error { return migrateMySQL(ctx, cfg) }}, nil
 }
 
 // Close closes the pool.
@@ -92,10 +117,10 @@ func (s *Store) Ready(ctx context.Context) error {
 	return nil
 }
 
-// migrate applies the embedded migrations under golang-migrate's GET_LOCK, so that
+// migrateMySQL applies the embedded migrations under golang-migrate's GET_LOCK, so that
 // instances starting together apply each migration once.
-func (s *Store) migrate(ctx context.Context) error {
-	cfg := s.dsn.Clone()
+func migrateMySQL(ctx context.Context, dsn *mysql.Config) error {
+	cfg := dsn.Clone()
 	cfg.MultiStatements = true // migration files hold several statements
 	cfg.InterpolateParams = false
 	connector, err := mysql.NewConnector(cfg)
@@ -111,11 +136,16 @@ func (s *Store) migrate(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
-	source, err := iofs.New(migrations.FS, ".")
+	return applyMigrations("mysql", driver)
+}
+
+// applyMigrations applies the files of migrations/<dialect> through driver.
+func applyMigrations(dialect string, driver database.Driver) error {
+	source, err := iofs.New(migrations.FS, dialect)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
-	m, err := migrate.NewWithInstance("iofs", source, "mysql", driver)
+	m, err := migrate.NewWithInstance("iofs", source, dialect, driver)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}

@@ -61,9 +61,30 @@ func readyStore(t *testing.T) (*store.Store, *sql.DB) {
 	return s, testenv.Open(t, dsn)
 }
 
+// The schema checks read the catalogue of whichever database the run tests.
+var (
+	tablesQuery = map[bool]string{
+		false: "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()",
+		true:  "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+	}[testenv.Embedded()]
+	columnsQuery = map[bool]string{
+		false: `SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position)
+			FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?`,
+		true: "SELECT group_concat(name) FROM (SELECT name FROM pragma_table_info(?) ORDER BY cid)",
+	}[testenv.Embedded()]
+	// uniqueQuery counts the unique keys made of the one column given.
+	uniqueQuery = map[bool]string{
+		false: `SELECT COUNT(*) FROM information_schema.statistics s WHERE s.table_schema = DATABASE() AND s.table_name = ?
+			AND s.column_name = ? AND s.non_unique = 0 AND (SELECT COUNT(*) FROM information_schema.statistics o
+			WHERE o.table_schema = s.table_schema AND o.table_name = s.table_name AND o.index_name = s.index_name) = 1`,
+		true: `SELECT COUNT(*) FROM pragma_index_list(?1) l WHERE l."unique" = 1
+			AND (SELECT group_concat(name) FROM pragma_index_info(l.name)) = ?2`,
+	}[testenv.Embedded()]
+)
+
 func tables(t *testing.T, db *sql.DB) []string {
 	t.Helper()
-	rows, err := db.QueryContext(ctxT(t), "SELECT table_name FROM information_schema.tables WHERE table_schema = DATABASE()")
+	rows, err := db.QueryContext(ctxT(t), tablesQuery)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +107,7 @@ func tables(t *testing.T, db *sql.DB) []string {
 func columns(t *testing.T, db *sql.DB, table string) string {
 	t.Helper()
 	var cols string
-	err := db.QueryRowContext(ctxT(t), `SELECT GROUP_CONCAT(column_name ORDER BY ordinal_position)
-		FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?`, table).Scan(&cols)
+	err := db.QueryRowContext(ctxT(t), columnsQuery, table).Scan(&cols)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,12 +166,10 @@ func TestReadyCreatesSchema(t *testing.T) {
 		}
 	}
 	// Keys the protocol relies on: unique phone, one token row per user.
-	if n := count(t, db, `SELECT COUNT(*) FROM information_schema.statistics
-		WHERE table_schema = DATABASE() AND table_name = 'users' AND column_name = 'phone' AND non_unique = 0`); n != 1 {
+	if n := count(t, db, uniqueQuery, "users", "phone"); n != 1 {
 		t.Errorf("users.phone is not unique")
 	}
-	if n := count(t, db, `SELECT COUNT(*) FROM information_schema.statistics
-		WHERE table_schema = DATABASE() AND table_name = 'tokens' AND column_name = 'uid' AND non_unique = 0`); n != 1 {
+	if n := count(t, db, uniqueQuery, "tokens", "uid"); n != 1 {
 		t.Errorf("tokens.uid is not unique")
 	}
 	checkMigrationVersion(t, db)
@@ -269,6 +287,7 @@ func rowDump(t *testing.T, db *sql.DB, table string) []string {
 }
 
 func TestAdoptOriginalDatabase(t *testing.T) {
+	testenv.SkipIfEmbedded(t, "the original backend's database is MySQL")
 	dsn := testenv.Database(t)
 	db := testenv.Open(t, dsn)
 	ctx := ctxT(t)
@@ -387,6 +406,7 @@ func TestConcurrentReady(t *testing.T) {
 // Ready must not leave connections behind: Caddy provisions a new Store on every config
 // reload, so a connection kept per Ready would pile up on the server.
 func TestReadyLeavesNoConnection(t *testing.T) {
+	testenv.SkipIfEmbedded(t, "counts connections on the MySQL server")
 	dsn := testenv.Database(t)
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
@@ -457,8 +477,14 @@ func TestSaveLogin(t *testing.T) {
 		exp, ip, dev    int64
 		tokUID, nTokens int64
 	)
-	if err := db.QueryRow("SELECT uid, token, UNIX_TIMESTAMP(expirytime), ipaddr, device FROM tokens").Scan(&tokUID, &tok, &exp, &ip, &dev); err != nil {
+	var expText string
+	if err := db.QueryRow("SELECT uid, token, expirytime, ipaddr, device FROM tokens").Scan(&tokUID, &tok, &expText, &ip, &dev); err != nil {
 		t.Fatal(err)
+	}
+	if e, err := time.Parse("2006-01-02 15:04:05", expText); err != nil {
+		t.Errorf("expirytime %q: %v", expText, err)
+	} else {
+		exp = e.Unix()
 	}
 	if tokUID != 1001 || tok != tokenA || exp != expiry.Unix() || ip != 0x01020304 || dev != 1 {
 		t.Errorf("tokens row = (%d, %s, %d, %d, %d), want (1001, %s, %d, %d, 1)", tokUID, tok, exp, ip, dev, tokenA, expiry.Unix(), 0x01020304)
@@ -657,6 +683,7 @@ func TestOddValuesStoredVerbatim(t *testing.T) {
 }
 
 func TestReadyUnreachableThenGood(t *testing.T) {
+	testenv.SkipIfEmbedded(t, "a file cannot be unreachable the way a server can")
 	bad := openStore(t, "messenger_test:messenger_test@tcp(127.0.0.1:1)/messenger_test_none")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

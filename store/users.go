@@ -34,6 +34,10 @@ type Login struct {
 	TS     int64
 }
 
+// timeLayout is how times are bound: a form both MySQL's TIMESTAMP and SQLite's TEXT
+// columns take, which in UTC sorts as it compares.
+const timeLayout = "2006-01-02 15:04:05"
+
 const userColumns = "u.uid, u.phone, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''), COALESCE(u.photo, ''), COALESCE(u.ts, 0)"
 
 func scanUser(row *sql.Row) (User, error) {
@@ -57,21 +61,24 @@ func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notif
 	defer tx.Rollback()
 
 	// The phone is unique: a number that mesibo gave a new uid keeps its row and profile.
-	res, err := tx.ExecContext(ctx, `INSERT INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))
-		ON DUPLICATE KEY UPDATE uid = VALUES(uid), cc = VALUES(cc), ts = VALUES(ts),
-		name = IF(name IS NULL OR name = '', VALUES(name), name)`,
+	// INSERT IGNORE then UPDATE, rather than one upsert, because an upsert's affected-row
+	// count tells a new row from an updated one in MySQL only.
+	res, err := tx.ExecContext(ctx, "INSERT IGNORE INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))",
 		l.UID, l.Phone, l.CC, l.TS, l.Name)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: save user: %w", err)
 	}
-	// MySQL counts 1 affected row for an insert, 2 for an update, 0 for no change.
 	if n, err := res.RowsAffected(); err == nil && n == 1 {
 		isNew = true
+	} else if _, err := tx.ExecContext(ctx, `UPDATE users SET uid = ?, cc = ?, ts = ?,
+		name = CASE WHEN name IS NULL OR name = '' THEN NULLIF(?, '') ELSE name END WHERE phone = ?`,
+		l.UID, l.CC, l.TS, l.Name, l.Phone); err != nil {
+		return User{}, false, fmt.Errorf("store: save user: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO tokens (uid, token, expirytime, ipaddr, device) VALUES (?, ?, ?, ?, ?)
 		ON DUPLICATE KEY UPDATE token = VALUES(token), expirytime = VALUES(expirytime),
 		ipaddr = VALUES(ipaddr), device = VALUES(device)`,
-		l.UID, l.Token, l.Expiry.UTC(), l.IPv4, l.Device); err != nil {
+		l.UID, l.Token, l.Expiry.UTC().Format(timeLayout), l.IPv4, l.Device); err != nil {
 		return User{}, false, fmt.Errorf("store: save token: %w", err)
 	}
 	u, err = scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", l.UID))

@@ -1,5 +1,9 @@
 // Package testenv gives tests their own MariaDB database and Redis key space on the real
 // servers that scripts/test.sh starts, so test packages can run in parallel.
+//
+// With MESSENGER_TEST_STORE=embedded (scripts/test.sh runs the suite once each way) the
+// database is instead an SQLite file of the test's own, and the end-to-end tests
+// configure no Redis, so the module runs on its embedded store and in-memory limits.
 package testenv
 
 import (
@@ -8,11 +12,15 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/caddy-messenger/messenger/store"
 )
 
 // ServerDSN is the DSN (without a database) of a user that may create and drop
@@ -38,9 +46,31 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// Embedded reports whether this run tests the embedded store (SQLite, no Redis).
+func Embedded() bool { return os.Getenv("MESSENGER_TEST_STORE") == "embedded" }
+
+// SkipIfEmbedded skips a test of something only MySQL and Redis have (several instances,
+// outages of a server), saying why.
+func SkipIfEmbedded(t testing.TB, why string) {
+	t.Helper()
+	if Embedded() {
+		t.Skip("not for the embedded store: " + why)
+	}
+}
+
 // Database creates an empty database for the test, dropped when it ends, and returns
-// its DSN.
+// its DSN: a MariaDB database, or on the embedded run a "sqlite:" file in a temporary
+// folder.
 func Database(t testing.TB) string {
+	t.Helper()
+	if Embedded() {
+		return store.EmbeddedPrefix + filepath.Join(t.TempDir(), "messenger.db")
+	}
+	return MySQLDatabase(t)
+}
+
+// MySQLDatabase is Database on MariaDB whatever the run (for tests of moving data there).
+func MySQLDatabase(t testing.TB) string {
 	t.Helper()
 	cfg, err := mysql.ParseDSN(ServerDSN())
 	if err != nil {
@@ -62,10 +92,19 @@ func Database(t testing.TB) string {
 	return cfg.FormatDSN()
 }
 
-// Open opens dsn for direct checks on rows, closed when the test ends.
+// Open opens dsn (as Database returns it) for direct checks on rows, closed when the
+// test ends. On SQLite, checks should be written in SQL both databases take.
 func Open(t testing.TB, dsn string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("mysql", dsn)
+	driver := "mysql"
+	if path, ok := store.CutEmbedded(dsn); ok {
+		driver, dsn = "sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_time_format=sqlite"
+	}
+	if driver == "mysql" {
+		// Times read back in UTC, as the store writes them.
+		dsn += map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")] + "time_zone=%27%2B00%3A00%27"
+	}
+	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatalf("testenv: %v", err)
 	}

@@ -1,0 +1,99 @@
+package otp
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// handClock is a hand-moved time for a MemoryStore, for tests that make no calls in parallel.
+type handClock struct{ t time.Time }
+
+func (c *handClock) advance(d time.Duration) { c.t = c.t.Add(d) }
+
+func newClockedMemoryStore(mutate func(*Config)) (*MemoryStore, *handClock) {
+	s := NewMemoryStore(testConfig("", mutate))
+	c := &handClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}
+	s.mem.now = func() time.Time { return c.t }
+	return s, c
+}
+
+// size is how many entries the store holds, live or not.
+func (s *MemoryStore) size() int {
+	s.mem.mu.Lock()
+	defer s.mem.mu.Unlock()
+	return len(s.mem.codes) + len(s.mem.fails)
+}
+
+// TestMemorySweepsExpired: codes and failure counts of numbers nobody asks about again
+// are dropped, so the store's size follows the live entries, not all there ever were.
+func TestMemorySweepsExpired(t *testing.T) {
+	s, clock := newClockedMemoryStore(func(c *Config) {
+		c.TTL = time.Second
+		c.FailureWindow = time.Second
+	})
+	ctx := ctxT(t)
+	// Each number gets a code and is never seen again, the first hundred a failure too.
+	// About 100 codes are live at a time.
+	const numbers = 20 * sweepEvery
+	largest := 0
+	for i := range numbers {
+		phone := strconv.Itoa(910000000000 + i)
+		code := mustIssue(t, s, phone)
+		if i < 100 {
+			if err := s.Verify(ctx, phone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
+				t.Fatalf("wrong code = %v", err)
+			}
+		}
+		clock.advance(10 * time.Millisecond)
+		largest = max(largest, s.size())
+	}
+	if largest > 2*sweepEvery {
+		t.Errorf("the store grew to %d entries for about 100 live ones (%d numbers in all)", largest, numbers)
+	}
+	// Once everything has expired, the next sweep leaves nothing behind.
+	clock.advance(2 * time.Second)
+	for range sweepEvery {
+		if err := s.Verify(ctx, testPhone, "123456"); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("Verify without a code = %v", err)
+		}
+	}
+	if n := s.size(); n != 0 {
+		t.Errorf("%d entries left after everything expired and a sweep", n)
+	}
+}
+
+// TestMemoryWindows follows the failure window and the code's life to the millisecond:
+// the window starts at the first failure and is not pushed back by later ones, and a
+// code lives to the end of its TTL, as Redis keys do.
+func TestMemoryWindows(t *testing.T) {
+	s, clock := newClockedMemoryStore(func(c *Config) { c.MaxFailures = 3 })
+	ctx := ctxT(t)
+	code := mustIssue(t, s, testPhone)
+	for _, after := range []time.Duration{0, 40 * time.Second, 10 * time.Second} {
+		clock.advance(after)
+		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
+			t.Fatalf("wrong code = %v, want ErrBadCode", err)
+		}
+	}
+	var le *LockedError
+	if err := s.Verify(ctx, testPhone, code); !errors.As(err, &le) || le.RetryAfter != 10*time.Second {
+		t.Fatalf("Verify when locked = %v (%+v), want a lock for 10s more", err, le)
+	}
+	clock.advance(10 * time.Second) // the last millisecond of the window
+	if _, err := s.Issue(ctx, testPhone); !errors.As(err, &le) || le.RetryAfter != 0 {
+		t.Fatalf("Issue at the end of the window = %v (%+v), want a lock for 0s more", err, le)
+	}
+	clock.advance(time.Millisecond)
+	code = mustIssue(t, s, testPhone)
+
+	clock.advance(time.Minute) // the code's TTL, to the end
+	if _, ok := s.mem.codes.get(testPhone, clock.t); !ok {
+		t.Fatalf("code gone at the end of its TTL")
+	}
+	clock.advance(time.Millisecond)
+	if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
+		t.Fatalf("Verify after the TTL = %v, want ErrBadCode", err)
+	}
+}

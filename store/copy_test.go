@@ -1,0 +1,124 @@
+package store_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddy-messenger/messenger/internal/testenv"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+// populatedEmbedded fills an embedded store through the store's own API, as a server
+// would: users with tokens, contact lists, a profile change that queues notifications,
+// a group, push tokens.
+func populatedEmbedded(t *testing.T) *store.Store {
+	t.Helper()
+	s := openStore(t, store.EmbeddedPrefix+filepath.Join(t.TempDir(), "messenger.db"))
+	ctx := ctxT(t)
+	if err := s.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().Truncate(time.Second)
+	for i := range 30 {
+		_, _, err := s.SaveLogin(ctx, store.Login{UID: int64(100 + i), Phone: fmt.Sprint(919800000100 + i), CC: 91,
+			Name: fmt.Sprintf("user %d 🙂", i), Token: fmt.Sprintf("%064d", i), Expiry: tokenExpiry(now, i),
+			IPv4: uint32(i), Device: 1, TS: now.Unix() + int64(i)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var book []string
+		for j := range 40 {
+			book = append(book, fmt.Sprint(919800000100+(i+j)%60))
+		}
+		if err := s.SaveContacts(ctx, int64(100+i), book, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.SetNotifyToken(ctx, int64(100+i), "push-"+fmt.Sprint(i), 1, i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	status := "busy"
+	if _, err := s.UpdateProfile(ctx, 105, store.ProfileChange{Status: &status}, now.Add(time.Minute),
+		func(u store.User) store.Notification { return store.Notification{From: u.Phone, Body: []byte(`{"status":"busy"}`)} }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateGroup(ctx, "919800000101", store.GroupSetup{Name: "Team", Members: []string{"919800000102", "919800000103"}},
+		now, newFakeGroups(), func(g store.Group) store.Notification { return store.Notification{From: "100", Body: []byte("{}")} }); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func tokenExpiry(now time.Time, i int) time.Time { return now.Add(time.Duration(i+1) * 24 * time.Hour) }
+
+func TestCopyEmbeddedToMySQL(t *testing.T) {
+	src := populatedEmbedded(t)
+	dsn := testenv.MySQLDatabase(t)
+	dst := openStore(t, dsn)
+	ctx := ctxT(t)
+
+	counts, err := store.Copy(ctx, src, dst)
+	if err != nil {
+		t.Fatalf("Copy: %v", err)
+	}
+	got := map[string]int64{}
+	for _, c := range counts {
+		got[c.Table] = c.Rows
+	}
+	want := map[string]int64{"users": 30, "tokens": 30, "contacts": 30 * 40, "groups": 1, "members": 3, "notifytokens": 30}
+	for table, n := range want {
+		if got[table] != n {
+			t.Errorf("copied %d rows of %s, want %d", got[table], table, n)
+		}
+	}
+	if got["messenger_outbox"] == 0 {
+		t.Errorf("no queued notification was copied")
+	}
+	db := testenv.Open(t, dsn)
+	for table, n := range got {
+		if c := count(t, db, "SELECT COUNT(*) FROM `"+table+"`"); int64(c) != n {
+			t.Errorf("MySQL holds %d rows of %s, Copy said %d", c, table, n)
+		}
+	}
+
+	// Spot checks through the store API on the MySQL side: the same answers as before.
+	for _, s := range []*store.Store{src, dst} {
+		u, err := s.UserByToken(ctx, fmt.Sprintf("%064d", 29))
+		if err != nil || u.UID != 129 || u.Name != "user 29 🙂" || u.Phone != "919800000129" {
+			t.Errorf("UserByToken after copy = %+v, %v", u, err)
+		}
+		contacts, err := s.ContactsSince(ctx, 101, 0, 1000)
+		if err != nil || len(contacts) != 28 { // 1..40 in the book, 0..29 registered, minus itself
+			t.Errorf("ContactsSince(101) = %d users, %v; want 28", len(contacts), err)
+		}
+		groups, err := s.GroupsOf(ctx, "919800000103", 0, 10)
+		if err != nil || len(groups) != 1 || groups[0].Name != "Team" ||
+			!slices.Equal(groups[0].Phones, []string{"919800000101", "919800000102", "919800000103"}) {
+			t.Errorf("GroupsOf after copy = %+v, %v", groups, err)
+		}
+	}
+	var body []byte
+	if err := db.QueryRow("SELECT body FROM messenger_outbox WHERE to_addrs LIKE '%919800000104%' AND from_addr = '919800000105'").Scan(&body); err != nil ||
+		string(body) != `{"status":"busy"}` {
+		t.Errorf("queued notification after copy = %q, %v", body, err)
+	}
+	var expiry string
+	if err := db.QueryRow("SELECT expirytime FROM tokens WHERE uid = 103").Scan(&expiry); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := time.Parse("2006-01-02 15:04:05", expiry); err != nil || tokenExpiry(time.Now(), 3).Sub(e).Abs() > time.Minute {
+		t.Errorf("token expiry after copy = %q, %v; want about %v", expiry, err, tokenExpiry(time.Now(), 3).UTC())
+	}
+
+	// A second copy into the now populated database is refused and changes nothing.
+	if _, err := store.Copy(ctx, src, dst); err == nil || !strings.Contains(err.Error(), "empty database") {
+		t.Errorf("copy into a populated database: %v, want a refusal", err)
+	}
+	if c := count(t, db, "SELECT COUNT(*) FROM users"); c != 30 {
+		t.Errorf("users after the refused copy = %d", c)
+	}
+}
