@@ -165,12 +165,12 @@ func TestExampleCaddyfile(t *testing.T) {
 
 func TestValidateRefusesIncompleteConfig(t *testing.T) {
 	for name, block := range map[string]string{
-		"no token":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
-		"no sender":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
-		"long ttl":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
-		"unknown op":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nops login frobnicate",
-		"pass alone":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
-		"bad test":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
+		"no token":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
+		"no sender":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
+		"long ttl":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
+		"unknown op": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nops login frobnicate",
+		"pass alone": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
+		"bad test":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
 	} {
 		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
 		if err != nil {

@@ -43,7 +43,9 @@ func populatedEmbedded(t *testing.T) *store.Store {
 	}
 	status := "busy"
 	if _, err := s.UpdateProfile(ctx, 105, store.ProfileChange{Status: &status}, now.Add(time.Minute),
-		func(u store.User) store.Notification { return store.Notification{From: u.Phone, Body: []byte(`{"status":"busy"}`)} }); err != nil {
+		func(u store.User) store.Notification {
+			return store.Notification{From: u.Phone, Body: []byte(`{"status":"busy"}`)}
+		}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.CreateGroup(ctx, "919800000101", store.GroupSetup{Name: "Team", Members: []string{"919800000102", "919800000103"}},
