@@ -20,6 +20,9 @@
 #   QUIET_WAIT   seconds to wait at most for the machine to be otherwise idle (<10% busy) (0)
 #   MESIBO_LATENCY  delay of every answer of the mesibo fake, like the remote service (0s)
 #   KEEP_WORK    1: keep the work folder (Caddyfile, caddy.log) in /tmp/messenger-load.*
+#   WRK          1 (default): also measure each token case with wrk, 2 threads and CONNS
+#                connections (installed from Debian's packages when missing), as the
+#                issue's reference figures were; 0: loadgen only
 #   LOAD_PORT, LOAD_ADMIN_PORT, LOAD_MESIBO_PORT, LOAD_HOOK_PORT (18080, 12019, 18081, 18090)
 # To count SQL statements per database user, the user messenger_load gets the PROCESS
 # privilege and MariaDB's userstat is switched on for the run (and back off after, if it
@@ -31,7 +34,7 @@ LOAD_ADMIN_PORT=${LOAD_ADMIN_PORT:-12019}
 LOAD_MESIBO_PORT=${LOAD_MESIBO_PORT:-18081}
 LOAD_HOOK_PORT=${LOAD_HOOK_PORT:-18090}
 LOAD_DB=messenger_load
-LOAD_DSN="messenger_load:messenger_load@tcp(127.0.0.1:3306)/$LOAD_DB"
+LOAD_DSN=${LOAD_DSN:-"messenger_load:messenger_load@tcp(127.0.0.1:3306)/$LOAD_DB"}
 LOAD_URL="http://127.0.0.1:$LOAD_PORT/api.php"
 LOAD_ADMIN="http://127.0.0.1:$LOAD_ADMIN_PORT"
 LOAD_REDIS_PREFIX="loadtest:"
@@ -208,6 +211,29 @@ load_teardown() {
 	fi
 }
 
+# wrk_case CASE DURATION CONNS: "req/s p50_ms p99_ms failures" of CASE measured by wrk,
+# or nothing for a case wrk cannot run.
+wrk_case() {
+	local script out
+	script="$LOAD_WORK/$1.lua"
+	"$LOAD_WORK/loadgen" -case "$1" -wrk-script >"$script" 2>/dev/null || return 0
+	out=$(timeout 5m wrk -t2 -c"$3" -d"$2" --latency -s "$script" "$LOAD_URL") || return 0
+	echo "$out" >&2
+	awk '
+		function ms(v) {
+			if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
+			if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
+			if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
+			return v
+		}
+		$1 == "50%" { p50 = ms($2) }
+		$1 == "99%" { p99 = ms($2) }
+		$1 == "Requests/sec:" { rate = $2 }
+		/^wrk_failures=/ { split($0, f, "="); fail = f[2] }
+		END { if (rate != "") printf "%s %.2f %.2f %s\n", rate, p50, p99, fail }
+	' <<<"$out"
+}
+
 # field KEY LINE: the value of KEY=VALUE in a loadgen report line.
 field() { tr ' ' '\n' <<<"$2" | sed -n "s|^$1=||p" | head -1; }
 
@@ -243,10 +269,15 @@ load_main() {
 	set -euo pipefail
 	cd "$(dirname "${BASH_SOURCE[0]}")/.."
 	. scripts/services.sh
-	local duration=${DURATION:-10s} conns=${CONNS:-32} sqln=${SQL_REQUESTS:-200} half=${HALF_RATE:-1}
+	local duration=${DURATION:-10s} conns=${CONNS:-32} sqln=${SQL_REQUESTS:-200} half=${HALF_RATE:-1} use_wrk=${WRK:-1}
 	local cases=("$@")
 	[ ${#cases[@]} -gt 0 ] || cases=(otp-request otp-verify getcontacts-0 getcontacts-1000 getgroup profile profile-50)
 	KEEP_WORK=${KEEP_WORK:-0}
+	if [ "$use_wrk" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
+		log "installing wrk ..."
+		$SUDO apt-get install -y -qq wrk >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk >/dev/null; } ||
+			die "installing wrk failed (WRK=0 measures with loadgen only)"
+	fi
 	load_setup
 	[ -n "${PROFILE:-}" ] && mkdir -p "$PROFILE"
 	local load_before i
@@ -259,7 +290,7 @@ load_main() {
 	[ "$load_before" -ge 25 ] &&
 		log "WARNING: the machine is ${load_before}% busy before the run: other work here; the numbers will be low"
 
-	local results=() c line rate hline
+	local results=() c line rate hline wline
 	for c in "${cases[@]}"; do
 		# Let the previous case's aftermath (InnoDB flushing and purge) settle first.
 		for i in $(seq 15); do [ "$(cpu_busy_pct)" -lt 15 ] && break; done
@@ -269,6 +300,12 @@ load_main() {
 		line=$(timeout 15m "$LOAD_WORK/loadgen" -url "$LOAD_URL" -dsn "$LOAD_DSN" -case "$c" -d "$duration" -c "$conns" \
 			-sql "$sqln" -redis 127.0.0.1:6379 -hook "127.0.0.1:$LOAD_HOOK_PORT" -max 14m -watch "$(watch_list)" "${prof[@]}") || true
 		echo "$line" >&2
+		wline=""
+		if [ "$use_wrk" = 1 ]; then
+			for i in $(seq 15); do [ "$(cpu_busy_pct)" -lt 15 ] && break; done
+			log "case $c: wrk, $duration, $conns connections ..."
+			wline=$(wrk_case "$c" "$duration" "$conns")
+		fi
 		hline=""
 		rate=$(field 'req/s' "$line")
 		if [ "$half" = 1 ] && [ -n "$rate" ] && [ -z "$(field skipped "$line")" ]; then
@@ -281,7 +318,7 @@ load_main() {
 				echo "$hline" >&2
 			fi
 		fi
-		results+=("$c|$line|$hline")
+		results+=("$c|$line|$hline|$wline")
 	done
 
 	local mariadb_version redis_version model
@@ -294,26 +331,33 @@ load_main() {
 	gor=$(goroutines)
 
 	echo
-	echo "| case | req/s | p50 ms | p99 ms | max ms | failures | p99 ms at ½ rate (open loop) | SQL/request (sequential / under load) | Questions/request | Redis calls/request | CPU caddy / mariadb / redis / loadgen / other / machine |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-	local r name l h
+	echo "| case | wrk req/s | wrk p50 / p99 ms | req/s | p50 ms | p99 ms | max ms | failures | p99 ms at ½ rate (open loop) | SQL/request (sequential / under load) | Questions/request | Redis calls/request | CPU caddy / mariadb / redis / loadgen / other / machine |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+	local r name l h w wcols wrate wp50 wp99 wfail
 	for r in "${results[@]}"; do
-		IFS='|' read -r name l h <<<"$r"
+		IFS='|' read -r name l h w <<<"$r"
+		wcols="- | -"
+		if [ -n "$w" ]; then
+			read -r wrate wp50 wp99 wfail <<<"$w"
+			wcols="$wrate | $wp50 / $wp99"
+			[ "${wfail:-0}" != 0 ] && wcols+=" ($wfail not OK)"
+		fi
 		if [ -n "$(field skipped "$l")" ]; then
-			echo "| $name | skipped: answers $(field skipped "$l") | | | | | | | | | |"
+			echo "| $name | | | skipped: answers $(field skipped "$l") | | | | | | | | | |"
 			continue
 		fi
 		if [ -n "$(field error "$l")" ] || [ -z "$l" ]; then
-			echo "| $name | failed: $(sed -n 's/.*error=//p' <<<"$l" | cut -c1-120) | | | | | | | | | |"
+			echo "| $name | | | failed: $(sed -n 's/.*error=//p' <<<"$l" | cut -c1-120) | | | | | | | | | |"
 			continue
 		fi
 		local hp99="-"
 		[ -n "$h" ] && hp99="$(field p99_ms "$h") @ $(field 'req/s' "$h")/s ($(field failures "$h") fail)"
-		echo "| $name | $(field 'req/s' "$l") | $(field p50_ms "$l") | $(field p99_ms "$l") | $(field max_ms "$l") | $(field failures "$l") | $hp99 | $(field 'sql_user/req' "$l") / $(field 'sql_load/req' "$l") | $(field 'sql_questions/req' "$l") | $(field 'redis_calls/req' "$l") | $(field cpu_caddy "$l") / $(field cpu_mariadb "$l") / $(field cpu_redis "$l") / $(field cpu_loadgen "$l") / $(field cpu_other "$l") / $(field cpu_machine_busy "$l") |"
+		echo "| $name | $wcols | $(field 'req/s' "$l") | $(field p50_ms "$l") | $(field p99_ms "$l") | $(field max_ms "$l") | $(field failures "$l") | $hp99 | $(field 'sql_user/req' "$l") / $(field 'sql_load/req' "$l") | $(field 'sql_questions/req' "$l") | $(field 'redis_calls/req' "$l") | $(field cpu_caddy "$l") / $(field cpu_mariadb "$l") / $(field cpu_redis "$l") / $(field cpu_loadgen "$l") / $(field cpu_other "$l") / $(field cpu_machine_busy "$l") |"
 	done
 	echo
 	echo "Machine: $(nproc) CPUs ($model), MariaDB $mariadb_version, Redis $redis_version, $(go version | cut -d' ' -f3), caddy $("$CADDY" version | cut -d' ' -f1)."
-	echo "Everything (caddy, MariaDB, Redis, the mesibo fake, loadgen) shares this machine. $conns connections, $duration per case."
+	echo "Everything (caddy, MariaDB, Redis, the mesibo fake, loadgen or wrk) shares this machine. $conns connections, $duration per case."
+	echo "wrk: 2 threads, every answer checked for \"result\":\"OK\"; the other columns are loadgen's (Go, closed loop; its own CPU use is in the last column)."
 	echo "SQL/request: statements of the server's database user (USER_STATISTICS) over $sqln sequential requests, and over the measured run (where outbox-worker rounds are shared); Questions/request: MariaDB's global Questions over the same requests (includes any other client of this MariaDB); Redis calls/request: script calls (EVALSHA; the module's only Redis commands, so its round trips) in INFO commandstats over the same requests (all clients of this Redis)."
 	echo "CPU: of one core per process (other: everything else, e.g. the kernel's loopback TCP work or a concurrent test suite), and of all cores for the machine, during the measured run."
 	echo "Machine CPU busy in the second before the cases: ${load_before}% (other work on the machine lowers every number)."

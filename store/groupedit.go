@@ -106,31 +106,23 @@ func lockGroup(ctx context.Context, tx *sql.Tx, gid int64) (lockedGroup, error) 
 	}
 	// A plain read: the row lock above serialises every writer of this group's members,
 	// and the transaction's snapshot is taken now, after the lock was granted.
-	rows, err := tx.QueryContext(ctx, "SELECT phone, COALESCE(role, 0) FROM members WHERE gid = ? ORDER BY role DESC, phone", gid)
+	// (Not joined to the locking read: that would lock member rows and the index gaps
+	// next to them, which other groups' changes share.)
+	lists, err := memberLists(ctx, tx, []int64{gid})
 	if err != nil {
 		return lockedGroup{}, fmt.Errorf("store: lock group: %w", err)
 	}
-	defer rows.Close()
-	var list memberList
-	for rows.Next() {
-		var phone string
-		var role int
-		if err := rows.Scan(&phone, &role); err != nil {
-			return lockedGroup{}, fmt.Errorf("store: lock group: %w", err)
-		}
-		if role > 0 {
-			list.admins++
-		}
-		if role == RoleOwner {
-			lg.owners = append(lg.owners, phone)
-		}
-		list.phones = append(list.phones, phone)
-		lg.roles[phone] = role
+	list := lists[gid]
+	if list == nil {
+		list = &memberList{}
 	}
-	if err := rows.Err(); err != nil {
-		return lockedGroup{}, fmt.Errorf("store: lock group: %w", err)
+	for _, m := range list.members {
+		if m.role == RoleOwner {
+			lg.owners = append(lg.owners, m.phone)
+		}
+		lg.roles[m.phone] = m.role
 	}
-	lg.Members, lg.Phones = list.String(), list.phones
+	lg.Members, lg.Phones = list.String(), list.phones()
 	return lg, nil
 }
 
@@ -334,7 +326,7 @@ func (s *Store) insertGroup(ctx context.Context, gid int64, creator string, setu
 	if err := insertMembers(ctx, tx, gid, list[1:], RoleMember); err != nil {
 		return Group{}, fmt.Errorf("store: create group: %w", err)
 	}
-	g, _, err := groupFor(ctx, tx, gid, creator, "")
+	g, _, err := groupFor(ctx, tx, gid, creator)
 	if err != nil {
 		return Group{}, err
 	}
@@ -385,7 +377,7 @@ func (s *Store) ChangeGroup(ctx context.Context, gid int64, actor string, setup 
 	if err := insertMembers(ctx, tx, gid, added, RoleMember); err != nil {
 		return Group{}, fmt.Errorf("store: change group: %w", err)
 	}
-	g, _, err := groupFor(ctx, tx, gid, actor, "")
+	g, _, err := groupFor(ctx, tx, gid, actor)
 	if err != nil {
 		return Group{}, err
 	}
@@ -479,7 +471,7 @@ func bumpAndNotify(ctx context.Context, tx *sql.Tx, lg lockedGroup, actor string
 	if _, err := tx.ExecContext(ctx, "UPDATE `groups` SET ts = ? WHERE gid = ?", nextTS(lg.TS, now), lg.GID); err != nil {
 		return Group{}, fmt.Errorf("store: group ts: %w", err)
 	}
-	g, _, err := groupFor(ctx, tx, lg.GID, actor, "")
+	g, _, err := groupFor(ctx, tx, lg.GID, actor)
 	if err != nil {
 		return Group{}, err
 	}

@@ -1,11 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -61,23 +64,56 @@ func (s *Store) GroupsOf(ctx context.Context, phone string, since int64, limit i
 		return nil, err
 	}
 	for i := range groups {
-		groups[i].Members, groups[i].Phones = members[groups[i].GID].String(), members[groups[i].GID].phones
+		l := members[groups[i].GID]
+		if l == nil {
+			l = &memberList{}
+		}
+		groups[i].Members, groups[i].Phones = l.String(), l.phones()
 	}
 	return groups, nil
 }
 
-// memberList is a group's members, ordered owner, admins, rest.
+// memberList is a group's members.
 type memberList struct {
-	admins int
-	phones []string
-	roles  []int // roles[i] is the role of phones[i]
+	admins  int
+	members []member
+}
+
+// member is one phone of a group and its role.
+type member struct {
+	phone string
+	role  int
+}
+
+func (m *memberList) add(phone string, role int) {
+	if role > 0 {
+		m.admins++
+	}
+	m.members = append(m.members, member{phone, role})
+}
+
+// sort puts the owner first, then the admins, then the rest, each by number. Sorting
+// here rather than in SQL spares MariaDB a temporary table per query.
+func (m *memberList) sort() {
+	slices.SortFunc(m.members, func(a, b member) int {
+		return cmp.Or(cmp.Compare(b.role, a.role), cmp.Compare(len(a.phone), len(b.phone)), strings.Compare(a.phone, b.phone))
+	})
+}
+
+// phones are the member phones in order.
+func (m memberList) phones() []string {
+	out := make([]string, len(m.members))
+	for i, x := range m.members {
+		out[i] = x.phone
+	}
+	return out
 }
 
 // role is phone's role, or NotMember.
 func (m memberList) role(phone string) int {
-	for i, p := range m.phones {
-		if p == phone {
-			return m.roles[i]
+	for _, x := range m.members {
+		if x.phone == phone {
+			return x.role
 		}
 	}
 	return NotMember
@@ -85,22 +121,15 @@ func (m memberList) role(phone string) int {
 
 // String is the protocol's "ADMINCOUNT:PHONE,..." form; "0:" for no members.
 func (m memberList) String() string {
-	s := strconv.Itoa(m.admins) + ":"
-	for i, p := range m.phones {
-		if i > 0 {
-			s += ","
-		}
-		s += p
-	}
-	return s
+	return strconv.Itoa(m.admins) + ":" + strings.Join(m.phones(), ",")
 }
 
 // memberLists reads the member lists of gids in one query.
-func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]memberList, error) {
-	lists := map[int64]memberList{}
+func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]*memberList, error) {
+	lists := map[int64]*memberList{}
 	err := chunks(gids, func(chunk []int64) error {
-		rows, err := q.QueryContext(ctx, "SELECT gid, phone, COALESCE(role, 0) FROM members WHERE gid IN ("+placeholders(len(chunk), "?")+
-			") ORDER BY gid, role DESC, phone", anys(chunk)...)
+		rows, err := q.QueryContext(ctx, "SELECT gid, phone, COALESCE(role, 0) FROM members WHERE gid IN ("+placeholders(len(chunk), "?")+")",
+			anys(chunk)...)
 		if err != nil {
 			return err
 		}
@@ -112,18 +141,18 @@ func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]member
 			if err := rows.Scan(&gid, &phone, &role); err != nil {
 				return err
 			}
-			l := lists[gid]
-			if role > 0 {
-				l.admins++
+			if lists[gid] == nil {
+				lists[gid] = &memberList{}
 			}
-			l.phones = append(l.phones, phone)
-			l.roles = append(l.roles, role)
-			lists[gid] = l
+			lists[gid].add(phone, role)
 		}
 		return rows.Err()
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: member lists: %w", err)
+	}
+	for _, l := range lists {
+		l.sort()
 	}
 	return lists, nil
 }
@@ -131,27 +160,40 @@ func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]member
 // GroupFor returns group gid with its members, and the role phone has in it (NotMember
 // if none). A missing group is ErrNotFound.
 func (s *Store) GroupFor(ctx context.Context, gid int64, phone string) (Group, int, error) {
-	return groupFor(ctx, s.db, gid, phone, "")
+	return groupFor(ctx, s.db, gid, phone)
 }
 
-// groupFor reads a group inside q; lock is "" or " FOR UPDATE" (to serialise changes to
-// one group).
-func groupFor(ctx context.Context, q querier, gid int64, phone, lock string) (Group, int, error) {
-	g := Group{GID: gid}
-	err := q.QueryRowContext(ctx, "SELECT COALESCE(name, ''), COALESCE(photo, ''), type, COALESCE(ts, 0) FROM `groups` WHERE gid = ?"+lock, gid).
-		Scan(&g.Name, &g.Photo, &g.Type, &g.TS)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Group{}, NotMember, ErrNotFound
-	}
+// groupFor reads a group and its members inside q, in one query, with phone's role.
+func groupFor(ctx context.Context, q querier, gid int64, phone string) (Group, int, error) {
+	rows, err := q.QueryContext(ctx, "SELECT COALESCE(g.name, ''), COALESCE(g.photo, ''), g.type, COALESCE(g.ts, 0), m.phone, COALESCE(m.role, 0)"+
+		" FROM `groups` g LEFT JOIN members m ON m.gid = g.gid WHERE g.gid = ?", gid)
 	if err != nil {
 		return Group{}, NotMember, fmt.Errorf("store: group: %w", err)
 	}
-	lists, err := memberLists(ctx, q, []int64{gid})
-	if err != nil {
-		return Group{}, NotMember, err
+	defer rows.Close()
+	g := Group{GID: gid}
+	var list memberList
+	found := false
+	for rows.Next() {
+		var phone sql.NullString // NULL: a group without members
+		var role int
+		if err := rows.Scan(&g.Name, &g.Photo, &g.Type, &g.TS, &phone, &role); err != nil {
+			return Group{}, NotMember, fmt.Errorf("store: group: %w", err)
+		}
+		found = true
+		if phone.Valid {
+			list.add(phone.String, role)
+		}
 	}
-	g.Members, g.Phones = lists[gid].String(), lists[gid].phones
-	return g, lists[gid].role(phone), nil
+	if err := rows.Err(); err != nil {
+		return Group{}, NotMember, fmt.Errorf("store: group: %w", err)
+	}
+	if !found {
+		return Group{}, NotMember, ErrNotFound
+	}
+	list.sort()
+	g.Members, g.Phones = list.String(), list.phones()
+	return g, list.role(phone), nil
 }
 
 // GroupChange is what a profile or upload op sets on a group; nil fields stay.
@@ -174,18 +216,18 @@ func (s *Store) UpdateGroupInfo(ctx context.Context, gid int64, actor string, ch
 		return Group{}, fmt.Errorf("store: update group: %w", err)
 	}
 	defer tx.Rollback()
-	current, role, err := groupFor(ctx, tx, gid, actor, " FOR UPDATE")
+	current, err := lockGroup(ctx, tx, gid)
 	if err != nil {
 		return Group{}, err
 	}
-	if role < RoleAdmin {
+	if current.role(actor) < RoleAdmin {
 		return Group{}, ErrNotAdmin
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE `groups` SET name = COALESCE(?, name), photo = COALESCE(?, photo), ts = ? WHERE gid = ?",
 		change.Name, change.Photo, nextTS(current.TS, now), gid); err != nil {
 		return Group{}, fmt.Errorf("store: update group: %w", err)
 	}
-	g, _, err := groupFor(ctx, tx, gid, actor, "")
+	g, _, err := groupFor(ctx, tx, gid, actor)
 	if err != nil {
 		return Group{}, err
 	}

@@ -22,6 +22,9 @@ type caseDef struct {
 	otp bool // needs the webhook receiver
 	// gen makes the requests of a token case (nil for otp-verify, which prepares codes).
 	gen func(e *env) generator
+	// users, for the profile cases, are the first uid and the number of users whose
+	// tokens the requests pick at random.
+	users [2]int
 }
 
 var caseOrder = []string{"otp-request", "otp-verify", "getcontacts-0", "getcontacts-1000", "getgroup", "profile", "profile-50"}
@@ -39,8 +42,8 @@ var caseTable = map[string]caseDef{
 		return func() (string, bool) { return body, true }
 	}},
 	"getgroup":   {gen: constant(form("op", "getgroup", "token", tokenOf(mainUID), "gid", strconv.Itoa(groupGID)))},
-	"profile":    {gen: profileOf(loneUID, nLone)},
-	"profile-50": {gen: profileOf(2, nRegistered)},
+	"profile":    {gen: profileOf(loneUID, nLone), users: [2]int{loneUID, nLone}},
+	"profile-50": {gen: profileOf(2, nRegistered), users: [2]int{2, nRegistered}},
 }
 
 func constant(body string) func(*env) generator {
@@ -286,4 +289,37 @@ func (e *env) statementsDuring(ctx context.Context) func(requests int) string {
 		const own = 2 // the SELECT of the first snapshot and the SHOW of the second
 		return fmt.Sprintf(" sql_load/req=%.2f", max(0, float64(after.user-before.user-own)/float64(requests)))
 	}
+}
+
+// wrkScript is a wrk script sending a token case's requests (the otp cases need
+// loadgen's own webhook receiver). It checks every answer and reports the ones that are
+// not OK as a line "wrk_failures=N".
+func wrkScript(name string, e *env) (string, error) {
+	c := caseTable[name]
+	if c.otp {
+		return "", fmt.Errorf("case %s needs loadgen's webhook receiver; wrk cannot run it", name)
+	}
+	script := `wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"result":"OK"', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local n = 0
+  for _, t in ipairs(threads) do n = n + t:get("bad") end
+  io.write(string.format("wrk_failures=%d\n", n))
+end
+`
+	if c.users[1] > 0 {
+		// The same requests as profileOf: a random one of the users, a new status each time.
+		return script + fmt.Sprintf(`function request()
+  return wrk.format(nil, nil, nil, string.format("op=profile&status=load+%%d&token=loadtoken%%055d", math.random(0, 999999), %d + math.random(0, %d)))
+end
+`, c.users[0], c.users[1]-1), nil
+	}
+	body, _ := c.gen(e)()
+	return script + "wrk.body = " + strconv.Quote(body) + "\n", nil
 }

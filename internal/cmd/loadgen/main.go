@@ -33,6 +33,10 @@
 // kept-alive connection died without an answer (what browsers and OkHttp do), counting it
 // as retried. LOADGEN_DEBUG=1 prints the raw statement counters.
 //
+// -wrk-script prints a wrk script sending the requests of a token case, and exits:
+// scripts/load.sh also measures each case with wrk (2 threads), the tool of the issue's
+// reference figures, which costs the machine far less CPU per request than loadgen.
+//
 // Every target must be a loopback address; every loop is bounded by -d and -max.
 package main
 
@@ -96,6 +100,7 @@ func main() {
 	flag.StringVar(&o.profile, "cpuprofile", "", "save a CPU profile of caddy during each measured run here (NAME.pprof; the case name is put before .pprof)")
 	flag.BoolVar(&o.h2c, "h2c", false, "speak HTTP/2 without TLS (the server needs `protocols h1 h2c`) instead of HTTP/1.1")
 	flag.BoolVar(&o.retryReused, "retry-reused", false, "send a request once more when its kept-alive connection died before any answer (as browsers and OkHttp do); counted as retried")
+	wrkOnly := flag.Bool("wrk-script", false, "print a wrk script for the -case and exit")
 	watch := flag.String("watch", "", "report the CPU use of these processes per run: name=pid,... (pid self = loadgen)")
 	flag.DurationVar(&maxRun, "max", 15*time.Minute, "give up after this long in all")
 	flag.Parse()
@@ -107,6 +112,17 @@ func main() {
 			}
 			o.cases = append(o.cases, c)
 		}
+	}
+	if *wrkOnly {
+		if len(o.cases) != 1 {
+			log.Fatal("loadgen: -wrk-script needs exactly one -case")
+		}
+		script, err := wrkScript(o.cases[0], &env{o: o})
+		if err != nil {
+			log.Fatalf("loadgen: %v", err)
+		}
+		fmt.Print(script)
+		return
 	}
 	if len(o.cases) == 0 && !o.seed {
 		log.Fatalf("loadgen: -case is required (known: %s)", strings.Join(caseNames(), ", "))
