@@ -119,3 +119,19 @@ func countIn(t *testing.T, db *sql.DB, table string) int {
 	}
 	return n
 }
+
+// TestEmbeddedReloadKeepsCodes: codes and counters in memory outlive a config reload,
+// even one that changes the code rules: a code requested before verifies after.
+func TestEmbeddedReloadKeepsCodes(t *testing.T) {
+	e := startEnv(t, options{extra: roomy, defaults: true})
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": "+919812345001", "appid": "com.example.app"}), "login")
+	code := e.hook.lastCode("919812345001")
+
+	e.config = strings.Replace(e.config, "otp {", "otp {\n\t\t\tttl 6m", 1)
+	e.tester.InitServer(e.config, "caddyfile")
+	a := e.call(form, map[string]any{"op": "login", "phone": "+919812345001", "appid": "com.example.app", "otp": code})
+	expectOK(t, a, "login")
+	if a.str("token") == "" {
+		t.Fatalf("no token after the reload: %s", a.raw)
+	}
+}

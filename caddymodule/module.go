@@ -416,6 +416,10 @@ func (h *Handler) Validate() error {
 	if h.Mesibo.AppToken == "" {
 		errs = append(errs, errors.New("mesibo app_token is required (e.g. {env.MESIBO_APP_TOKEN}); it is empty"))
 	}
+	if time.Duration(h.Mesibo.Timeout) > store.MaxDeliveryTime {
+		// An outbox worker's claim must outlast one delivery.
+		errs = append(errs, fmt.Errorf("mesibo timeout %s: at most %s", time.Duration(h.Mesibo.Timeout), store.MaxDeliveryTime))
+	}
 	for _, op := range h.Ops {
 		if !handlers.KnownOp(strings.ToLower(op)) {
 			errs = append(errs, fmt.Errorf("ops: %q is not an op of the protocol", op))

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"time"
 
@@ -118,14 +117,16 @@ func (h *Handler) takeCodesAndLimits(d *deps) error {
 		if err != nil {
 			return err
 		}
-		// Codes are checked under the rules they were issued with: a reload that changes
-		// the rules starts a new memory, as it would with a changed secret in Redis.
-		rules, _ := json.Marshal(cfg)
-		rulesHash := sha256.Sum256(rules)
-		d.codes, err = take(h, "memory-codes\x00"+hex.EncodeToString(rulesHash[:]), func() (otp.Codes, func() error, error) {
+		// The codes and failure counts are pooled, the rules are this config's: a reload
+		// keeps lock-outs and codes in flight, as Redis would.
+		codes, err := take(h, "memory-codes\x00"+h.RedisKeyPrefix, func() (*otp.MemoryStore, func() error, error) {
 			return otp.NewMemoryStore(cfg), func() error { return nil }, nil
 		})
-		return err
+		if err != nil {
+			return err
+		}
+		d.codes = codes.WithConfig(cfg)
+		return nil
 	}
 	rdb, err := take(h, "redis\x00"+h.RedisMode+"\x00"+h.Redis, func() (redis.UniversalClient, func() error, error) {
 		c, err := newRedisClient(h.RedisMode, h.Redis)

@@ -20,6 +20,10 @@ func NewMemoryStore(cfg Config) *MemoryStore {
 	return &MemoryStore{cfg: cfg, mem: &memCodes{now: time.Now, codes: expiring[memCode]{}, fails: expiring[int]{}}}
 }
 
+// WithConfig returns a MemoryStore with cfg's rules over s's codes and failure counts,
+// as a Store with new rules over the same Redis: a config reload keeps both.
+func (s *MemoryStore) WithConfig(cfg Config) *MemoryStore { return &MemoryStore{cfg: cfg, mem: s.mem} }
+
 // memCodes is the state of a MemoryStore. It is apart from the Config so that a test can
 // put a second store with another secret over the same state, as two instances of Store
 // share a Redis.

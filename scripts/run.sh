@@ -23,6 +23,13 @@ GRANT ALL PRIVILEGES ON messenger.* TO 'messenger'@'127.0.0.1';"
 	export MESSENGER_REDIS="${MESSENGER_REDIS:-redis://127.0.0.1:6379/0}"
 fi
 
+if [ -z "${MESIBO_APP_TOKEN:-}" ]; then
+	# The module refuses to start without an app token (a production config must not run
+	# without one); for a first look, a placeholder lets everything up to mesibo work.
+	echo "MESIBO_APP_TOKEN is not set: using a placeholder; code checks will answer BADAPP until you set your app token." >&2
+	export MESIBO_APP_TOKEN=placeholder-set-MESIBO_APP_TOKEN
+fi
+
 go run github.com/caddyserver/xcaddy/cmd/xcaddy@v0.4.5 build v2.11.9 \
 	--with github.com/caddy-messenger/messenger@v0.0.0=. --output ./caddy
 mkdir -p "${MESSENGER_DATA:-./data}/files" "${MESSENGER_DATA:-./data}/thumbs"

@@ -19,6 +19,8 @@ ensure_packages() {
 	command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || missing+=(mariadb-server)
 	command -v mariadb >/dev/null 2>&1 || missing+=(mariadb-client)
 	command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+	# go test -race needs cgo, so a C compiler.
+	command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 	if [ ${#missing[@]} -gt 0 ]; then
 		echo "Installing ${missing[*]} ..."
 		$SUDO apt-get update -qq

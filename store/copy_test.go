@@ -123,4 +123,21 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 	if c := count(t, db, "SELECT COUNT(*) FROM users"); c != 30 {
 		t.Errorf("users after the refused copy = %d", c)
 	}
+
+	// And back from MySQL into a new embedded store: MySQL's text values (numbers and
+	// times as bytes) land with their SQLite column types.
+	back := openStore(t, store.EmbeddedPrefix+filepath.Join(t.TempDir(), "back.db"))
+	again, err := store.Copy(ctx, dst, back)
+	if err != nil {
+		t.Fatalf("Copy MySQL to SQLite: %v", err)
+	}
+	if !slices.Equal(again, counts) {
+		t.Errorf("copied back %v, want %v", again, counts)
+	}
+	if u, err := back.UserByToken(ctx, fmt.Sprintf("%064d", 29)); err != nil || u.UID != 129 || u.Name != "user 29 🙂" {
+		t.Errorf("UserByToken after the copy back = %+v, %v", u, err)
+	}
+	if contacts, err := back.ContactsSince(ctx, 101, 0, 1000); err != nil || len(contacts) != 28 {
+		t.Errorf("ContactsSince(101) after the copy back = %d users, %v", len(contacts), err)
+	}
 }

@@ -55,40 +55,52 @@ type OutboxMessage struct {
 // being delivered. A worker that dies mid-batch delays its messages by at most this.
 const outboxLease = 2 * time.Minute
 
+// MaxDeliveryTime is the longest one delivery may take for the lease to hold: a batch
+// stops handing out messages once half the lease is gone.
+const MaxDeliveryTime = outboxLease / 2
+
 // DeliverDue claims up to limit due messages and hands each to deliver. The claim is a
 // short transaction (SELECT ... FOR UPDATE SKIP LOCKED, then moving the rows' next
-// attempt a lease ahead), so concurrent workers on any instance never get the same row,
-// and no transaction or connection is held while mesibo answers. A delivered message is
-// deleted; a failed one is rescheduled by backoff(attempts). The first failure ends the
-// batch (when mesibo is down there is no point in trying the rest now) and hands the
-// rest back. It returns how many were delivered.
+// attempt a lease ahead), so concurrent workers on any instance never get the same row
+// while its lease runs, and no transaction or connection is held while mesibo answers.
+// A delivered message is deleted; a failed one is rescheduled by backoff(attempts). The
+// first failure ends the batch (when mesibo is down there is no point in trying the rest
+// now) and hands the rest back, as does ctx ending (a config reload). Every row update is
+// conditional on the lease this claim wrote, so a worker that outlived its lease cannot
+// undo another's claim. It returns how many were delivered.
 func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 	deliver func(OutboxMessage) error, backoff func(attempts int) time.Duration) (int, error) {
 	claimed := time.Now()
-	batch, err := s.claimDue(ctx, limit, now)
-	if err != nil {
+	batch, lease, err := s.claimDue(ctx, limit, now)
+	if err != nil || len(batch) == 0 {
 		return 0, err
 	}
+	// The bookkeeping must happen even when ctx ends mid-batch, else the rows would
+	// wait out the lease.
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
 	delivered := 0
 	for i, m := range batch {
-		if time.Since(claimed) > outboxLease/2 {
-			// Slow deliveries: give the rest back before the lease runs out, rather
-			// than risk another worker sending them too.
-			return delivered, s.release(ctx, batch[i:], now)
+		if ctx.Err() != nil || time.Since(claimed) > MaxDeliveryTime {
+			return delivered, s.release(bctx, batch[i:], lease, now)
 		}
-		if derr := deliver(m); derr != nil {
+		derr := deliver(m)
+		if derr != nil && ctx.Err() != nil {
+			return delivered, s.release(bctx, batch[i:], lease, now) // stopped, not failed
+		}
+		if derr != nil {
 			msg := derr.Error()
 			if len(msg) > 250 {
 				msg = msg[:250]
 			}
-			next := now.Add(backoff(m.Attempts + 1)).UnixMilli()
-			if _, err := s.db.ExecContext(ctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ? WHERE id = ?`,
-				next, msg, m.ID); err != nil {
+			next := now.Add(time.Since(claimed) + backoff(m.Attempts+1)).UnixMilli()
+			if _, err := s.db.ExecContext(bctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
+				WHERE id = ? AND next_attempt = ?`, next, msg, m.ID, lease); err != nil {
 				return delivered, fmt.Errorf("store: outbox reschedule: %w", err)
 			}
-			return delivered, s.release(ctx, batch[i+1:], now)
+			return delivered, s.release(bctx, batch[i+1:], lease, now)
 		}
-		if _, err := s.db.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id = ?", m.ID); err != nil {
+		if _, err := s.db.ExecContext(bctx, "DELETE FROM messenger_outbox WHERE id = ? AND next_attempt = ?", m.ID, lease); err != nil {
 			return delivered, fmt.Errorf("store: outbox delete: %w", err)
 		}
 		delivered++
@@ -97,19 +109,19 @@ func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 }
 
 // claimDue takes up to limit due messages for this worker by moving their next attempt
-// a lease ahead.
-func (s *Store) claimDue(ctx context.Context, limit int, now time.Time) ([]OutboxMessage, error) {
+// a lease ahead, and returns that lease value.
+func (s *Store) claimDue(ctx context.Context, limit int, now time.Time) ([]OutboxMessage, int64, error) {
 	// READ COMMITTED: at REPEATABLE READ the claim would also lock the gap at the end of
 	// the table, and every request queueing a notification would wait for the claim.
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
-		return nil, fmt.Errorf("store: outbox claim: %w", err)
+		return nil, 0, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	defer tx.Rollback()
 	rows, err := tx.QueryContext(ctx, `SELECT id, from_addr, to_addrs, body, created, attempts FROM messenger_outbox
 		WHERE next_attempt <= ? ORDER BY next_attempt, id LIMIT ? FOR UPDATE SKIP LOCKED`, now.UnixMilli(), limit)
 	if err != nil {
-		return nil, fmt.Errorf("store: outbox claim: %w", err)
+		return nil, 0, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	var batch []OutboxMessage
 	for rows.Next() {
@@ -117,45 +129,54 @@ func (s *Store) claimDue(ctx context.Context, limit int, now time.Time) ([]Outbo
 		var created int64
 		if err := rows.Scan(&m.ID, &m.From, &m.To, &m.Body, &created, &m.Attempts); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("store: outbox claim: %w", err)
+			return nil, 0, fmt.Errorf("store: outbox claim: %w", err)
 		}
 		m.Created = time.Unix(created, 0)
 		batch = append(batch, m)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: outbox claim: %w", err)
+		return nil, 0, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	if len(batch) == 0 {
-		return nil, nil
+		return nil, 0, nil
 	}
-	if err := setNextAttempt(ctx, tx, batch, now.Add(outboxLease)); err != nil {
-		return nil, fmt.Errorf("store: outbox claim: %w", err)
+	lease := now.Add(outboxLease).UnixMilli()
+	if err := setNextAttempt(ctx, tx, batch, lease, -1); err != nil {
+		return nil, 0, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("store: outbox claim: %w", err)
+		return nil, 0, fmt.Errorf("store: outbox claim: %w", err)
 	}
-	return batch, nil
+	return batch, lease, nil
 }
 
-// release makes claimed but unattempted messages due again at now.
-func (s *Store) release(ctx context.Context, batch []OutboxMessage, now time.Time) error {
-	if err := setNextAttempt(ctx, s.db, batch, now); err != nil {
+// release makes claimed but unattempted messages due again at now, where the lease is
+// still this claim's.
+func (s *Store) release(ctx context.Context, batch []OutboxMessage, lease int64, now time.Time) error {
+	if err := setNextAttempt(ctx, s.db, batch, now.UnixMilli(), lease); err != nil {
 		return fmt.Errorf("store: outbox release: %w", err)
 	}
 	return nil
 }
 
-func setNextAttempt(ctx context.Context, q querier, batch []OutboxMessage, at time.Time) error {
+// setNextAttempt sets the next attempt of batch's rows to at (Unix ms), only of those
+// whose next attempt is still ifLease unless ifLease is -1.
+func setNextAttempt(ctx context.Context, q querier, batch []OutboxMessage, at, ifLease int64) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	args := make([]any, 0, len(batch)+1)
-	args = append(args, at.UnixMilli())
+	args := make([]any, 0, len(batch)+2)
+	args = append(args, at)
 	for _, m := range batch {
 		args = append(args, m.ID)
 	}
-	_, err := q.ExecContext(ctx, "UPDATE messenger_outbox SET next_attempt = ? WHERE id IN ("+placeholders(len(batch), "?")+")", args...)
+	query := "UPDATE messenger_outbox SET next_attempt = ? WHERE id IN (" + placeholders(len(batch), "?") + ")"
+	if ifLease != -1 {
+		query += " AND next_attempt = ?"
+		args = append(args, ifLease)
+	}
+	_, err := q.ExecContext(ctx, query, args...)
 	return err
 }
 

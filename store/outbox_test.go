@@ -137,3 +137,74 @@ func TestOutboxClaimDoesNotBlockWriters(t *testing.T) {
 		t.Fatalf("queueing during a claim took %s (%v)", took, err)
 	}
 }
+
+// TestOutboxStopHandsBatchBack: a worker stopped mid-batch (a config reload cancels its
+// context) leaves the undelivered rows due at once for the next worker, not leased, and
+// counts no attempt for the one it was sending.
+func TestOutboxStopHandsBatchBack(t *testing.T) {
+	s, dsn := outboxStore(t)
+	db := testenv.Open(t, dsn)
+	for i := range 5 {
+		db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', ?, '{}')", fmt.Sprint(i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	now := time.Now()
+	sent := 0
+	n, err := s.DeliverDue(ctx, 10, now, func(store.OutboxMessage) error {
+		if sent++; sent == 2 {
+			cancel() // the reload arrives while the second is on its way
+			return ctx.Err()
+		}
+		return nil
+	}, func(int) time.Duration { return time.Hour })
+	if err != nil || n != 1 {
+		t.Fatalf("delivered %d, %v; want 1", n, err)
+	}
+	if due := count(t, db, "SELECT COUNT(*) FROM messenger_outbox WHERE next_attempt <= ? AND attempts = 0", now.UnixMilli()); due != 4 {
+		t.Errorf("%d rows due again after the stop, want 4", due)
+	}
+	n, err = s.DeliverDue(context.Background(), 10, now, func(store.OutboxMessage) error { return nil }, nil)
+	if err != nil || n != 4 {
+		t.Errorf("the next worker delivered %d, %v; want 4", n, err)
+	}
+}
+
+// TestOutboxStaleWorkerCannotUndoANewClaim: a worker that outlives its lease (its
+// delivery hung) finds the row claimed again by another; its late bookkeeping must not
+// touch the other's claim.
+func TestOutboxStaleWorkerCannotUndoANewClaim(t *testing.T) {
+	s, dsn := outboxStore(t)
+	db := testenv.Open(t, dsn)
+	db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '1', '{}')")
+	db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '2', '{}')")
+	start := time.Now()
+	inFirst := make(chan struct{})
+	finishFirst := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// Worker A: its first delivery fails late, after the lease ran out.
+		s.DeliverDue(context.Background(), 10, start, func(m store.OutboxMessage) error {
+			close(inFirst)
+			<-finishFirst
+			return errors.New("timed out")
+		}, func(int) time.Duration { return time.Hour })
+	})
+	<-inFirst
+	// Worker B, three minutes later by its clock: both leases have run out.
+	var claimedByB []int64
+	later := start.Add(3 * time.Minute)
+	n, err := s.DeliverDue(context.Background(), 10, later, func(m store.OutboxMessage) error {
+		claimedByB = append(claimedByB, m.ID)
+		if len(claimedByB) == 1 {
+			close(finishFirst) // A now reschedules and releases, too late
+			wg.Wait()
+		}
+		return nil
+	}, nil)
+	if err != nil || n != 2 {
+		t.Fatalf("worker B delivered %d, %v; want both", n, err)
+	}
+	if left := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); left != 0 {
+		t.Errorf("%d rows left: worker A's late reschedule or release overwrote B's claim", left)
+	}
+}

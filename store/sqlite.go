@@ -22,9 +22,12 @@ import (
 // connection rewrites the few forms that differ (toSQLite), so that there is one copy of
 // each statement and the handlers never learn which database they talk to.
 //
-// Locking: the pool holds a single connection, so transactions run one after another.
-// That is what MySQL's row locks (SELECT ... FOR UPDATE) achieve for the store's
-// read-modify-write changes, and SKIP LOCKED has nothing to skip with one outbox worker.
+// Locking: every transaction begins IMMEDIATE, taking SQLite's one write lock at its
+// start, so write transactions run one after another; that serialises the store's
+// read-modify-write changes as MySQL's row locks (SELECT ... FOR UPDATE) do, only more
+// coarsely, and SKIP LOCKED has nothing to skip. Reads outside transactions go on
+// beside a writer (WAL). A group change holds the write lock while mesibo answers, so
+// other writes wait for it (at most busy_timeout); reads do not.
 
 // sqliteRewrites maps MySQL forms to SQLite's. The longer " FOR UPDATE SKIP LOCKED" comes
 // first: a Replacer tries its pairs in argument order at each position.
@@ -48,21 +51,22 @@ var sqliteMigrations sync.Mutex
 
 // openSQLite opens (creating when missing) the SQLite file at path.
 func openSQLite(path string) (*Store, error) {
-	if path == "" {
-		return nil, fmt.Errorf("store: %s needs a file path", EmbeddedPrefix)
+	if path == "" || strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("store: %s needs a file path without ? or #, not %q", EmbeddedPrefix, path)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
-	// WAL lets the copy command and tests read while the server writes; busy_timeout
-	// covers those other connections, and BEGIN IMMEDIATE makes a transaction wait for
-	// the write lock at its start rather than fail at its first write. Times are written
-	// as 'YYYY-MM-DD HH:MM:SS...'.
-	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+	// WAL lets reads go on while one connection writes; busy_timeout is how long a
+	// writer waits for the write lock, and BEGIN IMMEDIATE makes a transaction wait for
+	// it at its start rather than fail at its first write. synchronous FULL: a commit is
+	// on disk when it returns, as the outbox's promise needs. Times are written as
+	// 'YYYY-MM-DD HH:MM:SS...'.
+	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 		"&_time_format=sqlite&_txlock=immediate"
 	db := sql.OpenDB(sqliteConnector{dsn: dsn})
-	db.SetMaxOpenConns(1)
-	db.SetMaxIdleConns(1)
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
 	db.SetConnMaxLifetime(0)
 	migrateDB := func(ctx context.Context) error {
 		// golang-migrate's SQLite lock is per driver; stores of one process opening the
@@ -119,9 +123,17 @@ func (c rewritingConn) QueryContext(ctx context.Context, query string, args []dr
 	return c.Conn.(driver.QueryerContext).QueryContext(ctx, toSQLite(query), args)
 }
 
+// ResetSession and IsValid let database/sql drop a connection that a cancelled
+// context interrupted, as it would without the wrapper.
+func (c rewritingConn) ResetSession(ctx context.Context) error {
+	return c.Conn.(driver.SessionResetter).ResetSession(ctx)
+}
+
+func (c rewritingConn) IsValid() bool { return c.Conn.(driver.Validator).IsValid() }
+
 func (c rewritingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	// One connection already serialises transactions; SQLite has no isolation levels
-	// to choose from.
+	// BEGIN IMMEDIATE already serialises write transactions; SQLite has no isolation
+	// levels to choose from.
 	opts.Isolation = driver.IsolationLevel(sql.LevelDefault)
 	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
 }
@@ -132,4 +144,6 @@ var (
 	_ driver.QueryerContext     = rewritingConn{}
 	_ driver.ConnPrepareContext = rewritingConn{}
 	_ driver.ConnBeginTx        = rewritingConn{}
+	_ driver.SessionResetter    = rewritingConn{}
+	_ driver.Validator          = rewritingConn{}
 )

@@ -715,3 +715,61 @@ func TestOpenBadDSN(t *testing.T) {
 		t.Error("Open of a malformed DSN returned no error")
 	}
 }
+
+// TestParallelLoginsOfOneNumber: logins of one number at once (two devices, a retried
+// request) never fail on each other: one of them creates the user, the rest update it,
+// and one user row is left, first for a new number and then for an existing one.
+func TestParallelLoginsOfOneNumber(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	for round := range 2 {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		created := 0
+		for i := range 16 {
+			wg.Go(func() {
+				_, isNew, err := s.SaveLogin(ctx, store.Login{UID: 5005, Phone: "919812345005", CC: 91, Name: fmt.Sprint("device ", i),
+					Token: fmt.Sprintf("%064d", round*100+i), Expiry: time.Now().Add(time.Hour), TS: time.Now().Unix()}, nil)
+				if err != nil {
+					t.Errorf("round %d login %d: %v", round, i, err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if isNew {
+					created++
+				}
+			})
+		}
+		wg.Wait()
+		if want := 1 - round; created != want {
+			t.Errorf("round %d: %d logins reported a new user, want %d", round, created, want)
+		}
+		if n := count(t, db, "SELECT COUNT(*) FROM users WHERE phone = 919812345005"); n != 1 {
+			t.Errorf("round %d: %d user rows", round, n)
+		}
+		if n := count(t, db, "SELECT COUNT(*) FROM tokens WHERE uid = 5005"); n != 1 {
+			t.Errorf("round %d: %d token rows", round, n)
+		}
+	}
+}
+
+// TestParallelLoginsOfNewNumbers: new users whose numbers sit next to each other in the
+// phone index log in at once; none fails on another's locks.
+func TestParallelLoginsOfNewNumbers(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	for i := range 24 {
+		wg.Go(func() {
+			_, isNew, err := s.SaveLogin(ctx, store.Login{UID: int64(6000 + i), Phone: fmt.Sprint(919812346000 + i), CC: 91,
+				Token: fmt.Sprintf("%064d", 6000+i), Expiry: time.Now().Add(time.Hour), TS: time.Now().Unix()}, nil)
+			if err != nil || !isNew {
+				t.Errorf("login %d: new %v, %v", i, isNew, err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 24 {
+		t.Errorf("%d users, want 24", n)
+	}
+}

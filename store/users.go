@@ -54,25 +54,15 @@ func scanUser(row *sql.Row) (User, error) {
 // For a new user, compose (when not nil) builds the notification queued in the same
 // transaction for every user who has the new user's phone among their contacts.
 func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notification) (u User, isNew bool, err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
+	// READ COMMITTED: fewer gap locks for new users' logins to collide on.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: save login: %w", err)
 	}
 	defer tx.Rollback()
 
-	// The phone is unique: a number that mesibo gave a new uid keeps its row and profile.
-	// INSERT IGNORE then UPDATE, rather than one upsert, because an upsert's affected-row
-	// count tells a new row from an updated one in MySQL only.
-	res, err := tx.ExecContext(ctx, "INSERT IGNORE INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))",
-		l.UID, l.Phone, l.CC, l.TS, l.Name)
+	isNew, err = s.upsertUser(ctx, tx, l)
 	if err != nil {
-		return User{}, false, fmt.Errorf("store: save user: %w", err)
-	}
-	if n, err := res.RowsAffected(); err == nil && n == 1 {
-		isNew = true
-	} else if _, err := tx.ExecContext(ctx, `UPDATE users SET uid = ?, cc = ?, ts = ?,
-		name = CASE WHEN name IS NULL OR name = '' THEN NULLIF(?, '') ELSE name END WHERE phone = ?`,
-		l.UID, l.CC, l.TS, l.Name, l.Phone); err != nil {
 		return User{}, false, fmt.Errorf("store: save user: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO tokens (uid, token, expirytime, ipaddr, device) VALUES (?, ?, ?, ?, ?)
@@ -94,6 +84,34 @@ func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notif
 		return User{}, false, fmt.Errorf("store: save login: %w", err)
 	}
 	return u, isNew, nil
+}
+
+// upsertUser stores l's user and reports whether it is new. The phone is unique: a
+// number that mesibo gave a new uid keeps its row and profile. One upsert, which locks
+// the row exclusively at once (an INSERT IGNORE then UPDATE would take a shared lock
+// first, and two logins of one number deadlock upgrading it).
+func (s *Store) upsertUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) {
+	// MySQL tells an insert by its affected-row count (1; an update counts 2, no change
+	// 0). SQLite counts 1 for both, but runs one write transaction at a time, so a look
+	// before the upsert is exact there.
+	existed := false
+	if s.embedded {
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) > 0 FROM users WHERE phone = ?", l.Phone).Scan(&existed); err != nil {
+			return false, err
+		}
+	}
+	res, err := tx.ExecContext(ctx, `INSERT INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))
+		ON DUPLICATE KEY UPDATE uid = VALUES(uid), cc = VALUES(cc), ts = VALUES(ts),
+		name = CASE WHEN name IS NULL OR name = '' THEN VALUES(name) ELSE name END`,
+		l.UID, l.Phone, l.CC, l.TS, l.Name)
+	if err != nil {
+		return false, err
+	}
+	if s.embedded {
+		return !existed, nil
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // UserByToken finds the user an access token belongs to. Tokens written by the original

@@ -16,10 +16,11 @@ CREATE TABLE IF NOT EXISTS `users` (
 );
 CREATE INDEX IF NOT EXISTS `users_ts` ON `users` (`ts`);
 
--- Times are TEXT in UTC as 'YYYY-MM-DD HH:MM:SS', which sorts as it compares.
+-- Times are TEXT in UTC as 'YYYY-MM-DD HH:MM:SS', which sorts as it compares. Tokens
+-- compare without case, as in MySQL's ascii_general_ci.
 CREATE TABLE IF NOT EXISTS `tokens` (
   `uid` INTEGER DEFAULT NULL UNIQUE,
-  `token` TEXT NOT NULL DEFAULT '0' PRIMARY KEY,
+  `token` TEXT NOT NULL DEFAULT '0' COLLATE NOCASE PRIMARY KEY,
   `updatetime` TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
   `expirytime` TEXT NOT NULL DEFAULT '1970-01-01 00:00:01',
   `ipaddr` INTEGER NOT NULL DEFAULT 0,
