@@ -40,29 +40,51 @@ func anys[T any](items []T) []any {
 	return out
 }
 
-// KnownContacts returns which of phones are already in uid's contact list.
+// KnownContacts returns which of phones are already in uid's contact list. It reads the
+// part of the list between the lowest and the highest of phones in one index range scan:
+// a few hundred sequential index entries cost MariaDB a fraction of as many look-ups in
+// an IN list, and a list's size is bounded by the discovery budget.
 func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (map[string]bool, error) {
 	known := map[string]bool{}
-	err := chunks(phones, func(chunk []string) error {
-		rows, err := s.db.QueryContext(ctx, "SELECT phone FROM contacts WHERE uid = ? AND phone IN ("+placeholders(len(chunk), "?")+")",
-			append([]any{uid}, anys(chunk)...)...)
-		if err != nil {
-			return err
+	if len(phones) == 0 {
+		return known, nil
+	}
+	lo, hi := phones[0], phones[0]
+	for _, p := range phones[1:] {
+		if comparePhones(p, lo) < 0 {
+			lo = p
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var p string
-			if err := rows.Scan(&p); err != nil {
-				return err
-			}
-			known[p] = true
+		if comparePhones(p, hi) > 0 {
+			hi = p
 		}
-		return rows.Err()
-	})
+	}
+	wanted := make(map[string]bool, len(phones))
+	for _, p := range phones {
+		wanted[p] = true
+	}
+	rows, err := s.db.QueryContext(ctx, "SELECT phone FROM contacts WHERE uid = ? AND phone BETWEEN ? AND ?", uid, lo, hi)
 	if err != nil {
 		return nil, fmt.Errorf("store: known contacts: %w", err)
 	}
+	defer rows.Close()
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("store: known contacts: %w", err)
+		}
+		if wanted[p] {
+			known[p] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: known contacts: %w", err)
+	}
 	return known, nil
+}
+
+// comparePhones orders phone digit strings by their numeric value.
+func comparePhones(a, b string) int {
+	return cmp.Or(cmp.Compare(len(a), len(b)), strings.Compare(a, b))
 }
 
 // SaveContacts adds phones to uid's contact list (after emptying it when reset is set),
@@ -113,8 +135,10 @@ func (s *Store) DeleteContacts(ctx context.Context, uid int64, phones []string) 
 func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID int64, limit int) ([]User, error) {
 	var users []User
 	err := chunks(phones, func(chunk []string) error {
+		// Ordered and cut in Go, after the chunks are merged: a chunk has at most
+		// chunkSize rows, and an ORDER BY would cost MariaDB a sort per chunk.
 		found, err := s.queryUsers(ctx, "SELECT "+userColumns+" FROM users u WHERE u.phone IN ("+placeholders(len(chunk), "?")+
-			") AND u.uid != ? ORDER BY u.ts, u.uid LIMIT ?", append(anys(chunk), excludeUID, limit)...)
+			") AND u.uid != ?", append(anys(chunk), excludeUID)...)
 		users = append(users, found...)
 		return err
 	})

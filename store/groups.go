@@ -96,7 +96,7 @@ func (m *memberList) add(phone string, role int) {
 // here rather than in SQL spares MariaDB a temporary table per query.
 func (m *memberList) sort() {
 	slices.SortFunc(m.members, func(a, b member) int {
-		return cmp.Or(cmp.Compare(b.role, a.role), cmp.Compare(len(a.phone), len(b.phone)), strings.Compare(a.phone, b.phone))
+		return cmp.Or(cmp.Compare(b.role, a.role), comparePhones(a.phone, b.phone))
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -771,5 +772,36 @@ func TestParallelLoginsOfNewNumbers(t *testing.T) {
 	wg.Wait()
 	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 24 {
 		t.Errorf("%d users, want 24", n)
+	}
+}
+
+// TestKnownContacts: which of a request's numbers are already in the list, for numbers
+// of every length (the range read must compare them as numbers, not as text), with the
+// list's other numbers inside and outside the requested range left out.
+func TestKnownContacts(t *testing.T) {
+	s, _ := readyStore(t)
+	ctx := ctxT(t)
+	list := []string{"4930123456", "919812345001", "919812345003", "12025550100", "861012345678901", "35312345"}
+	if err := s.SaveContacts(ctx, 1, list, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SaveContacts(ctx, 2, []string{"919812345002"}, false); err != nil { // another user's
+		t.Fatal(err)
+	}
+	asked := []string{"919812345002", "35312345", "919812345003", "12025550100", "99999999", "861012345678901"}
+	known, err := s.KnownContacts(ctx, 1, asked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for p := range known {
+		got = append(got, p)
+	}
+	sort.Strings(got)
+	if want := []string{"12025550100", "35312345", "861012345678901", "919812345003"}; !slices.Equal(got, want) {
+		t.Errorf("known = %v, want %v", got, want)
+	}
+	if known, err := s.KnownContacts(ctx, 1, nil); err != nil || len(known) != 0 {
+		t.Errorf("no numbers: %v, %v", known, err)
 	}
 }
