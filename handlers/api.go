@@ -233,7 +233,7 @@ func (a *API) authenticate(ctx context.Context, req *Request) (store.User, *Resp
 	case errors.Is(err, store.ErrNotFound):
 		return store.User{}, refuse()
 	case err != nil:
-		a.Logger.Error("token look-up failed", zap.String("op", req.Op), zap.Error(err))
+		a.logError(ctx, "token look-up failed", zap.String("op", req.Op), zap.Error(err))
 		return store.User{}, fail(req.Op, a.Now(), "DBERROR", "")
 	}
 	return user, nil
@@ -242,7 +242,7 @@ func (a *API) authenticate(ctx context.Context, req *Request) (store.User, *Resp
 // ready makes sure the schema is migrated; a database that is not there is DBERROR.
 func (a *API) ready(ctx context.Context, req *Request) *Response {
 	if err := a.Store.Ready(ctx); err != nil {
-		a.Logger.Error("database not ready", zap.String("op", req.Op), zap.Error(err))
+		a.logError(ctx, "database not ready", zap.String("op", req.Op), zap.Error(err))
 		return fail(req.Op, a.Now(), "DBERROR", "")
 	}
 	return nil
@@ -257,4 +257,15 @@ func (a *API) addAppConfig(body map[string]any) {
 	body["fileurl"] = cfg.DownloadURL
 	body["downloadurl"] = cfg.DownloadURL
 	body["uploadurl"] = cfg.UploadURL
+}
+
+// logError logs a failed step of an op, unless the client had gone away: a request
+// abandoned mid-way (a closed app, a load generator stopping) fails its database calls
+// with the cancelled context, which is no fault of the server.
+func (a *API) logError(ctx context.Context, msg string, fields ...zap.Field) {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		a.Logger.Debug(msg+" (client went away)", fields...)
+		return
+	}
+	a.Logger.Error(msg, fields...)
 }

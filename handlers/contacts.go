@@ -60,7 +60,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 		}
 	}
 	if err != nil {
-		a.Logger.Error("getcontacts failed", zap.Error(err))
+		a.logError(ctx, "getcontacts failed", zap.Error(err))
 		return fail("getcontacts", c.now, "DBERROR", "")
 	}
 
@@ -100,7 +100,7 @@ func (a *API) contactPhones(raw []string, caller store.User) []string {
 func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]string, *Response) {
 	known, err := a.Store.KnownContacts(ctx, c.user.UID, phones)
 	if err != nil {
-		a.Logger.Error("getcontacts failed", zap.Error(err))
+		a.logError(ctx, "getcontacts failed", zap.Error(err))
 		return nil, fail("getcontacts", c.now, "DBERROR", "")
 	}
 	var fresh []string
@@ -123,7 +123,7 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 	case errors.Is(err, ratelimit.ErrOverBurst):
 		return nil, fail("getcontacts", c.now, CodeTooLarge, "Too many new phone numbers in one request.")
 	case err != nil:
-		a.Logger.Error("discovery budget unavailable", zap.Error(err))
+		a.logError(ctx, "discovery budget unavailable", zap.Error(err))
 		return nil, tempFail("getcontacts", c.now, "")
 	case wait > 0:
 		return nil, rateLimited("getcontacts", c.now, wait)
@@ -157,7 +157,7 @@ func (a *API) delContacts(ctx context.Context, c *call) *Response {
 		return fail("delcontacts", c.now, "MISSINGPARA", "")
 	}
 	if err := a.Store.DeleteContacts(ctx, c.user.UID, a.contactPhones(raw, c.user)); err != nil {
-		a.Logger.Error("delcontacts failed", zap.Error(err))
+		a.logError(ctx, "delcontacts failed", zap.Error(err))
 		return fail("delcontacts", c.now, "DBERROR", "")
 	}
 	return ok("delcontacts", c.now)

@@ -76,7 +76,7 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 	} else {
 		g, err = a.Store.ChangeGroup(ctx, gid, c.user.Phone, setup, c.now, a.groupService(), compose)
 	}
-	if resp := a.groupFailure("setgroup", c, err); resp != nil {
+	if resp := a.groupFailure(ctx, "setgroup", c, err); resp != nil {
 		a.discardPicture(photo)
 		return resp
 	}
@@ -101,7 +101,7 @@ func (a *API) getGroup(ctx context.Context, c *call) *Response {
 		// As for a non-member: a stranger learns nothing about which groups exist.
 		return fail("getgroup", c.now, "NOTMEMBER", "")
 	case err != nil:
-		a.Logger.Error("getgroup failed", zap.Error(err))
+		a.logError(ctx, "getgroup failed", zap.Error(err))
 		return fail("getgroup", c.now, "DBERROR", "")
 	case role == store.NotMember:
 		return fail("getgroup", c.now, "NOTMEMBER", "")
@@ -128,7 +128,7 @@ func (a *API) editMembers(ctx context.Context, c *call) *Response {
 		subject = subjectSilent
 	}
 	g, err := a.Store.EditMembers(ctx, gid, c.user.Phone, phones, remove, c.now, a.groupService(), a.groupNotification(c.user.Phone, subject))
-	if resp := a.groupFailure("editmembers", c, err); resp != nil {
+	if resp := a.groupFailure(ctx, "editmembers", c, err); resp != nil {
 		return resp
 	}
 	a.wake()
@@ -144,7 +144,7 @@ func (a *API) setAdmin(ctx context.Context, c *call) *Response {
 		return resp
 	}
 	g, err := a.Store.SetAdmin(ctx, gid, c.user.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(c.user.Phone, subjectSilent))
-	if resp := a.groupFailure("setadmin", c, err); resp != nil {
+	if resp := a.groupFailure(ctx, "setadmin", c, err); resp != nil {
 		return resp
 	}
 	a.wake()
@@ -168,7 +168,7 @@ func (a *API) delGroup(ctx context.Context, c *call) *Response {
 		return left(g)
 	}
 	_, _, err := a.Store.DeleteOrLeave(ctx, gid, c.user.Phone, c.now, a.groupService(), compose)
-	if resp := a.groupFailure("delgroup", c, err); resp != nil {
+	if resp := a.groupFailure(ctx, "delgroup", c, err); resp != nil {
 		return resp
 	}
 	a.wake()
@@ -225,7 +225,7 @@ func (a *API) memberPhones(op string, c *call, raw []string) ([]string, *Respons
 }
 
 // groupFailure maps a store error of a group op to its answer; nil when err is nil.
-func (a *API) groupFailure(op string, c *call, err error) *Response {
+func (a *API) groupFailure(ctx context.Context, op string, c *call, err error) *Response {
 	var svc *store.ServiceError
 	switch {
 	case err == nil:
@@ -235,13 +235,13 @@ func (a *API) groupFailure(op string, c *call, err error) *Response {
 	case errors.Is(err, store.ErrBadPhone):
 		return fail(op, c.now, "MISSINGPARA", "")
 	case errors.As(err, &svc):
-		a.Logger.Error("mesibo group call failed", zap.String("op", op), zap.Error(err))
+		a.logError(ctx, "mesibo group call failed", zap.String("op", op), zap.Error(err))
 		if requestRefused(err) {
 			return fail(op, c.now, "BADGROUP", "The messaging service refused the change.")
 		}
 		return fail(op, c.now, "BADAPP", "The messaging service is unavailable. Please try again later.")
 	}
-	a.Logger.Error(op+" failed", zap.Error(err))
+	a.logError(ctx, op+" failed", zap.Error(err))
 	return fail(op, c.now, "DBERROR", "")
 }
 

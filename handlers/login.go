@@ -68,7 +68,7 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 	)
 	if err != nil {
 		// Fail closed: without the shared counters, codes could be sent without limit.
-		a.Logger.Error("otp rate limit unavailable", zap.Error(err))
+		a.logError(ctx, "otp rate limit unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
 	}
 	if wait > 0 {
@@ -82,11 +82,11 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 		a.Metrics.OTP(metrics.OTPRateLimited)
 		return rateLimited("login", c.now, locked.RetryAfter)
 	case err != nil:
-		a.Logger.Error("otp store unavailable", zap.Error(err))
+		a.logError(ctx, "otp store unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
 	}
 	if err := a.Sender.SendOTP(ctx, otp.Delivery{Phone: num.Digits, Code: code, AppID: appID}); err != nil {
-		a.Logger.Error("otp delivery failed", zap.Error(err))
+		a.logError(ctx, "otp delivery failed", zap.Error(err))
 		return tempFail("login", c.now, "Could not send the code. Please try again later.")
 	}
 	a.Metrics.OTP(metrics.OTPSent)
@@ -104,7 +104,7 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 	})
 	switch {
 	case err != nil:
-		a.Logger.Error("otp rate limit unavailable", zap.Error(err))
+		a.logError(ctx, "otp rate limit unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
 	case wait > 0:
 		a.Metrics.OTP(metrics.OTPRateLimited)
@@ -120,7 +120,7 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 		a.Metrics.OTP(metrics.OTPFailed)
 		return fail("login", c.now, "BADCODE", "Invalid OTP")
 	case err != nil:
-		a.Logger.Error("otp store unavailable", zap.Error(err))
+		a.logError(ctx, "otp store unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
 	}
 	a.Metrics.OTP(metrics.OTPVerified)
@@ -145,7 +145,7 @@ func (a *API) identityLogin(ctx context.Context, c *call, appID string) *Respons
 	)
 	switch {
 	case err != nil:
-		a.Logger.Error("login rate limit unavailable", zap.Error(err))
+		a.logError(ctx, "login rate limit unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
 	case wait > 0:
 		return rateLimited("login", c.now, wait)
@@ -161,7 +161,7 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 		Address: num.Digits, Name: name, AppID: appID,
 		ExpiryMinutes: int(a.Config.TokenExpiry.Minutes()),
 	})
-	if resp := a.mesiboFailure("login", c, err); resp != nil {
+	if resp := a.mesiboFailure(ctx, "login", c, err); resp != nil {
 		return resp
 	}
 
@@ -172,7 +172,7 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 		Device: deviceType(c.req), TS: c.now.Unix(),
 	}, compose)
 	if err != nil {
-		a.Logger.Error("saving login failed", zap.Error(err))
+		a.logError(ctx, "saving login failed", zap.Error(err))
 		return fail("login", c.now, "DBERROR", "")
 	}
 	a.Logger.Info("user logged in", zap.Int64("uid", saved.UID), zap.Bool("new", isNew))
@@ -195,11 +195,11 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 
 // mesiboFailure maps a mesibo error to the answer the apps know: a refusal to create the
 // user is BADUSER; a refused app token or an unreachable service is BADAPP.
-func (a *API) mesiboFailure(op string, c *call, err error) *Response {
+func (a *API) mesiboFailure(ctx context.Context, op string, c *call, err error) *Response {
 	if err == nil {
 		return nil
 	}
-	a.Logger.Error("mesibo call failed", zap.String("op", op), zap.Error(err))
+	a.logError(ctx, "mesibo call failed", zap.String("op", op), zap.Error(err))
 	if requestRefused(err) {
 		return fail(op, c.now, "BADUSER", "")
 	}
@@ -219,7 +219,7 @@ var appTokenRefusal = map[string]bool{"AUTHFAIL": true, "BADAPPTOKEN": true, "BA
 // logout deletes the caller's token and push token, and optionally revokes the token at mesibo.
 func (a *API) logout(ctx context.Context, c *call) *Response {
 	if err := a.Store.Logout(ctx, c.user.UID); err != nil {
-		a.Logger.Error("logout failed", zap.Error(err))
+		a.logError(ctx, "logout failed", zap.Error(err))
 		return fail("logout", c.now, "DBERROR", "")
 	}
 	if a.Config.RevokeOnLogout {

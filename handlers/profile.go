@@ -33,7 +33,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	compose, wake := wakeAfter(a, a.profileNotification("", ""))
 	if _, err := a.Store.UpdateProfile(ctx, c.user.UID, change, c.now, compose); err != nil {
 		a.discardPicture(photo)
-		a.Logger.Error("profile failed", zap.Error(err))
+		a.logError(ctx, "profile failed", zap.Error(err))
 		return fail("profile", c.now, "DBERROR", "")
 	}
 	wake()
@@ -56,7 +56,7 @@ func (a *API) changeGroup(op string, ctx context.Context, c *call, gid int64, ch
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotAdmin):
 		return g, fail(op, c.now, "BADGROUP", "")
 	case err != nil:
-		a.Logger.Error(op+" failed", zap.Error(err))
+		a.logError(ctx, op+" failed", zap.Error(err))
 		return g, fail(op, c.now, "DBERROR", "")
 	}
 	a.wake()
@@ -95,7 +95,7 @@ func (a *API) discardPicture(name *string) {
 func (a *API) setNotify(ctx context.Context, c *call) *Response {
 	req := c.req
 	if err := a.Store.SetNotifyToken(ctx, c.user.UID, req.Get("notifytoken"), deviceType(req), req.Int("prod") > 0); err != nil {
-		a.Logger.Error("setnotify failed", zap.Error(err))
+		a.logError(ctx, "setnotify failed", zap.Error(err))
 		return fail("setnotify", c.now, "DBERROR", "")
 	}
 	return ok("setnotify", c.now)

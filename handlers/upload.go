@@ -48,7 +48,7 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 		u, err := a.Store.UpdateProfile(ctx, c.user.UID, store.ProfileChange{Photo: photo}, c.now, compose)
 		if err != nil {
 			a.discardPicture(photo)
-			a.Logger.Error("upload failed", zap.Error(err))
+			a.logError(ctx, "upload failed", zap.Error(err))
 			return fail("upload", c.now, "DBERROR", "")
 		}
 		wake()

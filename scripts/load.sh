@@ -271,7 +271,7 @@ load_main() {
 	. scripts/services.sh
 	local duration=${DURATION:-10s} conns=${CONNS:-32} sqln=${SQL_REQUESTS:-200} half=${HALF_RATE:-1} use_wrk=${WRK:-1}
 	local cases=("$@")
-	[ ${#cases[@]} -gt 0 ] || cases=(otp-request otp-verify getcontacts-0 getcontacts-1000 getgroup profile profile-50)
+	[ ${#cases[@]} -gt 0 ] || cases=(otp-request otp-verify getcontacts-0 getcontacts-delta getcontacts-1000 getgroup profile profile-50)
 	KEEP_WORK=${KEEP_WORK:-0}
 	if [ "$use_wrk" = 1 ] && ! command -v wrk >/dev/null 2>&1; then
 		log "installing wrk ..."

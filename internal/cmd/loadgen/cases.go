@@ -27,7 +27,7 @@ type caseDef struct {
 	users [2]int
 }
 
-var caseOrder = []string{"otp-request", "otp-verify", "getcontacts-0", "getcontacts-1000", "getgroup", "profile", "profile-50"}
+var caseOrder = []string{"otp-request", "otp-verify", "getcontacts-0", "getcontacts-delta", "getcontacts-1000", "getgroup", "profile", "profile-50"}
 
 var caseTable = map[string]caseDef{
 	"otp-request": {otp: true, gen: func(e *env) generator {
@@ -37,6 +37,11 @@ var caseTable = map[string]caseDef{
 	}},
 	"otp-verify":    {otp: true},
 	"getcontacts-0": {gen: constant(form("op", "getcontacts", "token", tokenOf(mainUID), "ts", "0"))},
+	// The apps' periodic sync: what changed in the last minute.
+	"getcontacts-delta": {gen: func(*env) generator {
+		body := form("op", "getcontacts", "token", tokenOf(mainUID), "ts", strconv.FormatInt(time.Now().Unix()-60, 10))
+		return func() (string, bool) { return body, true }
+	}},
 	"getcontacts-1000": {gen: func(e *env) generator {
 		body := form("op", "getcontacts", "token", tokenOf(mainUID), "phones", strings.Join(contactPhones()[:e.o.phones], ","))
 		return func() (string, bool) { return body, true }

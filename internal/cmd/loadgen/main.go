@@ -11,6 +11,9 @@
 //	                  by a webhook receiver inside loadgen (-hook; the server's sender must be
 //	                  `sender webhook http://HOOK`)
 //	getcontacts-0     getcontacts ts=0 of the seeded user with 1000 contacts, 50 registered
+//	                  (a full sync: every contact is looked up in users)
+//	getcontacts-delta the same user's sync of what changed in the last minute (the apps'
+//	                  periodic sync)
 //	getcontacts-1000  getcontacts with those 1000 phones (all already in the list)
 //	getgroup          getgroup of the seeded group of 10 members (skipped if BADOP)
 //	profile           profile status=... of one of 100 users nobody has as a contact
