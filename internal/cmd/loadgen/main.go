@@ -21,7 +21,8 @@
 //	                  contact (each request queues a notification that the outbox worker
 //	                  delivers to mesibo)
 //
-// -seed (with -dsn) writes the users, tokens, contacts and group the cases need straight
+// -seed (with -dsn) writes the users, tokens, contacts and group the cases need, and
+// 100,000 other users registered days ago (a deployment's users table), straight
 // into the server's database. -sql N also counts the SQL statements one request costs:
 // the delta of MariaDB's global Questions over N sequential requests, divided by N (the
 // outbox worker's background poll, 3 statements per 2 s, is included).

@@ -21,6 +21,12 @@ const (
 	lonePhone = 919700009000 // phones lonePhone .. lonePhone+99
 	groupGID  = 1            // owner mainPhone, members mainPhone+1 .. mainPhone+9
 	groupSize = 10           // members, owner included
+	// Everybody else: users registered a day or more ago whom the cases' users do not
+	// know, so that users has a deployment's shape (its indexes as deep, a full sync's
+	// look-ups as costly, a delta sync's range as narrow as in life).
+	crowdUID   = 1_000_000
+	nCrowd     = 100_000
+	crowdPhone = 919600000000
 )
 
 // tokenOf is the seeded access token of uid: 64 characters, like mesibo's.
@@ -101,6 +107,12 @@ func (e *env) seed(ctx context.Context) error {
 		}
 		return fmt.Sprintf("(%d, %d, %d)", groupGID, mainPhone+i, role)
 	}))
+	exec("DELETE FROM users WHERE uid >= ?", crowdUID)
+	for from := 0; from < nCrowd; from += 5000 {
+		exec("INSERT INTO users (uid, phone, cc, name, status, ts) VALUES " + values(5000, func(i int) string {
+			return fmt.Sprintf("(%d, %d, 91, 'Crowd %d', 'busy', %d)", crowdUID+from+i, crowdPhone+from+i, from+i, now-200_000-int64(from+i))
+		}))
+	}
 	if err != nil {
 		return err
 	}
