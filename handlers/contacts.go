@@ -33,19 +33,23 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	var err error
 	if len(raw) > 0 {
 		phones := a.contactPhones(raw, c.user)
-		fresh, resp := a.chargeDiscovery(ctx, c, phones)
+		fresh, knownUsers, resp := a.chargeDiscovery(ctx, c, phones)
 		if resp != nil {
 			return resp
 		}
 		if reset {
-			fresh = phones // the list is emptied first: store them all again
+			fresh, knownUsers = phones, nil // the list is emptied first: store them all again
 		}
 		if len(fresh) > 0 || reset {
 			err = a.Store.SaveContacts(ctx, c.user.UID, fresh, reset)
 		}
-		if err == nil {
-			users, err = a.Store.UsersByPhones(ctx, phones, c.user.UID, maxUsersPerSync)
+		users = knownUsers
+		if err == nil && len(fresh) > 0 {
+			var freshUsers []store.User
+			freshUsers, err = a.Store.UsersByPhones(ctx, fresh, c.user.UID, maxUsersPerSync)
+			users = append(users, freshUsers...)
 		}
+		users = store.FirstByTS(users, maxUsersPerSync)
 	} else {
 		since := req.Int("ts")
 		if reset {
@@ -96,12 +100,13 @@ func (a *API) contactPhones(raw []string, caller store.User) []string {
 }
 
 // chargeDiscovery takes one from the caller's discovery budget per number not already in
-// the caller's contact list, and returns those numbers.
-func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]string, *Response) {
-	known, err := a.Store.KnownContacts(ctx, c.user.UID, phones)
+// the caller's contact list, and returns those numbers, and the registered users among
+// the others.
+func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]string, []store.User, *Response) {
+	known, knownUsers, err := a.Store.KnownContacts(ctx, c.user.UID, phones)
 	if err != nil {
 		a.logError(ctx, "getcontacts failed", zap.Error(err))
-		return nil, fail("getcontacts", c.now, "DBERROR", "")
+		return nil, nil, fail("getcontacts", c.now, "DBERROR", "")
 	}
 	var fresh []string
 	for _, p := range phones {
@@ -110,25 +115,25 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 		}
 	}
 	if len(fresh) == 0 {
-		return nil, nil
+		return nil, knownUsers, nil
 	}
 	wait, err := a.Limiter.AllowN(ctx, len(fresh), ratelimit.Check{
 		Key: "discovery:" + itoa(c.user.UID), Rules: []ratelimit.Rule{a.Config.Discovery.Budget},
 	})
 	if err != nil && !errors.Is(err, ratelimit.ErrOverBurst) && a.Config.Discovery.FailOpen {
 		a.Logger.Warn("discovery budget unavailable; allowing the look-up (fail_open)", zap.Error(err))
-		return fresh, nil
+		return fresh, knownUsers, nil
 	}
 	switch {
 	case errors.Is(err, ratelimit.ErrOverBurst):
-		return nil, fail("getcontacts", c.now, CodeTooLarge, "Too many new phone numbers in one request.")
+		return nil, nil, fail("getcontacts", c.now, CodeTooLarge, "Too many new phone numbers in one request.")
 	case err != nil:
 		a.logError(ctx, "discovery budget unavailable", zap.Error(err))
-		return nil, tempFail("getcontacts", c.now, "")
+		return nil, nil, tempFail("getcontacts", c.now, "")
 	case wait > 0:
-		return nil, rateLimited("getcontacts", c.now, wait)
+		return nil, nil, rateLimited("getcontacts", c.now, wait)
 	}
-	return fresh, nil
+	return fresh, knownUsers, nil
 }
 
 // userRecord is a user as getcontacts lists it; gid and ts are decimal strings, as the

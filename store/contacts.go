@@ -40,14 +40,16 @@ func anys[T any](items []T) []any {
 	return out
 }
 
-// KnownContacts returns which of phones are already in uid's contact list. It reads the
-// part of the list between the lowest and the highest of phones in one index range scan:
-// a few hundred sequential index entries cost MariaDB a fraction of as many look-ups in
-// an IN list, and a list's size is bounded by the discovery budget.
-func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (map[string]bool, error) {
+// KnownContacts returns which of phones are already in uid's contact list, and the
+// registered users among those (except uid itself). One statement: it reads the part of
+// the list between the lowest and the highest of phones in one index range scan and looks
+// each number up in users; a few hundred sequential index entries cost MariaDB a fraction
+// of as many look-ups through an IN list, and a list's size is bounded by the discovery
+// budget.
+func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (map[string]bool, []User, error) {
 	known := map[string]bool{}
 	if len(phones) == 0 {
-		return known, nil
+		return known, nil, nil
 	}
 	lo, hi := phones[0], phones[0]
 	for _, p := range phones[1:] {
@@ -62,24 +64,38 @@ func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (
 	for _, p := range phones {
 		wanted[p] = true
 	}
-	rows, err := s.db.QueryContext(ctx, "SELECT phone FROM contacts WHERE uid = ? AND phone BETWEEN ? AND ?", uid, lo, hi)
+	rows, err := s.db.QueryContext(ctx, "SELECT c.phone, u.uid, u.phone, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''),"+
+		" COALESCE(u.photo, ''), COALESCE(u.ts, 0) FROM contacts c LEFT JOIN users u ON u.phone = c.phone AND u.uid != ?"+
+		" WHERE c.uid = ? AND c.phone BETWEEN ? AND ?", uid, uid, lo, hi)
 	if err != nil {
-		return nil, fmt.Errorf("store: known contacts: %w", err)
+		return nil, nil, fmt.Errorf("store: known contacts: %w", err)
 	}
 	defer rows.Close()
+	var users []User
 	for rows.Next() {
 		var p string
-		if err := rows.Scan(&p); err != nil {
-			return nil, fmt.Errorf("store: known contacts: %w", err)
+		var u struct {
+			uid             sql.NullInt64
+			phone           sql.NullString
+			cc              int
+			name, st, photo string
+			ts              int64
 		}
-		if wanted[p] {
-			known[p] = true
+		if err := rows.Scan(&p, &u.uid, &u.phone, &u.cc, &u.name, &u.st, &u.photo, &u.ts); err != nil {
+			return nil, nil, fmt.Errorf("store: known contacts: %w", err)
+		}
+		if !wanted[p] {
+			continue
+		}
+		known[p] = true
+		if u.uid.Valid {
+			users = append(users, User{UID: u.uid.Int64, Phone: u.phone.String, CC: u.cc, Name: u.name, Status: u.st, Photo: u.photo, TS: u.ts})
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: known contacts: %w", err)
+		return nil, nil, fmt.Errorf("store: known contacts: %w", err)
 	}
-	return known, nil
+	return known, users, nil
 }
 
 // comparePhones orders phone digit strings by their numeric value.
@@ -145,11 +161,7 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 	if err != nil {
 		return nil, fmt.Errorf("store: users by phones: %w", err)
 	}
-	sortByTS(users)
-	if len(users) > limit {
-		users = users[:limit]
-	}
-	return users, nil
+	return FirstByTS(users, limit), nil
 }
 
 // ContactsSince returns the registered users in uid's contact list changed after ts, in
@@ -180,11 +192,14 @@ func (s *Store) queryUsers(ctx context.Context, query string, args ...any) ([]Us
 	return users, rows.Err()
 }
 
-// sortByTS merges per-chunk results into the order one query would have given.
-func sortByTS(users []User) {
+// FirstByTS puts users in ascending ts (then uid), the order of every user list the
+// protocol answers, and keeps the first limit: lists gathered from several statements
+// end in the order one query would have given.
+func FirstByTS(users []User, limit int) []User {
 	slices.SortFunc(users, func(a, b User) int {
 		return cmp.Or(cmp.Compare(a.TS, b.TS), cmp.Compare(a.UID, b.UID))
 	})
+	return users[:min(len(users), limit)]
 }
 
 // contactsOf returns the phones of the users who have phone in their contact list,

@@ -777,7 +777,8 @@ func TestParallelLoginsOfNewNumbers(t *testing.T) {
 
 // TestKnownContacts: which of a request's numbers are already in the list, for numbers
 // of every length (the range read must compare them as numbers, not as text), with the
-// list's other numbers inside and outside the requested range left out.
+// list's other numbers inside and outside the requested range left out; and the
+// registered users among the known ones, the caller excepted.
 func TestKnownContacts(t *testing.T) {
 	s, _ := readyStore(t)
 	ctx := ctxT(t)
@@ -788,10 +789,21 @@ func TestKnownContacts(t *testing.T) {
 	if err := s.SaveContacts(ctx, 2, []string{"919812345002"}, false); err != nil { // another user's
 		t.Fatal(err)
 	}
+	for uid, phone := range map[int64]string{11: "919812345003", 12: "919812345001", 1: "35312345", 13: "919812345002"} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 100 + uid}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	asked := []string{"919812345002", "35312345", "919812345003", "12025550100", "99999999", "861012345678901"}
-	known, err := s.KnownContacts(ctx, 1, asked)
+	known, users, err := s.KnownContacts(ctx, 1, asked)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// 919812345002 is registered but not in the list (it is fresh, looked up apart);
+	// 919812345001 is in the list and registered but not asked; 35312345 is the caller.
+	if len(users) != 1 || users[0].UID != 11 || users[0].Phone != "919812345003" || users[0].TS != 111 {
+		t.Errorf("registered among the known = %+v, want only uid 11", users)
 	}
 	var got []string
 	for p := range known {
@@ -801,7 +813,7 @@ func TestKnownContacts(t *testing.T) {
 	if want := []string{"12025550100", "35312345", "861012345678901", "919812345003"}; !slices.Equal(got, want) {
 		t.Errorf("known = %v, want %v", got, want)
 	}
-	if known, err := s.KnownContacts(ctx, 1, nil); err != nil || len(known) != 0 {
+	if known, _, err := s.KnownContacts(ctx, 1, nil); err != nil || len(known) != 0 {
 		t.Errorf("no numbers: %v, %v", known, err)
 	}
 }
