@@ -205,21 +205,26 @@ func FirstByTS(users []User, limit int) []User {
 // contactsOf returns the phones of the users who have phone in their contact list,
 // except the user with that phone.
 func contactsOf(ctx context.Context, q querier, phone string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT u.phone FROM contacts c JOIN users u ON u.uid = c.uid
+	return queryPhones(ctx, q, `SELECT u.phone FROM contacts c JOIN users u ON u.uid = c.uid
 		WHERE c.phone = ? AND u.phone != ?`, phone, phone)
+}
+
+// queryPhones runs a query of one column of phones.
+func queryPhones(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: contacts of: %w", err)
 	}
 	defer rows.Close()
-	var phones []string
+	var out []string
 	for rows.Next() {
 		var p string
 		if err := rows.Scan(&p); err != nil {
 			return nil, err
 		}
-		phones = append(phones, p)
+		out = append(out, p)
 	}
-	return phones, rows.Err()
+	return out, rows.Err()
 }
 
 // querier is a *sql.DB or a *sql.Tx.

@@ -817,3 +817,34 @@ func TestKnownContacts(t *testing.T) {
 		t.Errorf("no numbers: %v, %v", known, err)
 	}
 }
+
+// TestUpdateProfileNotifiesWatchersOnly: a profile change queues one notification to the
+// users who have the changed user as a contact, and none for a user nobody watches.
+func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	for uid, phone := range map[int64]string{21: "919812340021", 22: "919812340022", 23: "919812340023"} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, 22, []string{"919812340021"}, false); err != nil { // 22 watches 21
+		t.Fatal(err)
+	}
+	compose := func(u store.User) store.Notification { return store.Notification{From: u.Phone, Body: []byte(u.Status)} }
+	status := "away"
+	for _, uid := range []int64{21, 23} {
+		u, err := s.UpdateProfile(ctx, uid, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), compose)
+		if err != nil || u.Status != "away" || u.TS != 1_800_000_000 || u.UID != uid {
+			t.Fatalf("UpdateProfile(%d) = %+v, %v", uid, u, err)
+		}
+	}
+	var to, body string
+	if err := db.QueryRow("SELECT to_addrs, body FROM messenger_outbox").Scan(&to, &body); err != nil || to != "919812340022" || body != "away" {
+		t.Errorf("queued %q %q (%v), want one notification of 21's change to 22", to, body, err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
+		t.Errorf("%d notifications queued, want 1", n)
+	}
+}
