@@ -832,7 +832,9 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if err := s.SaveContacts(ctx, 22, []string{"919812340021"}, false); err != nil { // 22 watches 21
 		t.Fatal(err)
 	}
-	compose := func(u store.User) store.Notification { return store.Notification{From: u.Phone, Body: []byte(u.Status)} }
+	compose := func(u store.User) store.Notification {
+		return store.Notification{From: u.Phone, Body: []byte(u.Status)}
+	}
 	status := "away"
 	for _, uid := range []int64{21, 23} {
 		u, err := s.UpdateProfile(ctx, uid, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), compose)
