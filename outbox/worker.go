@@ -1,7 +1,8 @@
 // Package outbox delivers the queued notifications of the messenger (PROTOCOL.md §4)
 // to mesibo: a worker per server instance polls the outbox table, sends what is due and
 // reschedules what failed with exponential backoff. Rows are claimed with
-// SELECT ... FOR UPDATE SKIP LOCKED, so workers on many instances never send one row twice.
+// SELECT ... FOR UPDATE SKIP LOCKED and a lease (store.DeliverDue), so workers on many
+// instances never send one row twice while its lease runs.
 package outbox
 
 import (
