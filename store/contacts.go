@@ -64,7 +64,7 @@ func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (
 	for _, p := range phones {
 		wanted[p] = true
 	}
-	rows, err := s.db.QueryContext(ctx, "SELECT c.phone, u.uid, u.phone, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''),"+
+	rows, err := s.fixed.QueryContext(ctx, "SELECT c.phone, u.uid, u.phone, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''),"+
 		" COALESCE(u.photo, ''), COALESCE(u.ts, 0) FROM contacts c LEFT JOIN users u ON u.phone = c.phone AND u.uid != ?"+
 		" WHERE c.uid = ? AND c.phone BETWEEN ? AND ?", uid, uid, lo, hi)
 	if err != nil {
@@ -153,7 +153,7 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 	err := chunks(phones, func(chunk []string) error {
 		// Ordered and cut in Go, after the chunks are merged: a chunk has at most
 		// chunkSize rows, and an ORDER BY would cost MariaDB a sort per chunk.
-		found, err := s.queryUsers(ctx, "SELECT "+userColumns+" FROM users u WHERE u.phone IN ("+placeholders(len(chunk), "?")+
+		found, err := queryUsers(ctx, s.db, "SELECT "+userColumns+" FROM users u WHERE u.phone IN ("+placeholders(len(chunk), "?")+
 			") AND u.uid != ?", append(anys(chunk), excludeUID)...)
 		users = append(users, found...)
 		return err
@@ -167,7 +167,7 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 // ContactsSince returns the registered users in uid's contact list changed after ts, in
 // ascending ts, at most limit.
 func (s *Store) ContactsSince(ctx context.Context, uid, ts int64, limit int) ([]User, error) {
-	users, err := s.queryUsers(ctx, "SELECT "+userColumns+` FROM contacts c JOIN users u ON u.phone = c.phone
+	users, err := queryUsers(ctx, s.fixed, "SELECT "+userColumns+` FROM contacts c JOIN users u ON u.phone = c.phone
 		WHERE c.uid = ? AND u.ts > ? AND u.uid != ? ORDER BY u.ts, u.uid LIMIT ?`, uid, ts, uid, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: contacts since: %w", err)
@@ -175,8 +175,8 @@ func (s *Store) ContactsSince(ctx context.Context, uid, ts int64, limit int) ([]
 	return users, nil
 }
 
-func (s *Store) queryUsers(ctx context.Context, query string, args ...any) ([]User, error) {
-	rows, err := s.db.QueryContext(ctx, query, args...)
+func queryUsers(ctx context.Context, q querier, query string, args ...any) ([]User, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -38,7 +38,7 @@ type Group struct {
 // GroupsOf returns the groups phone is a member of changed after since, in ascending ts,
 // at most limit, with their member lists: two queries whatever the number of groups.
 func (s *Store) GroupsOf(ctx context.Context, phone string, since int64, limit int) ([]Group, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT g.gid, COALESCE(g.name, ''), COALESCE(g.photo, ''), g.type, COALESCE(g.ts, 0)
+	rows, err := s.fixed.QueryContext(ctx, `SELECT g.gid, COALESCE(g.name, ''), COALESCE(g.photo, ''), g.type, COALESCE(g.ts, 0)
 		FROM `+"`groups`"+` g JOIN members m ON m.gid = g.gid
 		WHERE m.phone = ? AND g.ts > ? ORDER BY g.ts, g.gid LIMIT ?`, phone, since, limit)
 	if err != nil {
@@ -160,7 +160,7 @@ func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]*membe
 // GroupFor returns group gid with its members, and the role phone has in it (NotMember
 // if none). A missing group is ErrNotFound.
 func (s *Store) GroupFor(ctx context.Context, gid int64, phone string) (Group, int, error) {
-	return groupFor(ctx, s.db, gid, phone)
+	return groupFor(ctx, s.fixed, gid, phone)
 }
 
 // groupFor reads a group and its members inside q, in one query, with phone's role.

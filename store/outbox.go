@@ -94,13 +94,13 @@ func (s *Store) DeliverDue(ctx context.Context, limit int, now time.Time,
 				msg = msg[:250]
 			}
 			next := now.Add(time.Since(claimed) + backoff(m.Attempts+1)).UnixMilli()
-			if _, err := s.db.ExecContext(bctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
+			if _, err := s.fixed.ExecContext(bctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
 				WHERE id = ? AND next_attempt = ?`, next, msg, m.ID, lease); err != nil {
 				return delivered, fmt.Errorf("store: outbox reschedule: %w", err)
 			}
 			return delivered, s.release(bctx, batch[i+1:], lease, now)
 		}
-		if _, err := s.db.ExecContext(bctx, "DELETE FROM messenger_outbox WHERE id = ? AND next_attempt = ?", m.ID, lease); err != nil {
+		if _, err := s.fixed.ExecContext(bctx, "DELETE FROM messenger_outbox WHERE id = ? AND next_attempt = ?", m.ID, lease); err != nil {
 			return delivered, fmt.Errorf("store: outbox delete: %w", err)
 		}
 		delivered++

@@ -27,12 +27,12 @@ func (s *Store) UpdateProfile(ctx context.Context, uid int64, change ProfileChan
 	var watchers []string
 	if compose != nil {
 		var err error
-		if watchers, err = queryPhones(ctx, s.db, `SELECT u.phone FROM users me JOIN contacts c ON c.phone = me.phone
+		if watchers, err = queryPhones(ctx, s.fixed, `SELECT u.phone FROM users me JOIN contacts c ON c.phone = me.phone
 			JOIN users u ON u.uid = c.uid WHERE me.uid = ? AND u.uid != me.uid`, uid); err != nil {
 			return User{}, fmt.Errorf("store: update profile: %w", err)
 		}
 	}
-	q := querier(s.db)
+	q := querier(s.fixed)
 	var tx *sql.Tx
 	if len(watchers) > 0 {
 		var err error
@@ -85,7 +85,7 @@ func (s *Store) SetNotifyToken(ctx context.Context, uid int64, token string, dev
 	if production {
 		prod = 1
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO notifytokens (uid, token, device, production) VALUES (?, ?, ?, ?)
+	_, err := s.fixed.ExecContext(ctx, `INSERT INTO notifytokens (uid, token, device, production) VALUES (?, ?, ?, ?)
 		ON DUPLICATE KEY UPDATE token = VALUES(token), device = VALUES(device), production = VALUES(production)`,
 		uid, token, device, prod)
 	if err != nil {

@@ -87,7 +87,7 @@ func openSQLite(path string) (*Store, error) {
 		}
 		return applyMigrations("sqlite", driver)
 	}
-	return &Store{db: db, migrate: migrateDB, embedded: true}, nil
+	return &Store{db: db, fixed: &prepared{db: db}, migrate: migrateDB, embedded: true}, nil
 }
 
 // sqliteConnector opens SQLite connections that speak the store's MySQL forms.

@@ -31,6 +31,8 @@ var ErrNotFound = errors.New("not found")
 // Store is a pool of connections to one database, shared by every request.
 type Store struct {
 	db *sql.DB
+	// fixed runs the statements whose text does not vary, prepared.
+	fixed *prepared
 	// migrate brings the schema up to date, in the database's own dialect.
 	migrate  func(ctx context.Context) error
 	embedded bool
@@ -93,11 +95,14 @@ func openMySQL(dsn string) (*Store, error) {
 	db.SetMaxOpenConns(32)
 	db.SetMaxIdleConns(32)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	return &Store{db: db, migrate: func(ctx context.Context) error { return migrateMySQL(ctx, cfg) }}, nil
+	return &Store{db: db, fixed: &prepared{db: db}, migrate: func(ctx context.Context) error { return migrateMySQL(ctx, cfg) }}, nil
 }
 
 // Close closes the pool.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.fixed.close()
+	return s.db.Close()
+}
 
 // Ready brings the schema up to date once per pool. Every caller before the first
 // success tries again, so a database that was down at start is migrated when it comes back.

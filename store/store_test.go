@@ -850,3 +850,43 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Errorf("%d notifications queued, want 1", n)
 	}
 }
+
+// TestPreparedStatementsSurviveLostConnections: the store's prepared statements live on
+// pooled connections; when the server drops those connections (a restart, a kill), the
+// next calls prepare again on new ones instead of failing.
+func TestPreparedStatementsSurviveLostConnections(t *testing.T) {
+	testenv.SkipIfEmbedded(t, "kills connections on the MySQL server")
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 31, Phone: "919812340031", Token: tokenA,
+		Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 3 {
+		for range 8 { // several pooled connections, each with the statement prepared
+			if u, err := s.UserByToken(ctx, tokenA); err != nil || u.UID != 31 {
+				t.Fatalf("round %d: UserByToken = %+v, %v", round, u, err)
+			}
+		}
+		rows, err := db.QueryContext(ctx, "SELECT id FROM information_schema.processlist WHERE user = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND db = DATABASE() AND id <> CONNECTION_ID()")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []int64
+		for rows.Next() {
+			var id int64
+			rows.Scan(&id)
+			ids = append(ids, id)
+		}
+		rows.Close()
+		if len(ids) == 0 {
+			t.Fatalf("round %d: the store holds no connection to kill", round)
+		}
+		for _, id := range ids {
+			db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
+		}
+	}
+	if u, err := s.UserByToken(ctx, tokenA); err != nil || u.UID != 31 {
+		t.Fatalf("after the kills: UserByToken = %+v, %v", u, err)
+	}
+}

@@ -117,7 +117,7 @@ func (s *Store) upsertUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool
 // UserByToken finds the user an access token belongs to. Tokens written by the original
 // backend carry no expiry (a zero date) and stay valid, as they did there.
 func (s *Store) UserByToken(ctx context.Context, token string) (User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, "SELECT "+userColumns+` FROM tokens t JOIN users u ON u.uid = t.uid
+	u, err := scanUser(s.fixed.QueryRowContext(ctx, "SELECT "+userColumns+` FROM tokens t JOIN users u ON u.uid = t.uid
 		WHERE t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`, token))
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return User{}, fmt.Errorf("store: user by token: %w", err)
