@@ -67,8 +67,9 @@ func openMySQL(dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: parse DSN: %w", err)
 	}
-	// Client-side interpolation saves a prepare round trip per query; the driver escapes
-	// every bound value for the connection's character set.
+	// For the statements whose text varies (IN lists), client-side interpolation saves a
+	// prepare round trip per query; the driver escapes every bound value for the
+	// connection's character set. Fixed statements run prepared (prepared.go).
 	cfg.InterpolateParams = true
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
