@@ -22,8 +22,8 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	messenger [<matcher>] {
-//		database        <dsn>
-//		redis           <url>
+//		database        <dsn>|sqlite:<file>   (none: the embedded store in Caddy's data dir)
+//		redis           <url>                 (none: codes and limits in memory)
 //		redis_mode      single|sentinel|cluster
 //		redis_key_prefix <prefix>
 //		mesibo {
