@@ -46,7 +46,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 		users = knownUsers
 		if err == nil && len(fresh) > 0 {
 			var freshUsers []store.User
-			freshUsers, err = a.Store.UsersByPhones(ctx, fresh, c.user.UID, maxUsersPerSync)
+			freshUsers, err = a.Store.UsersByPhones(ctx, fresh, c.user.UID)
 			users = append(users, freshUsers...)
 		}
 		users = store.FirstByTS(users, maxUsersPerSync)

@@ -64,7 +64,7 @@ func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (
 	for _, p := range phones {
 		wanted[p] = true
 	}
-	rows, err := s.fixed.QueryContext(ctx, "SELECT c.phone, u.uid, u.phone, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''),"+
+	rows, err := s.fixed.QueryContext(ctx, "SELECT c.phone, u.uid, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''),"+
 		" COALESCE(u.photo, ''), COALESCE(u.ts, 0) FROM contacts c LEFT JOIN users u ON u.phone = c.phone AND u.uid != ?"+
 		" WHERE c.uid = ? AND c.phone BETWEEN ? AND ?", uid, uid, lo, hi)
 	if err != nil {
@@ -73,23 +73,18 @@ func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (
 	defer rows.Close()
 	var users []User
 	for rows.Next() {
-		var p string
-		var u struct {
-			uid             sql.NullInt64
-			phone           sql.NullString
-			cc              int
-			name, st, photo string
-			ts              int64
-		}
-		if err := rows.Scan(&p, &u.uid, &u.phone, &u.cc, &u.name, &u.st, &u.photo, &u.ts); err != nil {
+		var u User
+		var registered sql.NullInt64 // the user's uid; NULL for a number nobody registered
+		if err := rows.Scan(&u.Phone, &registered, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS); err != nil {
 			return nil, nil, fmt.Errorf("store: known contacts: %w", err)
 		}
-		if !wanted[p] {
+		if !wanted[u.Phone] {
 			continue
 		}
-		known[p] = true
-		if u.uid.Valid {
-			users = append(users, User{UID: u.uid.Int64, Phone: u.phone.String, CC: u.cc, Name: u.name, Status: u.st, Photo: u.photo, TS: u.ts})
+		known[u.Phone] = true
+		if registered.Valid {
+			u.UID = registered.Int64
+			users = append(users, u)
 		}
 	}
 	if err := rows.Err(); err != nil {
@@ -146,13 +141,12 @@ func (s *Store) DeleteContacts(ctx context.Context, uid int64, phones []string) 
 	return nil
 }
 
-// UsersByPhones returns the registered users among phones, except excludeUID, in
-// ascending ts, at most limit.
-func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID int64, limit int) ([]User, error) {
+// UsersByPhones returns the registered users among phones, except excludeUID, in no
+// particular order (FirstByTS orders and cuts a list once it is complete: an ORDER BY
+// would cost MariaDB a sort per chunk).
+func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID int64) ([]User, error) {
 	var users []User
 	err := chunks(phones, func(chunk []string) error {
-		// Ordered and cut in Go, after the chunks are merged: a chunk has at most
-		// chunkSize rows, and an ORDER BY would cost MariaDB a sort per chunk.
 		found, err := queryUsers(ctx, s.db, "SELECT "+userColumns+" FROM users u WHERE u.phone IN ("+placeholders(len(chunk), "?")+
 			") AND u.uid != ?", append(anys(chunk), excludeUID)...)
 		users = append(users, found...)
@@ -161,7 +155,7 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 	if err != nil {
 		return nil, fmt.Errorf("store: users by phones: %w", err)
 	}
-	return FirstByTS(users, limit), nil
+	return users, nil
 }
 
 // ContactsSince returns the registered users in uid's contact list changed after ts, in

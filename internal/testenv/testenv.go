@@ -13,7 +13,6 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -101,8 +100,15 @@ func Open(t testing.TB, dsn string) *sql.DB {
 		driver, dsn = "sqlite", "file:"+path+"?_pragma=busy_timeout(10000)&_time_format=sqlite"
 	}
 	if driver == "mysql" {
-		// Times read back in UTC, as the store writes them.
-		dsn += map[bool]string{true: "&", false: "?"}[strings.Contains(dsn, "?")] + "time_zone=%27%2B00%3A00%27"
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+		if cfg.Params == nil {
+			cfg.Params = map[string]string{}
+		}
+		cfg.Params["time_zone"] = "'+00:00'" // times read back in UTC, as the store writes them
+		dsn = cfg.FormatDSN()
 	}
 	db, err := sql.Open(driver, dsn)
 	if err != nil {
