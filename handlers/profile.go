@@ -31,7 +31,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	}
 	change := store.ProfileChange{Name: sentField(req, "name"), Status: sentField(req, "status"), Photo: photo}
 	compose, wake := wakeAfter(a, a.profileNotification("", ""))
-	if _, err := a.Store.UpdateProfile(ctx, c.user.UID, change, c.now, compose); err != nil {
+	if _, err := a.Store.UpdateProfile(ctx, c.user, change, c.now, compose); err != nil {
 		a.discardPicture(photo)
 		a.logError(ctx, "profile failed", zap.Error(err))
 		return fail("profile", c.now, "DBERROR", "")

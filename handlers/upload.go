@@ -45,7 +45,7 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 		record = map[string]any{"photo": g.Photo, "phone": "", "gid": g.GID, "name": g.Name, "status": "", "ts": g.TS}
 	} else {
 		compose, wake := wakeAfter(a, a.profileNotification("", ""))
-		u, err := a.Store.UpdateProfile(ctx, c.user.UID, store.ProfileChange{Photo: photo}, c.now, compose)
+		u, err := a.Store.UpdateProfile(ctx, c.user, store.ProfileChange{Photo: photo}, c.now, compose)
 		if err != nil {
 			a.discardPicture(photo)
 			a.logError(ctx, "upload failed", zap.Error(err))

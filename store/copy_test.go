@@ -23,12 +23,16 @@ func populatedEmbedded(t *testing.T) *store.Store {
 		t.Fatal(err)
 	}
 	now := time.Now().Truncate(time.Second)
+	var u105 store.User
 	for i := range 30 {
-		_, _, err := s.SaveLogin(ctx, store.Login{UID: int64(100 + i), Phone: fmt.Sprint(919800000100 + i), CC: 91,
+		u, _, err := s.SaveLogin(ctx, store.Login{UID: int64(100 + i), Phone: fmt.Sprint(919800000100 + i), CC: 91,
 			Name: fmt.Sprintf("user %d 🙂", i), Token: fmt.Sprintf("%064d", i), Expiry: tokenExpiry(now, i),
 			IPv4: uint32(i), Device: 1, TS: now.Unix() + int64(i)}, nil)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if u.UID == 105 {
+			u105 = u
 		}
 		var book []string
 		for j := range 40 {
@@ -42,7 +46,7 @@ func populatedEmbedded(t *testing.T) *store.Store {
 		}
 	}
 	status := "busy"
-	if _, err := s.UpdateProfile(ctx, 105, store.ProfileChange{Status: &status}, now.Add(time.Minute),
+	if _, err := s.UpdateProfile(ctx, u105, store.ProfileChange{Status: &status}, now.Add(time.Minute),
 		func(u store.User) store.Notification {
 			return store.Notification{From: u.Phone, Body: []byte(`{"status":"busy"}`)}
 		}); err != nil {

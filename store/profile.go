@@ -14,45 +14,42 @@ type ProfileChange struct {
 	Photo  *string
 }
 
-// UpdateProfile applies change to the user uid, sets its ts, and, in the same transaction,
-// queues the notification that compose builds from the updated user for every user who
-// has this one among their contacts.
+// UpdateProfile applies change to user (as read for this request), sets its ts, and, in
+// the same transaction, queues the notification that compose builds from the updated user
+// for every user who has this one among their contacts.
 //
 // Those users are found first, outside the transaction: most users are watched by nobody,
-// and their change is then a single statement with no transaction around it. A contact
-// added meanwhile misses the notification but sees the change at its next sync, as it
-// would if the list were read inside the transaction after it began.
-func (s *Store) UpdateProfile(ctx context.Context, uid int64, change ProfileChange, now time.Time,
+// and their change is then a single statement with no transaction around it, answered
+// with user and the change applied to it (a change of the same user's other fields made
+// in between by another of its devices shows at the next sync). A contact added meanwhile
+// misses the notification but sees the change at its next sync, as it would if the list
+// were read inside the transaction after it began. Watchers get the row as committed.
+func (s *Store) UpdateProfile(ctx context.Context, user User, change ProfileChange, now time.Time,
 	compose func(User) Notification) (User, error) {
 	var watchers []string
 	if compose != nil {
 		var err error
-		if watchers, err = queryPhones(ctx, s.fixed, `SELECT u.phone FROM users me JOIN contacts c ON c.phone = me.phone
-			JOIN users u ON u.uid = c.uid WHERE me.uid = ? AND u.uid != me.uid`, uid); err != nil {
+		if watchers, err = contactsOf(ctx, s.fixed, user.Phone); err != nil {
 			return User{}, fmt.Errorf("store: update profile: %w", err)
 		}
 	}
-	q := querier(s.fixed)
-	var tx *sql.Tx
-	if len(watchers) > 0 {
-		var err error
-		if tx, err = s.db.BeginTx(ctx, nil); err != nil {
-			return User{}, fmt.Errorf("store: update profile: %w", err)
+	if len(watchers) == 0 {
+		if err := updateProfile(ctx, s.fixed, user.UID, change, now); err != nil {
+			return User{}, err
 		}
-		defer tx.Rollback()
-		q = tx
+		return change.appliedTo(user, now), nil
 	}
-	// COALESCE keeps a column whose new value is NULL (not sent).
-	if _, err := q.ExecContext(ctx, `UPDATE users SET name = COALESCE(?, name), status = COALESCE(?, status),
-		photo = COALESCE(?, photo), ts = ? WHERE uid = ?`, change.Name, change.Status, change.Photo, now.Unix(), uid); err != nil {
-		return User{}, fmt.Errorf("store: update profile: %w", err)
-	}
-	u, err := scanUser(q.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", uid))
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return User{}, fmt.Errorf("store: update profile: %w", err)
 	}
-	if tx == nil {
-		return u, nil
+	defer tx.Rollback()
+	if err := updateProfile(ctx, tx, user.UID, change, now); err != nil {
+		return User{}, err
+	}
+	u, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", user.UID))
+	if err != nil {
+		return User{}, fmt.Errorf("store: update profile: %w", err)
 	}
 	n := compose(u)
 	n.To = watchers
@@ -63,6 +60,31 @@ func (s *Store) UpdateProfile(ctx context.Context, uid int64, change ProfileChan
 		return User{}, fmt.Errorf("store: update profile: %w", err)
 	}
 	return u, nil
+}
+
+// updateProfile writes change and ts to the user's row.
+func updateProfile(ctx context.Context, q querier, uid int64, change ProfileChange, now time.Time) error {
+	// COALESCE keeps a column whose new value is NULL (not sent).
+	if _, err := q.ExecContext(ctx, `UPDATE users SET name = COALESCE(?, name), status = COALESCE(?, status),
+		photo = COALESCE(?, photo), ts = ? WHERE uid = ?`, change.Name, change.Status, change.Photo, now.Unix(), uid); err != nil {
+		return fmt.Errorf("store: update profile: %w", err)
+	}
+	return nil
+}
+
+// appliedTo is u after change at now.
+func (change ProfileChange) appliedTo(u User, now time.Time) User {
+	if change.Name != nil {
+		u.Name = *change.Name
+	}
+	if change.Status != nil {
+		u.Status = *change.Status
+	}
+	if change.Photo != nil {
+		u.Photo = *change.Photo
+	}
+	u.TS = now.Unix()
+	return u
 }
 
 // notifyContactsOf queues compose(u) for the users who have u among their contacts.

@@ -823,11 +823,14 @@ func TestKnownContacts(t *testing.T) {
 func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
+	users := map[int64]store.User{}
 	for uid, phone := range map[int64]string{21: "919812340021", 22: "919812340022", 23: "919812340023"} {
-		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Token: fmt.Sprintf("%064d", uid),
-			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+		u, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Name: "N" + phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
+		users[uid] = u
 	}
 	if err := s.SaveContacts(ctx, 22, []string{"919812340021"}, false); err != nil { // 22 watches 21
 		t.Fatal(err)
@@ -837,9 +840,18 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	}
 	status := "away"
 	for _, uid := range []int64{21, 23} {
-		u, err := s.UpdateProfile(ctx, uid, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), compose)
-		if err != nil || u.Status != "away" || u.TS != 1_800_000_000 || u.UID != uid {
-			t.Fatalf("UpdateProfile(%d) = %+v, %v", uid, u, err)
+		u, err := s.UpdateProfile(ctx, users[uid], store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), compose)
+		want := users[uid]
+		want.Status, want.TS = "away", 1_800_000_000
+		if err != nil || u != want {
+			t.Fatalf("UpdateProfile(%d) = %+v, %v; want %+v", uid, u, err, want)
+		}
+		// The answer is the row as stored, watched (21) or not (23).
+		var name, stored string
+		var ts int64
+		if err := db.QueryRow("SELECT name, status, ts FROM users WHERE uid = ?", uid).Scan(&name, &stored, &ts); err != nil ||
+			name != want.Name || stored != "away" || ts != 1_800_000_000 {
+			t.Errorf("user %d stored as %q %q %d (%v), want %+v", uid, name, stored, ts, err, want)
 		}
 	}
 	var to, body string

@@ -16,7 +16,7 @@
 //	                  periodic sync)
 //	getcontacts-1000  getcontacts with those 1000 phones (all already in the list)
 //	getgroup          getgroup of the seeded group of 10 members (skipped if BADOP)
-//	profile           profile status=... of one of 100 users nobody has as a contact
+//	profile           profile status=... of one of 10,000 users nobody has as a contact
 //	profile-50        profile status=... of one of 50 users that 50 others each have as a
 //	                  contact (each request queues a notification that the outbox worker
 //	                  delivers to mesibo)

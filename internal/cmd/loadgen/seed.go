@@ -16,11 +16,14 @@ const (
 	nContacts   = 1000
 	nRegistered = 50 // uids 2..51, phones mainPhone+1 .. mainPhone+50; each has the main
 	//                  user and the 49 others as contacts, so each is watched by 50 users
-	loneUID   = 100          // uids 100..199: users nobody has as a contact (the profile case)
-	nLone     = 100          //
-	lonePhone = 919700009000 // phones lonePhone .. lonePhone+99
-	groupGID  = 1            // owner mainPhone, members mainPhone+1 .. mainPhone+9
-	groupSize = 10           // members, owner included
+	// uids loneUID .. loneUID+nLone-1, phones lonePhone ..: users nobody has as a contact
+	// (the profile case). As many as that, so that 32 concurrent changes are nearly
+	// always of different users, as in life.
+	loneUID   = 100
+	nLone     = 10_000
+	lonePhone = 919700020000
+	groupGID  = 1  // owner mainPhone, members mainPhone+1 .. mainPhone+9
+	groupSize = 10 // members, owner included
 	// Everybody else: users registered a day or more ago whom the cases' users do not
 	// know, so that users has a deployment's shape (its indexes as deep, a full sync's
 	// look-ups as costly, a delta sync's range as narrow as in life).
@@ -64,7 +67,7 @@ func (e *env) seed(ctx context.Context) error {
 	}
 
 	// Users: the main one, the registered contacts, the lone ones.
-	ours := "uid = 1 OR uid BETWEEN 2 AND 51 OR uid BETWEEN 100 AND 199"
+	ours := fmt.Sprintf("uid = %d OR uid BETWEEN 2 AND %d OR uid BETWEEN %d AND %d", mainUID, 1+nRegistered, loneUID, loneUID+nLone-1)
 	exec("DELETE FROM users WHERE " + ours)
 	exec("DELETE FROM users WHERE phone BETWEEN ? AND ?", mainPhone, lonePhone+nLone)
 	exec("INSERT INTO users (uid, phone, cc, name, status, ts) VALUES " +
