@@ -18,8 +18,9 @@ const (
 	//                  user and the 49 others as contacts, so each is watched by 50 users
 	// uids loneUID .. loneUID+nLone-1, phones lonePhone ..: users nobody has as a contact
 	// (the profile case). As many as that, so that 32 concurrent changes are nearly
-	// always of different users, as in life.
-	loneUID   = 100
+	// always of different users, as in life. Their uids are far above those the mesibo
+	// fake gives the users otp-verify registers (from 1001 on).
+	loneUID   = 500_000
 	nLone     = 10_000
 	lonePhone = 919700020000
 	groupGID  = 1  // owner mainPhone, members mainPhone+1 .. mainPhone+9
