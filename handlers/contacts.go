@@ -51,16 +51,11 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 		}
 		users = store.FirstByTS(users, maxUsersPerSync)
 	} else {
-		since := req.Int("ts")
 		if reset {
 			err = a.Store.SaveContacts(ctx, c.user.UID, nil, true)
-		} else {
-			users, err = a.Store.ContactsSince(ctx, c.user.UID, since, maxUsersPerSync)
 		}
-		// With a full page of users, groups wait for the next page: the app resumes
-		// from the highest ts it saw, and a group with a later ts would skip users.
-		if err == nil && len(users) < maxUsersPerSync {
-			groups, err = a.Store.GroupsOf(ctx, c.user.Phone, since, maxGroupsPerSync)
+		if err == nil {
+			users, groups, err = a.Store.SyncSince(ctx, c.user.UID, c.user.Phone, req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
 		}
 	}
 	if err != nil {

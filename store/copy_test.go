@@ -97,14 +97,14 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 		if err != nil || u.UID != 129 || u.Name != "user 29 🙂" || u.Phone != "919800000129" {
 			t.Errorf("UserByToken after copy = %+v, %v", u, err)
 		}
-		contacts, err := s.ContactsSince(ctx, 101, 0, 1000)
+		contacts, _, err := s.SyncSince(ctx, 101, "919800000101", 0, 1000, 10)
 		if err != nil || len(contacts) != 28 { // 1..40 in the book, 0..29 registered, minus itself
-			t.Errorf("ContactsSince(101) = %d users, %v; want 28", len(contacts), err)
+			t.Errorf("SyncSince(101) = %d users, %v; want 28", len(contacts), err)
 		}
-		groups, err := s.GroupsOf(ctx, "919800000103", 0, 10)
+		_, groups, err := s.SyncSince(ctx, 103, "919800000103", 0, 1000, 10)
 		if err != nil || len(groups) != 1 || groups[0].Name != "Team" ||
 			!slices.Equal(groups[0].Phones, []string{"919800000101", "919800000102", "919800000103"}) {
-			t.Errorf("GroupsOf after copy = %+v, %v", groups, err)
+			t.Errorf("groups after copy = %+v, %v", groups, err)
 		}
 	}
 	var body []byte
@@ -141,7 +141,7 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 	if u, err := back.UserByToken(ctx, fmt.Sprintf("%064d", 29)); err != nil || u.UID != 129 || u.Name != "user 29 🙂" {
 		t.Errorf("UserByToken after the copy back = %+v, %v", u, err)
 	}
-	if contacts, err := back.ContactsSince(ctx, 101, 0, 1000); err != nil || len(contacts) != 28 {
-		t.Errorf("ContactsSince(101) after the copy back = %d users, %v", len(contacts), err)
+	if contacts, _, err := back.SyncSince(ctx, 101, "919800000101", 0, 1000, 10); err != nil || len(contacts) != 28 {
+		t.Errorf("SyncSince(101) after the copy back = %d users, %v", len(contacts), err)
 	}
 }

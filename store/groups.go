@@ -35,33 +35,18 @@ type Group struct {
 	Phones []string
 }
 
-// GroupsOf returns the groups phone is a member of changed after since, in ascending ts,
-// at most limit, with their member lists: two queries whatever the number of groups.
-func (s *Store) GroupsOf(ctx context.Context, phone string, since int64, limit int) ([]Group, error) {
-	rows, err := s.fixed.QueryContext(ctx, `SELECT g.gid, COALESCE(g.name, ''), COALESCE(g.photo, ''), g.type, COALESCE(g.ts, 0)
-		FROM `+"`groups`"+` g JOIN members m ON m.gid = g.gid
-		WHERE m.phone = ? AND g.ts > ? ORDER BY g.ts, g.gid LIMIT ?`, phone, since, limit)
-	if err != nil {
-		return nil, fmt.Errorf("store: groups of: %w", err)
+// addMembers fills in the member lists of groups, in one query whatever their number.
+func (s *Store) addMembers(ctx context.Context, groups []Group) error {
+	if len(groups) == 0 {
+		return nil
 	}
-	var groups []Group
-	var gids []int64
-	for rows.Next() {
-		var g Group
-		if err := rows.Scan(&g.GID, &g.Name, &g.Photo, &g.Type, &g.TS); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("store: groups of: %w", err)
-		}
-		groups = append(groups, g)
-		gids = append(gids, g.GID)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: groups of: %w", err)
+	gids := make([]int64, len(groups))
+	for i, g := range groups {
+		gids[i] = g.GID
 	}
 	members, err := memberLists(ctx, s.db, gids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for i := range groups {
 		l := members[groups[i].GID]
@@ -70,7 +55,7 @@ func (s *Store) GroupsOf(ctx context.Context, phone string, since int64, limit i
 		}
 		groups[i].Members, groups[i].Phones = l.String(), l.phones()
 	}
-	return groups, nil
+	return nil
 }
 
 // memberList is a group's members.

@@ -902,3 +902,77 @@ func TestPreparedStatementsSurviveLostConnections(t *testing.T) {
 		t.Fatalf("after the kills: UserByToken = %+v, %v", u, err)
 	}
 }
+
+// TestSyncSince: a sync lists the caller's registered contacts and its groups changed
+// after since, each in ascending ts then id, cut at the limits; with a full page of users
+// the groups wait for the next page.
+func TestSyncSince(t *testing.T) {
+	s, _ := readyStore(t)
+	ctx := ctxT(t)
+	const me = "919812340041"
+	phoneOf := func(uid int64) string { return fmt.Sprint(919812340000 + uid) }
+	for uid, ts := range map[int64]int64{41: 1, 42: 300, 43: 100, 44: 200, 45: 100, 46: 500} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phoneOf(uid), Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: ts}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 46 is registered but not in the book; 919812349999 is in it but not registered; the
+	// caller's own number is never its own contact.
+	book := []string{phoneOf(42), phoneOf(43), phoneOf(44), phoneOf(45), "919812349999", me}
+	if err := s.SaveContacts(ctx, 41, book, false); err != nil {
+		t.Fatal(err)
+	}
+	svc := newFakeGroups()
+	for _, g := range []struct {
+		creator string
+		members []string
+		ts      int64
+	}{
+		{me, []string{phoneOf(42)}, 150},             // 7001
+		{phoneOf(42), []string{me, phoneOf(43)}, 50}, // 7002
+		{phoneOf(44), []string{phoneOf(45)}, 400},    // 7003, without the caller
+	} {
+		if _, err := s.CreateGroup(ctx, g.creator, store.GroupSetup{Name: "G", Members: g.members}, time.Unix(g.ts, 0), svc, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	uids := func(users []store.User) (out []int64) {
+		for _, u := range users {
+			out = append(out, u.UID)
+		}
+		return out
+	}
+	gids := func(groups []store.Group) (out []int64) {
+		for _, g := range groups {
+			out = append(out, g.GID)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		since                 int64
+		userLimit, groupLimit int
+		users, groups         []int64
+	}{
+		{0, 10, 10, []int64{43, 45, 44, 42}, []int64{7002, 7001}},
+		{100, 10, 10, []int64{44, 42}, []int64{7001}},
+		{0, 10, 1, []int64{43, 45, 44, 42}, []int64{7002}},
+		{0, 4, 10, []int64{43, 45, 44, 42}, nil}, // a full page: groups wait
+		{0, 3, 10, []int64{43, 45, 44}, nil},
+		{1000, 10, 10, nil, nil},
+	} {
+		users, groups, err := s.SyncSince(ctx, 41, me, c.since, c.userLimit, c.groupLimit)
+		if err != nil || !slices.Equal(uids(users), c.users) || !slices.Equal(gids(groups), c.groups) {
+			t.Errorf("SyncSince(since %d, limits %d/%d) = users %v, groups %v, %v; want %v, %v",
+				c.since, c.userLimit, c.groupLimit, uids(users), gids(groups), err, c.users, c.groups)
+		}
+	}
+	users, groups, err := s.SyncSince(ctx, 41, me, 0, 10, 10)
+	if err != nil || len(users) == 0 || users[0].Phone != phoneOf(43) || users[0].TS != 100 {
+		t.Fatalf("first user %+v, %v", users, err)
+	}
+	if g := groups[0]; g.Name != "G" || g.TS != 50 || g.Members != "1:"+phoneOf(42)+","+me+","+phoneOf(43) ||
+		!slices.Equal(g.Phones, []string{phoneOf(42), me, phoneOf(43)}) {
+		t.Errorf("group 7002 = %+v", g)
+	}
+}
