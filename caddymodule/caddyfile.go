@@ -92,6 +92,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		switch d.Val() {
 		case "database":
 			err = oneArg(d, &h.Database)
+		case "max_db_connections":
+			err = intArg(d, &h.MaxDBConnections)
 		case "redis":
 			err = oneArg(d, &h.Redis)
 		case "redis_mode":

@@ -25,6 +25,7 @@ func adapt(t *testing.T, src string) ([]byte, error) {
 func TestUnmarshalCaddyfile(t *testing.T) {
 	d := caddyfile.NewTestDispenser(`messenger {
 		database "u:p@tcp(db:3306)/m"
+		max_db_connections 12
 		redis redis://r:6379/1
 		redis_key_prefix chat:
 		mesibo {
@@ -63,7 +64,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	if err := h.UnmarshalCaddyfile(d); err != nil {
 		t.Fatal(err)
 	}
-	if h.Database != "u:p@tcp(db:3306)/m" || h.Redis != "redis://r:6379/1" || h.RedisKeyPrefix != "chat:" {
+	if h.Database != "u:p@tcp(db:3306)/m" || h.MaxDBConnections != 12 || h.Redis != "redis://r:6379/1" || h.RedisKeyPrefix != "chat:" {
 		t.Errorf("connections: %+v", h)
 	}
 	if h.Mesibo.Endpoint != "https://mesibo.example/backend/" || h.Mesibo.AppToken != "{env.MESIBO_APP_TOKEN}" || time.Duration(h.Mesibo.Timeout) != 3*time.Second {
@@ -100,6 +101,8 @@ func TestCaddyfileErrors(t *testing.T) {
 		"missing arg":       "messenger {\n database\n}",
 		"extra arg":         "messenger {\n redis a b\n}",
 		"bad size":          "messenger {\n max_body_size lots\n}",
+		"bad connections":   "messenger {\n max_db_connections many\n}",
+		"no connections":    "messenger {\n max_db_connections 0\n}",
 		"argument":          "messenger foo",
 		"bad authenticator": "messenger {\n authenticator password\n}",
 		"otp with options":  "messenger {\n authenticator phone_otp {\n x\n }\n}",
@@ -179,6 +182,25 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 		if err := validateJSON(out); err == nil {
 			t.Errorf("%s: validated", name)
 		}
+	}
+}
+
+// TestValidateRefusesNegativeConnections: JSON configs do not pass through the Caddyfile's
+// checks; Validate refuses a negative pool size.
+func TestValidateRefusesNegativeConnections(t *testing.T) {
+	out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\ndatabase \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\n}\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validateJSON(out); err != nil {
+		t.Fatalf("the valid config: %v", err)
+	}
+	bad := strings.Replace(string(out), `"database":`, `"max_db_connections":-1,"database":`, 1)
+	if bad == string(out) {
+		t.Fatalf("no database field in %s", out)
+	}
+	if err := validateJSON([]byte(bad)); err == nil || !strings.Contains(err.Error(), "max_db_connections") {
+		t.Errorf("max_db_connections -1 validated: %v", err)
 	}
 }
 

@@ -52,6 +52,35 @@ func TestDatabaseOutage(t *testing.T) {
 	})
 }
 
+// TestMaxDBConnections: max_db_connections bounds the connections an instance has open
+// to MySQL at once; requests beyond it wait for a free one and are answered.
+func TestMaxDBConnections(t *testing.T) {
+	if !strings.Contains(testenvDSNHost(), "127.0.0.1:3306") {
+		t.Skip("the counting proxy assumes MariaDB on 127.0.0.1:3306")
+	}
+	e := startEnv(t, options{extra: roomy + "\n\t\tmax_db_connections 2", dbProxy: true})
+	token := e.login(form, "+91 98123 58101", "919812358101")
+	e.dbProxy.resetPeak() // the schema migration had a connection of its own
+	var wg sync.WaitGroup
+	results := make(chan string, 40)
+	for range 40 {
+		wg.Go(func() {
+			results <- e.call(form, map[string]any{"op": "getcontacts", "token": token, "ts": 0}).str("result")
+		})
+	}
+	wg.Wait()
+	close(results)
+	for r := range results {
+		if r != "OK" {
+			t.Fatalf("a request beyond the limit answered %q, want OK", r)
+		}
+	}
+	// Without the option the same requests open 32 (seen when this test was written).
+	if peak := e.dbProxy.resetPeak(); peak < 1 || peak > 2 {
+		t.Fatalf("%d connections open at once to MySQL, want 1 or 2", peak)
+	}
+}
+
 // TestRedisOutageDiscovery: by default contact look-ups fail closed without Redis;
 // contact_discovery { fail_open } lets them through. Ops that need no Redis keep working.
 func TestRedisOutageDiscovery(t *testing.T) {

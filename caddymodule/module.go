@@ -46,6 +46,10 @@ type Handler struct {
 	// the embedded store. Placeholders. Default: the embedded store in the file
 	// messenger/messenger.db of Caddy's data directory, for a single instance.
 	Database string `json:"database,omitempty"`
+	// MaxDBConnections is the most connections this instance opens to MySQL. Default 32.
+	// Instances sharing one MySQL open up to their sum; keep it under the server's
+	// max_connections (151 by default in MariaDB). The embedded store keeps its own 8.
+	MaxDBConnections int `json:"max_db_connections,omitempty"`
 	// Redis is the URL of the Redis that holds codes and rate-limit counters, e.g.
 	// "redis://127.0.0.1:6379/0". Placeholders. Default: none, and codes and counters
 	// live in this process's memory (a single instance; a restart forgets them).
@@ -412,6 +416,9 @@ func (h *Handler) Validate() error {
 	case "", "single", "sentinel", "cluster":
 	default:
 		errs = append(errs, fmt.Errorf("redis_mode %q: want single, sentinel or cluster", h.RedisMode))
+	}
+	if h.MaxDBConnections < 0 {
+		errs = append(errs, fmt.Errorf("max_db_connections %d: want 1 or more (0 or absent: %d)", h.MaxDBConnections, store.DefaultMaxConns))
 	}
 	if h.Mesibo.AppToken == "" {
 		errs = append(errs, errors.New("mesibo app_token is required (e.g. {env.MESIBO_APP_TOKEN}); it is empty"))

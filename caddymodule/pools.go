@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -62,11 +63,13 @@ func take[T any](h *Handler, key string, open func() (T, func() error, error)) (
 func (h *Handler) takePools() (deps, error) {
 	var d deps
 	var err error
-	d.store, err = take(h, "database\x00"+h.Database, func() (*store.Store, func() error, error) {
+	maxConns := cmp.Or(h.MaxDBConnections, store.DefaultMaxConns)
+	d.store, err = take(h, fmt.Sprintf("database\x00%s\x00%d", h.Database, maxConns), func() (*store.Store, func() error, error) {
 		s, err := store.Open(h.Database)
 		if err != nil {
 			return nil, nil, err
 		}
+		s.LimitConnections(maxConns)
 		return s, s.Close, nil
 	})
 	if err != nil {

@@ -19,6 +19,18 @@ type tcpProxy struct {
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]bool
+	// open is the number of client connections being forwarded, peak its highest value
+	// since the last resetPeak.
+	open, peak int
+}
+
+// resetPeak starts counting the peak of open connections afresh, and returns the old peak.
+func (p *tcpProxy) resetPeak() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := p.peak
+	p.peak = p.open
+	return old
 }
 
 func newTCPProxy(t testing.TB, target string) *tcpProxy {
@@ -55,10 +67,15 @@ func (p *tcpProxy) forward(c net.Conn) {
 	}
 	p.mu.Lock()
 	p.conns[c], p.conns[s] = true, true
+	p.open++
+	p.peak = max(p.peak, p.open)
 	p.mu.Unlock()
 	go func() { io.Copy(s, c); s.Close() }()
 	io.Copy(c, s)
 	c.Close()
+	p.mu.Lock()
+	p.open--
+	p.mu.Unlock()
 }
 
 // cut closes the listener and every open connection: the server is gone.

@@ -59,6 +59,19 @@ func Open(dsn string) (*Store, error) {
 // CutEmbedded returns the file path of an embedded-store setting, and whether it is one.
 func CutEmbedded(dsn string) (path string, ok bool) { return strings.CutPrefix(dsn, EmbeddedPrefix) }
 
+// DefaultMaxConns is the size of a MySQL pool unless LimitConnections says otherwise.
+const DefaultMaxConns = 32
+
+// LimitConnections sets the most connections the pool opens to MySQL (and keeps idle).
+// The embedded store keeps its own size: SQLite has one writer whatever the number.
+func (s *Store) LimitConnections(n int) {
+	if s.embedded {
+		return
+	}
+	s.db.SetMaxOpenConns(n)
+	s.db.SetMaxIdleConns(n)
+}
+
 // Embedded reports whether this is the single-instance SQLite store.
 func (s *Store) Embedded() bool { return s.embedded }
 
@@ -93,8 +106,8 @@ func openMySQL(dsn string) (*Store, error) {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(32)
-	db.SetMaxIdleConns(32)
+	db.SetMaxOpenConns(DefaultMaxConns)
+	db.SetMaxIdleConns(DefaultMaxConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
 	return &Store{db: db, fixed: &prepared{db: db}, migrate: func(ctx context.Context) error { return migrateMySQL(ctx, cfg) }}, nil
 }
