@@ -23,6 +23,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //
 //	messenger [<matcher>] {
 //		database        <dsn>|sqlite:<file>   (none: the embedded store in Caddy's data dir)
+//		max_db_connections <n>                (MySQL pool size, default 32)
 //		redis           <url>                 (none: codes and limits in memory)
 //		redis_mode      single|sentinel|cluster
 //		redis_key_prefix <prefix>

@@ -46,9 +46,11 @@ type Handler struct {
 	// the embedded store. Placeholders. Default: the embedded store in the file
 	// messenger/messenger.db of Caddy's data directory, for a single instance.
 	Database string `json:"database,omitempty"`
-	// MaxDBConnections is the most connections this instance opens to MySQL. Default 32.
-	// Instances sharing one MySQL open up to their sum; keep it under the server's
-	// max_connections (151 by default in MariaDB). The embedded store keeps its own 8.
+	// MaxDBConnections is the most connections this instance's pool opens to MySQL.
+	// Default 32. Instances sharing one MySQL open up to their sum; keep it under the
+	// server's max_connections (151 by default in MariaDB). A reload that changes it opens
+	// a new pool, and the old one closes when the old config is gone. The embedded store
+	// keeps its own 8.
 	MaxDBConnections int `json:"max_db_connections,omitempty"`
 	// Redis is the URL of the Redis that holds codes and rate-limit counters, e.g.
 	// "redis://127.0.0.1:6379/0". Placeholders. Default: none, and codes and counters

@@ -63,8 +63,13 @@ func take[T any](h *Handler, key string, open func() (T, func() error, error)) (
 func (h *Handler) takePools() (deps, error) {
 	var d deps
 	var err error
+	// A MySQL pool of another size is another pool; the embedded store has one size.
 	maxConns := cmp.Or(h.MaxDBConnections, store.DefaultMaxConns)
-	d.store, err = take(h, fmt.Sprintf("database\x00%s\x00%d", h.Database, maxConns), func() (*store.Store, func() error, error) {
+	storeKey := "database\x00" + h.Database
+	if _, embedded := store.CutEmbedded(h.Database); !embedded {
+		storeKey += fmt.Sprintf("\x00%d", maxConns)
+	}
+	d.store, err = take(h, storeKey, func() (*store.Store, func() error, error) {
 		s, err := store.Open(h.Database)
 		if err != nil {
 			return nil, nil, err

@@ -57,6 +57,9 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 		if err == nil {
 			users, groups, err = a.Store.SyncSince(ctx, c.user.UID, c.user.Phone, req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
 		}
+		if reset {
+			users = nil // an emptied list has no users, whatever a concurrent getcontacts added since
+		}
 	}
 	if err != nil {
 		a.logError(ctx, "getcontacts failed", zap.Error(err))

@@ -24,6 +24,7 @@ type ProfileChange struct {
 // in between by another of its devices shows at the next sync). A contact added meanwhile
 // misses the notification but sees the change at its next sync, as it would if the list
 // were read inside the transaction after it began. Watchers get the row as committed.
+// (A user deleted since its token was read is answered as if changed; nothing is written.)
 func (s *Store) UpdateProfile(ctx context.Context, user User, change ProfileChange, now time.Time,
 	compose func(User) Notification) (User, error) {
 	var watchers []string

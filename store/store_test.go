@@ -861,6 +861,23 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
 		t.Errorf("%d notifications queued, want 1", n)
 	}
+
+	// Name and picture of the unwatched user (upload answers with them): the fields sent
+	// change, the status set above stays.
+	name, photo := "Cyd", "1800000060-0123456789abcdef.jpg"
+	before := users[23]
+	before.Status = "away"
+	u, err := s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0), compose)
+	want := before
+	want.Name, want.Photo, want.TS = name, photo, 1_800_000_060
+	if err != nil || u != want {
+		t.Fatalf("UpdateProfile(23, name and photo) = %+v, %v; want %+v", u, err, want)
+	}
+	var storedName, storedStatus, storedPhoto string
+	if err := db.QueryRow("SELECT name, status, photo FROM users WHERE uid = 23").Scan(&storedName, &storedStatus, &storedPhoto); err != nil ||
+		storedName != name || storedStatus != "away" || storedPhoto != photo {
+		t.Errorf("user 23 stored as %q %q %q (%v)", storedName, storedStatus, storedPhoto, err)
+	}
 }
 
 // TestPreparedStatementsSurviveLostConnections: the store's prepared statements live on
