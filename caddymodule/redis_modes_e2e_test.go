@@ -2,39 +2,72 @@ package caddymodule_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
 
-// TestRedisSentinel: with redis_mode sentinel the module finds the master through a real
-// Sentinel (started here, watching the test Redis) and logs a user in.
-func TestRedisSentinel(t *testing.T) {
+// startRedis runs redis-server with conf (more configuration lines) and args until the
+// test ends, on a free port whose cluster bus port (10000 above) is free too, and returns
+// the port.
+func startRedis(t *testing.T, conf string, args ...string) int {
+	t.Helper()
 	server, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server is not installed (scripts/test.sh installs it)")
 	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	conf := filepath.Join(t.TempDir(), "sentinel.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster 127.0.0.1 6379 1\n", port, filepath.Dir(conf))), 0o600)
-	cmd := exec.Command(server, conf, "--sentinel")
+	port := freePortPair(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "redis.conf")
+	if err := os.WriteFile(file, []byte(fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nsave \"\"\n%s", port, dir, conf)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(server, append([]string{file}, args...)...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitFor(t, "the sentinel", func() bool {
+	waitFor(t, "redis-server on port "+strconv.Itoa(port), func() bool {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 100*time.Millisecond)
 		if err == nil {
 			c.Close()
 		}
 		return err == nil
 	})
+	return port
+}
 
+// freePortPair is a free port p with p+10000 free too (a cluster node's bus port).
+func freePortPair(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		p := 20000 + rand.IntN(30000)
+		a, errA := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		b, errB := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p+10000))
+		for _, l := range []net.Listener{a, b} {
+			if l != nil {
+				l.Close()
+			}
+		}
+		if errA == nil && errB == nil {
+			return p
+		}
+	}
+	t.Fatal("no free port pair")
+	return 0
+}
+
+// TestRedisSentinel: with redis_mode sentinel the module finds the master through a real
+// Sentinel (started here, watching the test Redis) and logs a user in.
+func TestRedisSentinel(t *testing.T) {
+	port := startRedis(t, "sentinel monitor mymaster 127.0.0.1 6379 1\n", "--sentinel")
 	e := startEnv(t, options{
 		redisURL: fmt.Sprintf("redis://127.0.0.1:%d/0?master_name=mymaster", port),
 		extra:    "redis_mode sentinel",
@@ -44,6 +77,61 @@ func TestRedisSentinel(t *testing.T) {
 		t.Fatal("no token through sentinel")
 	}
 	expectFail(t, e.call(form, map[string]any{"op": "login", "phone": "+91 98123 59001", "appid": "a"}), "RATELIMIT")
+}
+
+// TestRedisCluster: with redis_mode cluster, on a real three-node Redis Cluster started
+// here, codes are sent and checked, the rate limits and the discovery budget count, and
+// the keys are spread over the nodes (every script's keys share a slot, or Redis would
+// refuse it with CROSSSLOT).
+func TestRedisCluster(t *testing.T) {
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("redis-cli is not installed (scripts/test.sh installs it)")
+	}
+	var nodes []string
+	for range 3 {
+		port := startRedis(t, "cluster-enabled yes\ncluster-config-file nodes.conf\nappendonly no\n")
+		nodes = append(nodes, fmt.Sprintf("127.0.0.1:%d", port))
+	}
+	create := exec.Command(cli, append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")...)
+	if out, err := create.CombinedOutput(); err != nil {
+		t.Fatalf("creating the cluster: %v\n%s", err, out)
+	}
+	nodeCLI := func(node string, args ...string) string {
+		host, port, _ := net.SplitHostPort(node)
+		out, _ := exec.Command(cli, append([]string{"-h", host, "-p", port}, args...)...).Output()
+		return string(out)
+	}
+	waitFor(t, "the cluster", func() bool {
+		for _, n := range nodes {
+			if !strings.Contains(nodeCLI(n, "cluster", "info"), "cluster_state:ok") {
+				return false
+			}
+		}
+		return true
+	})
+
+	e := startEnv(t, options{
+		redisURL: fmt.Sprintf("redis://%s?addr=%s&addr=%s", nodes[0], nodes[1], nodes[2]),
+		extra:    "redis_mode cluster",
+	})
+	ada := e.login(form, "+91 98123 59101", "919812359101")
+	e.login(form, "+91 98123 59102", "919812359102")
+	e.login(form, "+91 98123 59103", "919812359103")
+	expectFail(t, e.call(form, map[string]any{"op": "login", "phone": "+91 98123 59101", "appid": "a"}), "RATELIMIT")
+	got := contactsOf(t, e.call(form, map[string]any{"op": "getcontacts", "token": ada, "phones": "919812359102,919812359103,919812359199"}))
+	if !slices.Equal(keys(got), []string{"919812359102", "919812359103"}) {
+		t.Fatalf("contacts through the cluster: %v", keys(got))
+	}
+	holding := 0
+	for _, n := range nodes {
+		if strings.TrimSpace(nodeCLI(n, "dbsize")) != "0" {
+			holding++
+		}
+	}
+	if holding < 2 {
+		t.Errorf("keys on %d of 3 nodes: the module's keys should spread over the cluster", holding)
+	}
 }
 
 func TestRedisModeValidation(t *testing.T) {
