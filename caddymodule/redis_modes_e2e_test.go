@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddy-messenger/messenger/internal/testenv"
 )
 
 // startRedis runs redis-server with conf (more configuration lines) and args until the
@@ -19,6 +21,7 @@ import (
 // the port.
 func startRedis(t *testing.T, conf string, args ...string) int {
 	t.Helper()
+	testenv.SkipIfEmbedded(t, "it is about Redis topologies; the embedded run has no Redis")
 	server, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Skip("redis-server is not installed (scripts/test.sh installs it)")
@@ -77,6 +80,64 @@ func TestRedisSentinel(t *testing.T) {
 		t.Fatal("no token through sentinel")
 	}
 	expectFail(t, e.call(form, map[string]any{"op": "login", "phone": "+91 98123 59001", "appid": "a"}), "RATELIMIT")
+}
+
+// TestRedisSentinelFailover: a code requested before Sentinel promotes the replica is
+// checked after it, and new codes are sent through the new master: the module follows the
+// failover without a restart. Master, replica and Sentinel are started here.
+func TestRedisSentinelFailover(t *testing.T) {
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("redis-cli is not installed (scripts/test.sh installs it)")
+	}
+	run := func(port int, args ...string) string {
+		out, _ := exec.Command(cli, append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port)}, args...)...).Output()
+		return strings.TrimSpace(string(out))
+	}
+	master := startRedis(t, "")
+	replica := startRedis(t, fmt.Sprintf("replicaof 127.0.0.1 %d\n", master))
+	waitFor(t, "the replica", func() bool { return strings.Contains(run(replica, "info", "replication"), "master_link_status:up") })
+	sentinel := startRedis(t, fmt.Sprintf("sentinel monitor fo 127.0.0.1 %d 1\nsentinel down-after-milliseconds fo 1000\nsentinel failover-timeout fo 10000\n", master), "--sentinel")
+	masterPort := func() string { return run(sentinel, "sentinel", "get-master-addr-by-name", "fo") }
+
+	e := startEnv(t, options{
+		redisURL: fmt.Sprintf("redis://127.0.0.1:%d/0?master_name=fo", sentinel),
+		extra:    "redis_mode sentinel",
+	})
+	const phone, digits = "+91 98123 59201", "919812359201"
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": phone, "appid": "a"}), "login")
+	code := e.hook.lastCode(digits)
+	if got := run(master, "wait", "1", "2000"); got != "1" { // the code is on the replica too
+		t.Fatalf("WAIT answered %q, want 1 replica", got)
+	}
+
+	// Sentinel promotes only a replica it has heard from (NOGOODSLAVE until then).
+	waitWithin(t, 30*time.Second, "Sentinel to start the failover", func() bool {
+		got := run(sentinel, "sentinel", "failover", "fo")
+		if got != "OK" && !strings.HasPrefix(got, "NOGOODSLAVE") {
+			t.Fatalf("SENTINEL FAILOVER: %q", got)
+		}
+		return got == "OK"
+	})
+	waitWithin(t, 30*time.Second, "the promotion", func() bool { return strings.HasSuffix(masterPort(), strconv.Itoa(replica)) })
+	// The first calls after the switch may meet the old master, now read-only; the client
+	// then asks Sentinel again. The code must survive it.
+	waitFor(t, "a code check through the new master", func() bool {
+		a := e.call(form, map[string]any{"op": "login", "phone": phone, "appid": "a", "otp": code})
+		if a.str("result") == "OK" {
+			return true
+		}
+		if a.str("error") != "TEMPFAIL" {
+			t.Fatalf("code check after the failover: %s", a.raw)
+		}
+		return false
+	})
+	if token := e.login(form, "+91 98123 59202", "919812359202"); token == "" {
+		t.Fatal("no login through the new master")
+	}
+	if !strings.Contains(run(replica, "info", "replication"), "role:master") {
+		t.Fatal("the replica was not promoted")
+	}
 }
 
 // TestRedisCluster: with redis_mode cluster, on a real three-node Redis Cluster started
