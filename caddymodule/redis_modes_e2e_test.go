@@ -47,6 +47,20 @@ func startRedis(t *testing.T, conf string, args ...string) int {
 	return port
 }
 
+// redisCLI returns a runner of redis-cli against 127.0.0.1:port, answering its trimmed
+// output (empty when it fails).
+func redisCLI(t *testing.T) func(port int, args ...string) string {
+	t.Helper()
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		t.Skip("redis-cli is not installed (scripts/test.sh installs it)")
+	}
+	return func(port int, args ...string) string {
+		out, _ := exec.Command(cli, append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port)}, args...)...).Output()
+		return strings.TrimSpace(string(out))
+	}
+}
+
 // freePortPair is a free port p with p+10000 free too (a cluster node's bus port).
 func freePortPair(t *testing.T) int {
 	t.Helper()
@@ -86,14 +100,7 @@ func TestRedisSentinel(t *testing.T) {
 // checked after it, and new codes are sent through the new master: the module follows the
 // failover without a restart. Master, replica and Sentinel are started here.
 func TestRedisSentinelFailover(t *testing.T) {
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		t.Skip("redis-cli is not installed (scripts/test.sh installs it)")
-	}
-	run := func(port int, args ...string) string {
-		out, _ := exec.Command(cli, append([]string{"-h", "127.0.0.1", "-p", strconv.Itoa(port)}, args...)...).Output()
-		return strings.TrimSpace(string(out))
-	}
+	run := redisCLI(t)
 	master := startRedis(t, "")
 	replica := startRedis(t, fmt.Sprintf("replicaof 127.0.0.1 %d\n", master))
 	waitFor(t, "the replica", func() bool { return strings.Contains(run(replica, "info", "replication"), "master_link_status:up") })
@@ -145,27 +152,20 @@ func TestRedisSentinelFailover(t *testing.T) {
 // the keys are spread over the nodes (every script's keys share a slot, or Redis would
 // refuse it with CROSSSLOT).
 func TestRedisCluster(t *testing.T) {
-	cli, err := exec.LookPath("redis-cli")
-	if err != nil {
-		t.Skip("redis-cli is not installed (scripts/test.sh installs it)")
-	}
+	run := redisCLI(t)
+	var ports []int
 	var nodes []string
 	for range 3 {
 		port := startRedis(t, "cluster-enabled yes\ncluster-config-file nodes.conf\nappendonly no\n")
+		ports = append(ports, port)
 		nodes = append(nodes, fmt.Sprintf("127.0.0.1:%d", port))
 	}
-	create := exec.Command(cli, append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")...)
-	if out, err := create.CombinedOutput(); err != nil {
-		t.Fatalf("creating the cluster: %v\n%s", err, out)
-	}
-	nodeCLI := func(node string, args ...string) string {
-		host, port, _ := net.SplitHostPort(node)
-		out, _ := exec.Command(cli, append([]string{"-h", host, "-p", port}, args...)...).Output()
-		return string(out)
+	if out := run(ports[0], append(append([]string{"--cluster", "create"}, nodes...), "--cluster-replicas", "0", "--cluster-yes")...); !strings.Contains(out, "All 16384 slots covered") {
+		t.Fatalf("creating the cluster:\n%s", out)
 	}
 	waitFor(t, "the cluster", func() bool {
-		for _, n := range nodes {
-			if !strings.Contains(nodeCLI(n, "cluster", "info"), "cluster_state:ok") {
+		for _, p := range ports {
+			if !strings.Contains(run(p, "cluster", "info"), "cluster_state:ok") {
 				return false
 			}
 		}
@@ -185,8 +185,8 @@ func TestRedisCluster(t *testing.T) {
 		t.Fatalf("contacts through the cluster: %v", keys(got))
 	}
 	holding := 0
-	for _, n := range nodes {
-		if strings.TrimSpace(nodeCLI(n, "dbsize")) != "0" {
+	for _, p := range ports {
+		if run(p, "dbsize") != "0" {
 			holding++
 		}
 	}

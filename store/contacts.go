@@ -64,8 +64,8 @@ func (s *Store) KnownContacts(ctx context.Context, uid int64, phones []string) (
 	for _, p := range phones {
 		wanted[p] = true
 	}
-	rows, err := s.fixed.QueryContext(ctx, "SELECT c.phone, u.uid, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''),"+
-		" COALESCE(u.photo, ''), COALESCE(u.ts, 0) FROM contacts c LEFT JOIN users u ON u.phone = c.phone AND u.uid != ?"+
+	rows, err := s.fixed.QueryContext(ctx, "SELECT c.phone, u.uid, "+userDetailColumns+
+		" FROM contacts c LEFT JOIN users u ON u.phone = c.phone AND u.uid != ?"+
 		" WHERE c.uid = ? AND c.phone BETWEEN ? AND ?", uid, uid, lo, hi)
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: known contacts: %w", err)
@@ -245,13 +245,8 @@ func FirstByTS(users []User, limit int) []User {
 // contactsOf returns the phones of the users who have phone in their contact list,
 // except the user with that phone.
 func contactsOf(ctx context.Context, q querier, phone string) ([]string, error) {
-	return queryPhones(ctx, q, `SELECT u.phone FROM contacts c JOIN users u ON u.uid = c.uid
+	rows, err := q.QueryContext(ctx, `SELECT u.phone FROM contacts c JOIN users u ON u.uid = c.uid
 		WHERE c.phone = ? AND u.phone != ?`, phone, phone)
-}
-
-// queryPhones runs a query of one column of phones.
-func queryPhones(ctx context.Context, q querier, query string, args ...any) ([]string, error) {
-	rows, err := q.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: contacts of: %w", err)
 	}

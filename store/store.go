@@ -99,8 +99,6 @@ func openMySQL(dsn string) (*Store, error) {
 	// The driver talks utf8mb4 by default, so 4-byte emoji in names survive.
 	// Token expiry times are written and compared in UTC whatever the server's zone.
 	cfg.Params["time_zone"] = "'+00:00'"
-	// Member lists are built with GROUP_CONCAT, which MySQL cuts at 1 KiB by default.
-	cfg.Params["group_concat_max_len"] = "4194304"
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)

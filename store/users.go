@@ -38,7 +38,12 @@ type Login struct {
 // columns take, which in UTC sorts as it compares.
 const timeLayout = "2006-01-02 15:04:05"
 
-const userColumns = "u.uid, u.phone, COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''), COALESCE(u.photo, ''), COALESCE(u.ts, 0)"
+// userColumns are the columns of a User in field order, from users aliased u;
+// userDetailColumns the ones after uid and phone.
+const (
+	userDetailColumns = "COALESCE(u.cc, 0), COALESCE(u.name, ''), COALESCE(u.status, ''), COALESCE(u.photo, ''), COALESCE(u.ts, 0)"
+	userColumns       = "u.uid, u.phone, " + userDetailColumns
+)
 
 func scanUser(row *sql.Row) (User, error) {
 	var u User
