@@ -411,6 +411,53 @@ func TestNewUserNotifiesContacts(t *testing.T) {
 	}
 }
 
+// TestProfileChangesNotifyWatchersOnly: a change of name, status or picture reaches the
+// users who have the changed user among their contacts, and nobody else; a user who has
+// only itself in its book, or nobody, notifies nobody.
+func TestProfileChangesNotifyWatchersOnly(t *testing.T) {
+	e := startEnv(t, options{extra: roomy})
+	ada := e.login(form, "+91 98123 53001", "919812353001")
+	bob := e.login(form, "+91 98123 53002", "919812353002")
+	contactsOf(t, e.call(form, map[string]any{"op": "getcontacts", "token": ada, "phones": "919812353001"}))
+	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": ada, "status": "alone"}), "profile")
+	expectOK(t, e.upload(map[string]any{"op": "upload", "token": ada, "profile": 1}, "a.png", pictures(t)["png"]), "upload")
+
+	contactsOf(t, e.call(form, map[string]any{"op": "getcontacts", "token": bob, "phones": "919812353001"}))
+	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": ada, "status": "watched"}), "profile")
+	picture := e.upload(map[string]any{"op": "upload", "token": ada, "profile": 1}, "b.png", pictures(t)["png"])
+	expectOK(t, picture, "upload")
+	waitFor(t, "two notifications", func() bool { return len(e.mesibo.Messages()) == 2 })
+	time.Sleep(300 * time.Millisecond)
+	msgs := e.mesibo.Messages()
+	if len(msgs) != 2 {
+		t.Fatalf("%d notifications, want 2 (the changes before Bob had Ada notify nobody)", len(msgs))
+	}
+	var bodies []map[string]any
+	for _, m := range msgs {
+		fields := m.Fields["message"].(map[string]any)
+		var body map[string]any
+		if err := json.Unmarshal([]byte(fields["message"].(string)), &body); err != nil {
+			t.Fatal(err)
+		}
+		if fields["to"] != "919812353002" || fields["from"] != "919812353001" {
+			t.Fatalf("notification %v, want from Ada to Bob", fields)
+		}
+		bodies = append(bodies, body)
+	}
+	newPicture := 0
+	for _, body := range bodies {
+		if body["status"] != "watched" || body["phone"] != "919812353001" {
+			t.Fatalf("notification body %v, want Ada's status after Bob had her", body)
+		}
+		if body["photo"] == picture.str("photo") {
+			newPicture++
+		}
+	}
+	if newPicture != 1 {
+		t.Fatalf("notification bodies %v: want one with the new picture %s", bodies, picture.str("photo"))
+	}
+}
+
 // TestProfileWithPicture: profile takes the picture as a file part, as the apps send it.
 func TestProfileWithPicture(t *testing.T) {
 	e := startEnv(t, options{extra: roomy})

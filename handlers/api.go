@@ -115,13 +115,17 @@ type IdentitySource interface {
 type call struct {
 	req  *Request
 	now  time.Time
-	user store.User // the caller, for ops that need a token
+	user store.Caller // for ops that need a token
 }
 
 // op is one entry of the dispatch table.
 type op struct {
 	needsToken bool
-	run        func(a *API, ctx context.Context, c *call) *Response
+	// changesProfile: the op may change the caller's profile, so its token look-up also
+	// checks whether anybody watches the caller (a change nobody watches then costs one
+	// statement; the other ops do not pay for the check).
+	changesProfile bool
+	run            func(a *API, ctx context.Context, c *call) *Response
 }
 
 // ops is the dispatch table; every op is matched lower-cased.
@@ -132,8 +136,8 @@ var ops = map[string]op{
 
 	"getcontacts": {needsToken: true, run: (*API).getContacts},
 	"delcontacts": {needsToken: true, run: (*API).delContacts},
-	"profile":     {needsToken: true, run: (*API).profile},
-	"upload":      {needsToken: true, run: (*API).upload},
+	"profile":     {needsToken: true, changesProfile: true, run: (*API).profile},
+	"upload":      {needsToken: true, changesProfile: true, run: (*API).upload},
 	"setnotify":   {needsToken: true, run: (*API).setNotify},
 
 	"setgroup":    {needsToken: true, run: (*API).setGroup},
@@ -191,7 +195,7 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 	}
 	c := &call{req: req, now: a.Now()}
 	if o.needsToken || !known {
-		user, resp := a.authenticate(ctx, req)
+		user, resp := a.authenticate(ctx, req, o.changesProfile)
 		if resp != nil {
 			return resp
 		}
@@ -212,9 +216,10 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 	return resp
 }
 
-// authenticate finds the caller by token; a nil Response means it passed. logout
-// answers OK even without a valid token (the token may be gone already).
-func (a *API) authenticate(ctx context.Context, req *Request) (store.User, *Response) {
+// authenticate finds the caller by token (checkWatched: see store.CallerByToken); a nil
+// Response means it passed. logout answers OK even without a valid token (the token may be
+// gone already).
+func (a *API) authenticate(ctx context.Context, req *Request, checkWatched bool) (store.Caller, *Response) {
 	refuse := func() *Response {
 		if req.Op == "logout" {
 			return &Response{Body: map[string]any{"op": "logout", "result": "OK"}}
@@ -223,18 +228,18 @@ func (a *API) authenticate(ctx context.Context, req *Request) (store.User, *Resp
 	}
 	token := req.Get("token")
 	if len(token) < minTokenLength {
-		return store.User{}, refuse()
+		return store.Caller{}, refuse()
 	}
 	if resp := a.ready(ctx, req); resp != nil {
-		return store.User{}, resp
+		return store.Caller{}, resp
 	}
-	user, err := a.Store.UserByToken(ctx, token)
+	user, err := a.Store.CallerByToken(ctx, token, checkWatched)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return store.User{}, refuse()
+		return store.Caller{}, refuse()
 	case err != nil:
 		a.logError(ctx, "token look-up failed", zap.String("op", req.Op), zap.Error(err))
-		return store.User{}, fail(req.Op, a.Now(), "DBERROR", "")
+		return store.Caller{}, fail(req.Op, a.Now(), "DBERROR", "")
 	}
 	return user, nil
 }

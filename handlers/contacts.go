@@ -32,7 +32,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	var groups []store.Group
 	var err error
 	if len(raw) > 0 {
-		phones := a.contactPhones(raw, c.user)
+		phones := a.contactPhones(raw, c.user.User)
 		fresh, knownUsers, resp := a.chargeDiscovery(ctx, c, phones)
 		if resp != nil {
 			return resp
@@ -159,7 +159,7 @@ func (a *API) delContacts(ctx context.Context, c *call) *Response {
 	if len(raw) == 0 {
 		return fail("delcontacts", c.now, "MISSINGPARA", "")
 	}
-	if err := a.Store.DeleteContacts(ctx, c.user.UID, a.contactPhones(raw, c.user)); err != nil {
+	if err := a.Store.DeleteContacts(ctx, c.user.UID, a.contactPhones(raw, c.user.User)); err != nil {
 		a.logError(ctx, "delcontacts failed", zap.Error(err))
 		return fail("delcontacts", c.now, "DBERROR", "")
 	}

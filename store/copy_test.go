@@ -46,7 +46,7 @@ func populatedEmbedded(t *testing.T) *store.Store {
 		}
 	}
 	status := "busy"
-	if _, err := s.UpdateProfile(ctx, u105, store.ProfileChange{Status: &status}, now.Add(time.Minute),
+	if _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute),
 		func(u store.User) store.Notification {
 			return store.Notification{From: u.Phone, Body: []byte(`{"status":"busy"}`)}
 		}); err != nil {
@@ -93,9 +93,9 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 
 	// Spot checks through the store API on the MySQL side: the same answers as before.
 	for _, s := range []*store.Store{src, dst} {
-		u, err := s.UserByToken(ctx, fmt.Sprintf("%064d", 29))
+		u, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 29), false)
 		if err != nil || u.UID != 129 || u.Name != "user 29 🙂" || u.Phone != "919800000129" {
-			t.Errorf("UserByToken after copy = %+v, %v", u, err)
+			t.Errorf("CallerByToken after copy = %+v, %v", u, err)
 		}
 		contacts, _, err := s.SyncSince(ctx, 101, "919800000101", 0, 1000, 10)
 		if err != nil || len(contacts) != 28 { // 1..40 in the book, 0..29 registered, minus itself
@@ -138,8 +138,8 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 	if !slices.Equal(again, counts) {
 		t.Errorf("copied back %v, want %v", again, counts)
 	}
-	if u, err := back.UserByToken(ctx, fmt.Sprintf("%064d", 29)); err != nil || u.UID != 129 || u.Name != "user 29 🙂" {
-		t.Errorf("UserByToken after the copy back = %+v, %v", u, err)
+	if u, err := back.CallerByToken(ctx, fmt.Sprintf("%064d", 29), false); err != nil || u.UID != 129 || u.Name != "user 29 🙂" {
+		t.Errorf("CallerByToken after the copy back = %+v, %v", u, err)
 	}
 	if contacts, _, err := back.SyncSince(ctx, 101, "919800000101", 0, 1000, 10); err != nil || len(contacts) != 28 {
 		t.Errorf("SyncSince(101) after the copy back = %d users, %v", len(contacts), err)

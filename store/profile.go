@@ -14,41 +14,42 @@ type ProfileChange struct {
 	Photo  *string
 }
 
-// UpdateProfile applies change to user (as read for this request), sets its ts, and, in
-// the same transaction, queues the notification that compose builds from the updated user
-// for every user who has this one among their contacts.
+// UpdateProfile applies change to the caller's row, sets its ts, and, in the same
+// transaction, queues the notification that compose builds from the updated user for every
+// user who has this one among their contacts.
 //
-// Those users are found first, outside the transaction: most users are watched by nobody,
-// and their change is then a single statement with no transaction around it, answered
-// with user and the change applied to it (a change of the same user's other fields made
-// in between by another of its devices shows at the next sync). A contact added meanwhile
-// misses the notification but sees the change at its next sync, as it would if the list
-// were read inside the transaction after it began. Watchers get the row as committed.
-// (A user deleted since its token was read is answered as if changed; nothing is written.)
-func (s *Store) UpdateProfile(ctx context.Context, user User, change ProfileChange, now time.Time,
+// A caller found unwatched when its token was read is changed by a single
+// statement with no transaction around it, and answered with the change applied to the
+// user as read (a change of the same user's other fields made in between by another of its
+// devices shows at the next sync). The watchers of the others are found outside the
+// transaction. Either way a contact added meanwhile misses the notification but sees the
+// change at its next sync, as it would if the list were read inside the transaction after
+// it began. Watchers get the row as committed. (A user deleted since its token was read is
+// answered as if changed; nothing is written.)
+func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time,
 	compose func(User) Notification) (User, error) {
 	var watchers []string
-	if compose != nil {
+	if compose != nil && !caller.Unwatched {
 		var err error
-		if watchers, err = contactsOf(ctx, s.fixed, user.Phone); err != nil {
+		if watchers, err = contactsOf(ctx, s.fixed, caller.Phone); err != nil {
 			return User{}, fmt.Errorf("store: update profile: %w", err)
 		}
 	}
 	if len(watchers) == 0 {
-		if err := updateProfile(ctx, s.fixed, user.UID, change, now); err != nil {
+		if err := updateProfile(ctx, s.fixed, caller.UID, change, now); err != nil {
 			return User{}, err
 		}
-		return change.appliedTo(user, now), nil
+		return change.appliedTo(caller.User, now), nil
 	}
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return User{}, fmt.Errorf("store: update profile: %w", err)
 	}
 	defer tx.Rollback()
-	if err := updateProfile(ctx, tx, user.UID, change, now); err != nil {
+	if err := updateProfile(ctx, tx, caller.UID, change, now); err != nil {
 		return User{}, err
 	}
-	u, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", user.UID))
+	u, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", caller.UID))
 	if err != nil {
 		return User{}, fmt.Errorf("store: update profile: %w", err)
 	}

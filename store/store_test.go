@@ -348,13 +348,13 @@ func TestAdoptOriginalDatabase(t *testing.T) {
 		}
 	}
 
-	u, err := s.UserByToken(ctx, token)
+	caller, err := s.CallerByToken(ctx, token, false)
 	if err != nil {
-		t.Fatalf("UserByToken with the original's zero-date token: %v", err)
+		t.Fatalf("CallerByToken with the original's zero-date token: %v", err)
 	}
 	want := store.User{UID: 4242, Phone: "919812345678", CC: 91, Name: "Ada", Status: "hello", Photo: "1592891231-0011223344556677.jpg", TS: 1592891231}
-	if u != want {
-		t.Errorf("UserByToken = %+v, want %+v", u, want)
+	if caller.User != want {
+		t.Errorf("CallerByToken = %+v, want %+v", caller, want)
 	}
 
 	// A new login of that user replaces the original token row under strict mode.
@@ -367,10 +367,10 @@ func TestAdoptOriginalDatabase(t *testing.T) {
 	if isNew || u.Name != "Ada" || u.TS != 1700000000 {
 		t.Errorf("SaveLogin = %+v isNew %v", u, isNew)
 	}
-	if _, err := s.UserByToken(ctx, token); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, token, false); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("old token after a new login: %v, want ErrNotFound", err)
 	}
-	if _, err := s.UserByToken(ctx, newToken); err != nil {
+	if _, err := s.CallerByToken(ctx, newToken, false); err != nil {
 		t.Errorf("new token: %v", err)
 	}
 }
@@ -490,8 +490,8 @@ func TestSaveLogin(t *testing.T) {
 	if tokUID != 1001 || tok != tokenA || exp != expiry.Unix() || ip != 0x01020304 || dev != 1 {
 		t.Errorf("tokens row = (%d, %s, %d, %d, %d), want (1001, %s, %d, %d, 1)", tokUID, tok, exp, ip, dev, tokenA, expiry.Unix(), 0x01020304)
 	}
-	if got, err := s.UserByToken(ctx, tokenA); err != nil || got != want {
-		t.Errorf("UserByToken = %+v, %v; want %+v", got, err, want)
+	if got, err := s.CallerByToken(ctx, tokenA, false); err != nil || got.User != want {
+		t.Errorf("CallerByToken = %+v, %v; want %+v", got, err, want)
 	}
 
 	// Second login, same phone and uid, new token, another name: name kept, token replaced.
@@ -512,11 +512,11 @@ func TestSaveLogin(t *testing.T) {
 	if err := db.QueryRow("SELECT token, device FROM tokens WHERE uid = 1001").Scan(&tok, &dev); err != nil || tok != tokenB || dev != 2 {
 		t.Errorf("token row = (%s, %d, %v), want the new token, device 2", tok, dev, err)
 	}
-	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("UserByToken(old token) = %v, want ErrNotFound", err)
+	if _, err := s.CallerByToken(ctx, tokenA, false); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CallerByToken(old token) = %v, want ErrNotFound", err)
 	}
-	if got, err := s.UserByToken(ctx, tokenB); err != nil || got.UID != 1001 || got.Name != "Ada" {
-		t.Errorf("UserByToken(new token) = %+v, %v", got, err)
+	if got, err := s.CallerByToken(ctx, tokenB, false); err != nil || got.UID != 1001 || got.Name != "Ada" {
+		t.Errorf("CallerByToken(new token) = %+v, %v", got, err)
 	}
 
 	// A repeat login that changes nothing in the users row is not new either.
@@ -541,11 +541,11 @@ func TestSaveLogin(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 2002 AND phone = 919812345678 AND ts = 1700000200"); n != 1 {
 		t.Errorf("users row not re-keyed to uid 2002")
 	}
-	if got, err := s.UserByToken(ctx, tokenC); err != nil || got.UID != 2002 {
-		t.Errorf("UserByToken(token of new uid) = %+v, %v", got, err)
+	if got, err := s.CallerByToken(ctx, tokenC, false); err != nil || got.UID != 2002 {
+		t.Errorf("CallerByToken(token of new uid) = %+v, %v", got, err)
 	}
-	if _, err := s.UserByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("UserByToken(token of the old uid) = %v, want ErrNotFound", err)
+	if _, err := s.CallerByToken(ctx, tokenB, false); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CallerByToken(token of the old uid) = %v, want ErrNotFound", err)
 	}
 
 	// A user without a name gets one at a later login.
@@ -557,27 +557,31 @@ func TestSaveLogin(t *testing.T) {
 	}
 }
 
-func TestUserByTokenNotFound(t *testing.T) {
+func TestCallerByTokenNotFound(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
-	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenA, false); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown token: %v, want ErrNotFound", err)
 	}
 	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 1, Phone: "919812345678", CC: 91, Token: tokenA,
 		Expiry: time.Now().Add(2 * time.Minute), TS: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UserByToken(ctx, tokenA); err != nil {
-		t.Fatalf("token expiring in 2 minutes: %v", err)
+	for _, checked := range []bool{false, true} { // both look-ups share the expiry rule
+		if _, err := s.CallerByToken(ctx, tokenA, checked); err != nil {
+			t.Fatalf("token expiring in 2 minutes (checked %v): %v", checked, err)
+		}
 	}
-	if _, err := s.UserByToken(ctx, tokenA[:63]); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenA[:63], false); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("prefix of a token: %v, want ErrNotFound", err)
 	}
 	if _, err := db.Exec("UPDATE tokens SET expirytime = '2000-01-01 00:00:00' WHERE uid = 1"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
-		t.Fatalf("expired token: %v, want ErrNotFound", err)
+	for _, checked := range []bool{false, true} {
+		if _, err := s.CallerByToken(ctx, tokenA, checked); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("expired token (checked %v): %v, want ErrNotFound", checked, err)
+		}
 	}
 
 	// Expired through SaveLogin too: two minutes ago (checks the UTC handling of expiry).
@@ -585,7 +589,7 @@ func TestUserByTokenNotFound(t *testing.T) {
 		Expiry: time.Now().Add(-2 * time.Minute), TS: 2}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.UserByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenB, false); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("token expired 2 minutes ago: %v, want ErrNotFound", err)
 	}
 }
@@ -623,10 +627,10 @@ func TestLogout(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 2 {
 		t.Errorf("users rows after logout = %d, want 2 (logout keeps the user)", n)
 	}
-	if _, err := s.UserByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenA, false); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("token after logout: %v, want ErrNotFound", err)
 	}
-	if _, err := s.UserByToken(ctx, tokenB); err != nil {
+	if _, err := s.CallerByToken(ctx, tokenB, false); err != nil {
 		t.Errorf("other user's token after logout: %v", err)
 	}
 	// Logging out again is fine.
@@ -656,9 +660,9 @@ func TestOddValuesStoredVerbatim(t *testing.T) {
 		if u.Name != name {
 			t.Errorf("SaveLogin returned name %q, want %q", u.Name, name)
 		}
-		got, err := s.UserByToken(ctx, token)
+		got, err := s.CallerByToken(ctx, token, false)
 		if err != nil {
-			t.Fatalf("UserByToken for name %q: %v", name, err)
+			t.Fatalf("CallerByToken for name %q: %v", name, err)
 		}
 		if got.Name != name {
 			t.Errorf("round trip name = %q, want %q", got.Name, name)
@@ -678,8 +682,8 @@ func TestOddValuesStoredVerbatim(t *testing.T) {
 		t.Errorf("users rows = %d, want %d", n, len(names))
 	}
 	// An injection attempt as the token itself finds nothing.
-	if _, err := s.UserByToken(ctx, "' OR '1'='1"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("UserByToken(injection) = %v, want ErrNotFound", err)
+	if _, err := s.CallerByToken(ctx, "' OR '1'='1", false); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CallerByToken(injection) = %v, want ErrNotFound", err)
 	}
 }
 
@@ -818,22 +822,34 @@ func TestKnownContacts(t *testing.T) {
 	}
 }
 
-// TestUpdateProfileNotifiesWatchersOnly: a profile change queues one notification to the
-// users who have the changed user as a contact, and none for a user nobody watches.
+// TestUpdateProfileNotifiesWatchersOnly: the token look-up tells whether anybody else has
+// the caller among their contacts; a profile change queues one notification to those users,
+// and none for a user nobody watches.
 func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
-	users := map[int64]store.User{}
 	for uid, phone := range map[int64]string{21: "919812340021", 22: "919812340022", 23: "919812340023"} {
-		u, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Name: "N" + phone, Token: fmt.Sprintf("%064d", uid),
-			Expiry: time.Now().Add(time.Hour), TS: 1}, nil)
-		if err != nil {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Name: "N" + phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
 			t.Fatal(err)
 		}
-		users[uid] = u
 	}
 	if err := s.SaveContacts(ctx, 22, []string{"919812340021"}, false); err != nil { // 22 watches 21
 		t.Fatal(err)
+	}
+	if err := s.SaveContacts(ctx, 23, []string{"919812340023"}, false); err != nil { // 23 only itself
+		t.Fatal(err)
+	}
+	users := map[int64]store.Caller{}
+	for uid, unwatched := range map[int64]bool{21: false, 22: true, 23: true} {
+		c, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", uid), true)
+		if err != nil || c.UID != uid || c.Unwatched != unwatched {
+			t.Fatalf("CallerByToken(%d, checked) = %+v, %v; want unwatched %v", uid, c, err, unwatched)
+		}
+		if unchecked, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", uid), false); err != nil || unchecked != (store.Caller{User: c.User}) {
+			t.Fatalf("CallerByToken(%d, unchecked) = %+v, %v; want %+v and not unwatched", uid, unchecked, err, c.User)
+		}
+		users[uid] = c
 	}
 	compose := func(u store.User) store.Notification {
 		return store.Notification{From: u.Phone, Body: []byte(u.Status)}
@@ -841,7 +857,7 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	status := "away"
 	for _, uid := range []int64{21, 23} {
 		u, err := s.UpdateProfile(ctx, users[uid], store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), compose)
-		want := users[uid]
+		want := users[uid].User
 		want.Status, want.TS = "away", 1_800_000_000
 		if err != nil || u != want {
 			t.Fatalf("UpdateProfile(%d) = %+v, %v; want %+v", uid, u, err, want)
@@ -868,7 +884,7 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	before := users[23]
 	before.Status = "away"
 	u, err := s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0), compose)
-	want := before
+	want := before.User
 	want.Name, want.Photo, want.TS = name, photo, 1_800_000_060
 	if err != nil || u != want {
 		t.Fatalf("UpdateProfile(23, name and photo) = %+v, %v; want %+v", u, err, want)
@@ -893,8 +909,8 @@ func TestPreparedStatementsSurviveLostConnections(t *testing.T) {
 	}
 	for round := range 3 {
 		for range 8 { // several pooled connections, each with the statement prepared
-			if u, err := s.UserByToken(ctx, tokenA); err != nil || u.UID != 31 {
-				t.Fatalf("round %d: UserByToken = %+v, %v", round, u, err)
+			if u, err := s.CallerByToken(ctx, tokenA, false); err != nil || u.UID != 31 {
+				t.Fatalf("round %d: CallerByToken = %+v, %v", round, u, err)
 			}
 		}
 		rows, err := db.QueryContext(ctx, "SELECT id FROM information_schema.processlist WHERE user = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND db = DATABASE() AND id <> CONNECTION_ID()")
@@ -915,8 +931,8 @@ func TestPreparedStatementsSurviveLostConnections(t *testing.T) {
 			db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
 		}
 	}
-	if u, err := s.UserByToken(ctx, tokenA); err != nil || u.UID != 31 {
-		t.Fatalf("after the kills: UserByToken = %+v, %v", u, err)
+	if u, err := s.CallerByToken(ctx, tokenA, false); err != nil || u.UID != 31 {
+		t.Fatalf("after the kills: CallerByToken = %+v, %v", u, err)
 	}
 }
 

@@ -119,15 +119,42 @@ func (s *Store) upsertUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool
 	return n == 1, err
 }
 
-// UserByToken finds the user an access token belongs to. Tokens written by the original
-// backend carry no expiry (a zero date) and stay valid, as they did there.
-func (s *Store) UserByToken(ctx context.Context, token string) (User, error) {
-	u, err := scanUser(s.fixed.QueryRowContext(ctx, "SELECT "+userColumns+` FROM tokens t JOIN users u ON u.uid = t.uid
-		WHERE t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`, token))
-	if err != nil && !errors.Is(err, ErrNotFound) {
-		return User{}, fmt.Errorf("store: user by token: %w", err)
+// Caller is the user a request's access token belongs to, as read for that request.
+type Caller struct {
+	User
+	// Unwatched: the token look-up was asked to check, and found that no other user has
+	// this one among their contacts; a change of its profile then has nobody to notify
+	// and needs no look-up of watchers. False when unchecked.
+	Unwatched bool
+}
+
+// callerFrom: where a token look-up reads its user, from tokens t joined to users u.
+const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid
+	WHERE t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`
+
+// CallerByToken finds the user an access token belongs to; with checkWatched it also
+// finds out whether anybody has that user among their contacts (one more index look-up,
+// which costs MariaDB about as much as the token look-up itself, so only ops that may
+// change the caller's profile ask). Tokens written by the original backend carry no
+// expiry (a zero date) and stay valid, as they did there.
+func (s *Store) CallerByToken(ctx context.Context, token string, checkWatched bool) (Caller, error) {
+	var c Caller
+	u := &c.User
+	dest := []any{&u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS}
+	query := "SELECT " + userColumns + callerFrom
+	if checkWatched {
+		query = "SELECT " + userColumns + `,
+		NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.phone AND c.uid != u.uid)` + callerFrom
+		dest = append(dest, &c.Unwatched)
 	}
-	return u, err
+	err := s.fixed.QueryRowContext(ctx, query, token).Scan(dest...)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return Caller{}, ErrNotFound
+	case err != nil:
+		return Caller{}, fmt.Errorf("store: caller by token: %w", err)
+	}
+	return c, nil
 }
 
 // Logout deletes the user's access token and push token.
