@@ -113,19 +113,20 @@ type IdentitySource interface {
 
 // call is one request on its way through an op.
 type call struct {
-	req  *Request
-	now  time.Time
-	user store.Caller // for ops that need a token
+	req    *Request
+	now    time.Time
+	caller store.Caller // for ops that need a token
 }
 
 // op is one entry of the dispatch table.
 type op struct {
 	needsToken bool
-	// changesProfile: the op may change the caller's profile, so its token look-up also
-	// checks whether anybody watches the caller (a change nobody watches then costs one
-	// statement; the other ops do not pay for the check).
-	changesProfile bool
-	run            func(a *API, ctx context.Context, c *call) *Response
+	// changesOwnProfile, when set, tells whether a request changes the caller's own
+	// profile; its token look-up then also checks whether anybody watches the caller, so
+	// that a change nobody watches needs only its UPDATE after the look-up. Other requests
+	// do not pay for the check.
+	changesOwnProfile func(req *Request) bool
+	run               func(a *API, ctx context.Context, c *call) *Response
 }
 
 // ops is the dispatch table; every op is matched lower-cased.
@@ -136,8 +137,8 @@ var ops = map[string]op{
 
 	"getcontacts": {needsToken: true, run: (*API).getContacts},
 	"delcontacts": {needsToken: true, run: (*API).delContacts},
-	"profile":     {needsToken: true, changesProfile: true, run: (*API).profile},
-	"upload":      {needsToken: true, changesProfile: true, run: (*API).upload},
+	"profile":     {needsToken: true, changesOwnProfile: profileOfCaller, run: (*API).profile},
+	"upload":      {needsToken: true, changesOwnProfile: uploadOfCallerPicture, run: (*API).upload},
 	"setnotify":   {needsToken: true, run: (*API).setNotify},
 
 	"setgroup":    {needsToken: true, run: (*API).setGroup},
@@ -195,11 +196,12 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 	}
 	c := &call{req: req, now: a.Now()}
 	if o.needsToken || !known {
-		user, resp := a.authenticate(ctx, req, o.changesProfile)
+		checkWatched := o.changesOwnProfile != nil && o.changesOwnProfile(req)
+		caller, resp := a.authenticate(ctx, req, checkWatched)
 		if resp != nil {
 			return resp
 		}
-		c.user = user
+		c.caller = caller
 	}
 	if !known {
 		return rejection(req.Op, "BADOP", "")
@@ -233,7 +235,7 @@ func (a *API) authenticate(ctx context.Context, req *Request, checkWatched bool)
 	if resp := a.ready(ctx, req); resp != nil {
 		return store.Caller{}, resp
 	}
-	user, err := a.Store.CallerByToken(ctx, token, checkWatched)
+	caller, err := a.Store.CallerByToken(ctx, token, checkWatched)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return store.Caller{}, refuse()
@@ -241,7 +243,7 @@ func (a *API) authenticate(ctx context.Context, req *Request, checkWatched bool)
 		a.logError(ctx, "token look-up failed", zap.String("op", req.Op), zap.Error(err))
 		return store.Caller{}, fail(req.Op, a.Now(), "DBERROR", "")
 	}
-	return user, nil
+	return caller, nil
 }
 
 // ready makes sure the schema is migrated; a database that is not there is DBERROR.

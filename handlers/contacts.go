@@ -32,7 +32,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	var groups []store.Group
 	var err error
 	if len(raw) > 0 {
-		phones := a.contactPhones(raw, c.user.User)
+		phones := a.contactPhones(raw, c.caller.User)
 		fresh, knownUsers, resp := a.chargeDiscovery(ctx, c, phones)
 		if resp != nil {
 			return resp
@@ -41,21 +41,21 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 			fresh, knownUsers = phones, nil // the list is emptied first: store them all again
 		}
 		if len(fresh) > 0 || reset {
-			err = a.Store.SaveContacts(ctx, c.user.UID, fresh, reset)
+			err = a.Store.SaveContacts(ctx, c.caller.UID, fresh, reset)
 		}
 		users = knownUsers
 		if err == nil && len(fresh) > 0 {
 			var freshUsers []store.User
-			freshUsers, err = a.Store.UsersByPhones(ctx, fresh, c.user.UID)
+			freshUsers, err = a.Store.UsersByPhones(ctx, fresh, c.caller.UID)
 			users = append(users, freshUsers...)
 		}
 		users = store.FirstByTS(users, maxUsersPerSync)
 	} else {
 		if reset {
-			err = a.Store.SaveContacts(ctx, c.user.UID, nil, true)
+			err = a.Store.SaveContacts(ctx, c.caller.UID, nil, true)
 		}
 		if err == nil {
-			users, groups, err = a.Store.SyncSince(ctx, c.user.UID, c.user.Phone, req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
+			users, groups, err = a.Store.SyncSince(ctx, c.caller.UID, c.caller.Phone, req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
 		}
 		if reset {
 			users = nil // an emptied list has no users, whatever a concurrent getcontacts added since
@@ -76,7 +76,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	resp := ok("getcontacts", c.now)
 	resp.Body["contacts"] = records
 	resp.Body["u"] = map[string]any{
-		"name": c.user.Name, "phone": c.user.Phone, "status": c.user.Status, "photo": c.user.Photo, "ts": itoa(c.user.TS),
+		"name": c.caller.Name, "phone": c.caller.Phone, "status": c.caller.Status, "photo": c.caller.Photo, "ts": itoa(c.caller.TS),
 	}
 	return resp
 }
@@ -101,7 +101,7 @@ func (a *API) contactPhones(raw []string, caller store.User) []string {
 // the caller's contact list, and returns those numbers, and the registered users among
 // the others.
 func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]string, []store.User, *Response) {
-	known, knownUsers, err := a.Store.KnownContacts(ctx, c.user.UID, phones)
+	known, knownUsers, err := a.Store.KnownContacts(ctx, c.caller.UID, phones)
 	if err != nil {
 		a.logError(ctx, "getcontacts failed", zap.Error(err))
 		return nil, nil, fail("getcontacts", c.now, "DBERROR", "")
@@ -116,7 +116,7 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 		return nil, knownUsers, nil
 	}
 	wait, err := a.Limiter.AllowN(ctx, len(fresh), ratelimit.Check{
-		Key: "discovery:" + itoa(c.user.UID), Rules: []ratelimit.Rule{a.Config.Discovery.Budget},
+		Key: "discovery:" + itoa(c.caller.UID), Rules: []ratelimit.Rule{a.Config.Discovery.Budget},
 	})
 	if err != nil && !errors.Is(err, ratelimit.ErrOverBurst) && a.Config.Discovery.FailOpen {
 		a.Logger.Warn("discovery budget unavailable; allowing the look-up (fail_open)", zap.Error(err))
@@ -159,7 +159,7 @@ func (a *API) delContacts(ctx context.Context, c *call) *Response {
 	if len(raw) == 0 {
 		return fail("delcontacts", c.now, "MISSINGPARA", "")
 	}
-	if err := a.Store.DeleteContacts(ctx, c.user.UID, a.contactPhones(raw, c.user.User)); err != nil {
+	if err := a.Store.DeleteContacts(ctx, c.caller.UID, a.contactPhones(raw, c.caller.User)); err != nil {
 		a.logError(ctx, "delcontacts failed", zap.Error(err))
 		return fail("delcontacts", c.now, "DBERROR", "")
 	}

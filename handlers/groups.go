@@ -68,13 +68,13 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 	}
 	setup.Photo = photo
 
-	compose := a.groupNotification(c.user.Phone, a.Config.Notifications.AddedToGroup)
+	compose := a.groupNotification(c.caller.Phone, a.Config.Notifications.AddedToGroup)
 	var g store.Group
 	var err error
 	if gid == 0 {
-		g, err = a.Store.CreateGroup(ctx, c.user.Phone, setup, c.now, a.groupService(), compose)
+		g, err = a.Store.CreateGroup(ctx, c.caller.Phone, setup, c.now, a.groupService(), compose)
 	} else {
-		g, err = a.Store.ChangeGroup(ctx, gid, c.user.Phone, setup, c.now, a.groupService(), compose)
+		g, err = a.Store.ChangeGroup(ctx, gid, c.caller.Phone, setup, c.now, a.groupService(), compose)
 	}
 	if resp := a.groupFailure(ctx, "setgroup", c, err); resp != nil {
 		a.discardPicture(photo)
@@ -95,7 +95,7 @@ func (a *API) getGroup(ctx context.Context, c *call) *Response {
 	if gid <= 0 {
 		return fail("getgroup", c.now, "MISSINGPARA", "")
 	}
-	g, role, err := a.Store.GroupFor(ctx, gid, c.user.Phone)
+	g, role, err := a.Store.GroupFor(ctx, gid, c.caller.Phone)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// As for a non-member: a stranger learns nothing about which groups exist.
@@ -127,7 +127,7 @@ func (a *API) editMembers(ctx context.Context, c *call) *Response {
 	if remove {
 		subject = subjectSilent
 	}
-	g, err := a.Store.EditMembers(ctx, gid, c.user.Phone, phones, remove, c.now, a.groupService(), a.groupNotification(c.user.Phone, subject))
+	g, err := a.Store.EditMembers(ctx, gid, c.caller.Phone, phones, remove, c.now, a.groupService(), a.groupNotification(c.caller.Phone, subject))
 	if resp := a.groupFailure(ctx, "editmembers", c, err); resp != nil {
 		return resp
 	}
@@ -143,7 +143,7 @@ func (a *API) setAdmin(ctx context.Context, c *call) *Response {
 	if resp != nil {
 		return resp
 	}
-	g, err := a.Store.SetAdmin(ctx, gid, c.user.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(c.user.Phone, subjectSilent))
+	g, err := a.Store.SetAdmin(ctx, gid, c.caller.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(c.caller.Phone, subjectSilent))
 	if resp := a.groupFailure(ctx, "setadmin", c, err); resp != nil {
 		return resp
 	}
@@ -159,15 +159,15 @@ func (a *API) delGroup(ctx context.Context, c *call) *Response {
 	}
 	// The store decides between deleting and leaving. A deleted group is notified as a
 	// group without members ("0:"); after a leave the remaining members are told silently.
-	deleted := a.groupNotification(c.user.Phone, subjectGroupDeleted)
-	left := a.groupNotification(c.user.Phone, subjectSilent)
+	deleted := a.groupNotification(c.caller.Phone, subjectGroupDeleted)
+	left := a.groupNotification(c.caller.Phone, subjectSilent)
 	compose := func(g store.Group) store.Notification {
 		if len(g.Phones) == 0 {
 			return deleted(g)
 		}
 		return left(g)
 	}
-	_, _, err := a.Store.DeleteOrLeave(ctx, gid, c.user.Phone, c.now, a.groupService(), compose)
+	_, _, err := a.Store.DeleteOrLeave(ctx, gid, c.caller.Phone, c.now, a.groupService(), compose)
 	if resp := a.groupFailure(ctx, "delgroup", c, err); resp != nil {
 		return resp
 	}
@@ -212,7 +212,7 @@ func (a *API) memberPhones(op string, c *call, raw []string) ([]string, *Respons
 		if strings.Contains(r, "%") {
 			r = unescapeOnce(r) // some app builds URL-encode the list
 		}
-		n, err := phone.ParseContact(r, c.user.CC)
+		n, err := phone.ParseContact(r, c.caller.CC)
 		if err != nil {
 			return nil, fail(op, c.now, "MISSINGPARA", "Not a valid phone number: "+shorten(r, 32))
 		}

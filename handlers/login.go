@@ -218,14 +218,14 @@ var appTokenRefusal = map[string]bool{"AUTHFAIL": true, "BADAPPTOKEN": true, "BA
 
 // logout deletes the caller's token and push token, and optionally revokes the token at mesibo.
 func (a *API) logout(ctx context.Context, c *call) *Response {
-	if err := a.Store.Logout(ctx, c.user.UID); err != nil {
+	if err := a.Store.Logout(ctx, c.caller.UID); err != nil {
 		a.logError(ctx, "logout failed", zap.Error(err))
 		return fail("logout", c.now, "DBERROR", "")
 	}
 	if a.Config.RevokeOnLogout {
 		// Best effort: the token is already unusable here; mesibo's copy expires anyway.
-		if err := a.Mesibo.RemoveUserToken(ctx, c.user.Phone); err != nil {
-			a.Logger.Warn("revoking token at mesibo failed", zap.Int64("uid", c.user.UID), zap.Error(err))
+		if err := a.Mesibo.RemoveUserToken(ctx, c.caller.Phone); err != nil {
+			a.Logger.Warn("revoking token at mesibo failed", zap.Int64("uid", c.caller.UID), zap.Error(err))
 		}
 	}
 	return ok("logout", c.now)

@@ -20,7 +20,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	}
 	if gid := req.Int("gid"); gid > 0 {
 		change := store.GroupChange{Name: sentField(req, "name"), Photo: photo}
-		g, resp := a.changeGroup("profile", ctx, c, gid, change, c.user.Name+" has changed the group name to %GROUP%")
+		g, resp := a.changeGroup("profile", ctx, c, gid, change, c.caller.Name+" has changed the group name to %GROUP%")
 		if resp != nil {
 			a.discardPicture(photo)
 			return resp
@@ -31,7 +31,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	}
 	change := store.ProfileChange{Name: sentField(req, "name"), Status: sentField(req, "status"), Photo: photo}
 	compose, wake := wakeAfter(a, a.profileNotification("", ""))
-	if _, err := a.Store.UpdateProfile(ctx, c.user, change, c.now, compose); err != nil {
+	if _, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now, compose); err != nil {
 		a.discardPicture(photo)
 		a.logError(ctx, "profile failed", zap.Error(err))
 		return fail("profile", c.now, "DBERROR", "")
@@ -39,6 +39,9 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	wake()
 	return ok("profile", c.now)
 }
+
+// profileOfCaller: a profile request without gid changes the caller's own profile.
+func profileOfCaller(req *Request) bool { return req.Int("gid") <= 0 }
 
 // sentField is a pointer to the field's value when it was sent (even empty), else nil.
 func sentField(req *Request, name string) *string {
@@ -51,7 +54,7 @@ func sentField(req *Request, name string) *string {
 
 // changeGroup applies change to a group the caller administers and notifies its members.
 func (a *API) changeGroup(op string, ctx context.Context, c *call, gid int64, change store.GroupChange, subject string) (store.Group, *Response) {
-	g, err := a.Store.UpdateGroupInfo(ctx, gid, c.user.Phone, change, c.now, a.groupNotification(c.user.Phone, subject))
+	g, err := a.Store.UpdateGroupInfo(ctx, gid, c.caller.Phone, change, c.now, a.groupNotification(c.caller.Phone, subject))
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotAdmin):
 		return g, fail(op, c.now, "BADGROUP", "")
@@ -94,7 +97,7 @@ func (a *API) discardPicture(name *string) {
 // setNotify stores the caller's push token.
 func (a *API) setNotify(ctx context.Context, c *call) *Response {
 	req := c.req
-	if err := a.Store.SetNotifyToken(ctx, c.user.UID, req.Get("notifytoken"), deviceType(req), req.Int("prod") > 0); err != nil {
+	if err := a.Store.SetNotifyToken(ctx, c.caller.UID, req.Get("notifytoken"), deviceType(req), req.Int("prod") > 0); err != nil {
 		a.logError(ctx, "setnotify failed", zap.Error(err))
 		return fail("setnotify", c.now, "DBERROR", "")
 	}

@@ -8,6 +8,10 @@ import (
 	"github.com/caddy-messenger/messenger/store"
 )
 
+// uploadOfCallerPicture: an upload with profile=1 and no gid sets or removes the caller's
+// own picture.
+func uploadOfCallerPicture(req *Request) bool { return req.Int("profile") > 0 && req.Int("gid") <= 0 }
+
 // upload stores a picture: the caller's profile picture (profile=1), a group's (profile=1
 // and gid > 0), or any picture (profile=0); delete=1 removes the profile or group picture.
 func (a *API) upload(ctx context.Context, c *call) *Response {
@@ -45,7 +49,7 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 		record = map[string]any{"photo": g.Photo, "phone": "", "gid": g.GID, "name": g.Name, "status": "", "ts": g.TS}
 	} else {
 		compose, wake := wakeAfter(a, a.profileNotification("", ""))
-		u, err := a.Store.UpdateProfile(ctx, c.user, store.ProfileChange{Photo: photo}, c.now, compose)
+		u, err := a.Store.UpdateProfile(ctx, c.caller, store.ProfileChange{Photo: photo}, c.now, compose)
 		if err != nil {
 			a.discardPicture(photo)
 			a.logError(ctx, "upload failed", zap.Error(err))

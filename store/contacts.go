@@ -190,7 +190,8 @@ func (s *Store) SyncSince(ctx context.Context, uid int64, phone string, since in
 		var isGroup bool
 		var u User
 		var groupType int
-		if err := rows.Scan(&isGroup, &u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS, &groupType); err != nil {
+		dest := append(append([]any{&isGroup}, u.fields()...), &groupType)
+		if err := rows.Scan(dest...); err != nil {
 			return nil, nil, fmt.Errorf("store: sync: %w", err)
 		}
 		if isGroup {
@@ -224,7 +225,7 @@ func queryUsers(ctx context.Context, q querier, query string, args ...any) ([]Us
 	var users []User
 	for rows.Next() {
 		var u User
-		if err := rows.Scan(&u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS); err != nil {
+		if err := rows.Scan(u.fields()...); err != nil {
 			return nil, err
 		}
 		users = append(users, u)

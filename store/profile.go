@@ -18,14 +18,14 @@ type ProfileChange struct {
 // transaction, queues the notification that compose builds from the updated user for every
 // user who has this one among their contacts.
 //
-// A caller found unwatched when its token was read is changed by a single
-// statement with no transaction around it, and answered with the change applied to the
-// user as read (a change of the same user's other fields made in between by another of its
-// devices shows at the next sync). The watchers of the others are found outside the
-// transaction. Either way a contact added meanwhile misses the notification but sees the
-// change at its next sync, as it would if the list were read inside the transaction after
-// it began. Watchers get the row as committed. (A user deleted since its token was read is
-// answered as if changed; nothing is written.)
+// A caller with nobody to notify (found unwatched when its token was read, or with no
+// watchers found now) is changed by a single statement with no transaction around it, and
+// answered with the change applied to the user as read (a change of the same user's other
+// fields made in between by another of its devices shows at the next sync). The watchers
+// of the others are found outside the transaction. Either way a contact added meanwhile
+// misses the notification but sees the change at its next sync, as it would if the list
+// were read inside the transaction after it began. Watchers get the row as committed.
+// (A user deleted since its token was read is answered as if changed; nothing is written.)
 func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time,
 	compose func(User) Notification) (User, error) {
 	var watchers []string

@@ -877,6 +877,20 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
 		t.Errorf("%d notifications queued, want 1", n)
 	}
+	// The look-up's word is taken: a caller said to be unwatched is not looked up again
+	// (22 took 21 into its book before; the change is written, nobody is notified).
+	status = "unseen"
+	if u, err := s.UpdateProfile(ctx, store.Caller{User: users[21].User, Unwatched: true}, store.ProfileChange{Status: &status},
+		time.Unix(1_800_000_030, 0), compose); err != nil || u.Status != "unseen" {
+		t.Fatalf("UpdateProfile(21 said unwatched) = %+v, %v", u, err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
+		t.Errorf("%d notifications queued after a change said unwatched, want still 1", n)
+	}
+	var storedTS int64
+	if err := db.QueryRow("SELECT ts FROM users WHERE uid = 21").Scan(&storedTS); err != nil || storedTS != 1_800_000_030 {
+		t.Errorf("user 21 ts %d (%v) after the change said unwatched, want 1800000030", storedTS, err)
+	}
 
 	// Name and picture of the unwatched user (upload answers with them): the fields sent
 	// change, the status set above stays.

@@ -45,9 +45,14 @@ const (
 	userColumns       = "u.uid, u.phone, " + userDetailColumns
 )
 
+// fields are u's fields in the order of userColumns, to scan into.
+func (u *User) fields() []any {
+	return []any{&u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS}
+}
+
 func scanUser(row *sql.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS)
+	err := row.Scan(u.fields()...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, ErrNotFound
 	}
@@ -124,11 +129,13 @@ type Caller struct {
 	User
 	// Unwatched: the token look-up was asked to check, and found that no other user has
 	// this one among their contacts; a change of its profile then has nobody to notify
-	// and needs no look-up of watchers. False when unchecked.
+	// and needs no look-up of watchers. False when unchecked (and when the only contacts
+	// rows naming the user belong to uids that are gone: the look-up then finds nobody).
 	Unwatched bool
 }
 
-// callerFrom: where a token look-up reads its user, from tokens t joined to users u.
+// callerFrom: the rest of a token look-up after its columns: the user of a token that
+// has not expired, from tokens t joined to users u.
 const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid
 	WHERE t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`
 
@@ -139,8 +146,7 @@ const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid
 // expiry (a zero date) and stay valid, as they did there.
 func (s *Store) CallerByToken(ctx context.Context, token string, checkWatched bool) (Caller, error) {
 	var c Caller
-	u := &c.User
-	dest := []any{&u.UID, &u.Phone, &u.CC, &u.Name, &u.Status, &u.Photo, &u.TS}
+	dest := c.fields()
 	query := "SELECT " + userColumns + callerFrom
 	if checkWatched {
 		query = "SELECT " + userColumns + `,
