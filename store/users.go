@@ -129,13 +129,14 @@ type Caller struct {
 	User
 	// Unwatched: the token look-up was asked to check, and found that no other user has
 	// this one among their contacts; a change of its profile then has nobody to notify
-	// and needs no look-up of watchers. False when unchecked (and when the only contacts
-	// rows naming the user belong to uids that are gone: the look-up then finds nobody).
+	// and needs no look-up of watchers. False when unchecked, and also when the only
+	// contacts rows naming the user belong to uids that are gone (the watcher look-up
+	// then finds nobody: one statement more, never a missed notification).
 	Unwatched bool
 }
 
-// callerFrom: the rest of a token look-up after its columns: the user of a token that
-// has not expired, from tokens t joined to users u.
+// callerFrom is the part of a token look-up after its columns: the user (users u) of a
+// token (tokens t) that has not expired.
 const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid
 	WHERE t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`
 
