@@ -458,6 +458,42 @@ func TestProfileChangesNotifyWatchersOnly(t *testing.T) {
 	}
 }
 
+// TestProfileOfUnwatchedUser: a change of a user nobody has as a contact (one statement
+// that also proves the token) in every encoding: the answer carries the app configuration,
+// only the fields sent change; an expired or unknown token is refused and changes nothing.
+func TestProfileOfUnwatchedUser(t *testing.T) {
+	e := startEnv(t, options{extra: roomy})
+	ada := e.login(form, "+91 98123 53101", "919812353101")
+	row := func() string { return e.dump("SELECT name, status, ts FROM users WHERE phone = 919812353101") }
+	for i, enc := range encodings {
+		status := fmt.Sprintf("status %d ✓ '; --", i)
+		a := e.call(enc, map[string]any{"op": "profile", "token": ada, "status": status})
+		expectOK(t, a, "profile")
+		if a.str("uploadurl") == "" || a.str("downloadurl") == "" {
+			t.Fatalf("%s: answer without the app configuration: %s", enc, a.raw)
+		}
+		if got := row(); !strings.HasPrefix(got, ":"+status+":") {
+			t.Fatalf("%s: row %q, want no name and status %q", enc, got, status)
+		}
+	}
+	expectOK(t, e.call(jsonBody, map[string]any{"op": "profile", "token": ada, "name": "Ada"}), "profile")
+	before := row()
+	if !strings.HasPrefix(before, "Ada:status 3 ✓") {
+		t.Fatalf("row %q: want the name set and the last status kept", before)
+	}
+	expectFail(t, e.call(form, map[string]any{"op": "profile", "token": strings.Repeat("f", 64), "status": "x"}), "AUTHFAIL")
+	if _, err := e.db.Exec("UPDATE tokens SET expirytime = '2001-01-01' WHERE token = ?", ada); err != nil {
+		t.Fatal(err)
+	}
+	expectFail(t, e.call(form, map[string]any{"op": "profile", "token": ada, "status": "expired"}), "AUTHFAIL")
+	if got := row(); got != before {
+		t.Fatalf("row %q after refused changes, want %q", got, before)
+	}
+	if n := len(e.mesibo.Messages()); n != 0 {
+		t.Fatalf("%d notifications of a user nobody has", n)
+	}
+}
+
 // TestProfileWithPicture: profile takes the picture as a file part, as the apps send it.
 func TestProfileWithPicture(t *testing.T) {
 	e := startEnv(t, options{extra: roomy})

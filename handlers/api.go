@@ -126,7 +126,11 @@ type op struct {
 	// that a change nobody watches needs only its UPDATE after the look-up. Other requests
 	// do not pay for the check.
 	changesOwnProfile func(req *Request) bool
-	run               func(a *API, ctx context.Context, c *call) *Response
+	// beforeLookUp, when set, may answer a request with its token alone, before the
+	// token is looked up (in a statement that proves the token itself); nil means it
+	// did not, and the request goes on as usual.
+	beforeLookUp func(a *API, ctx context.Context, c *call, token string) *Response
+	run          func(a *API, ctx context.Context, c *call) *Response
 }
 
 // ops is the dispatch table; every op is matched lower-cased.
@@ -137,7 +141,7 @@ var ops = map[string]op{
 
 	"getcontacts": {needsToken: true, run: (*API).getContacts},
 	"delcontacts": {needsToken: true, run: (*API).delContacts},
-	"profile":     {needsToken: true, changesOwnProfile: profileOfCaller, run: (*API).profile},
+	"profile":     {needsToken: true, beforeLookUp: (*API).profileNobodyWatches, changesOwnProfile: pictureOfCaller, run: (*API).profile},
 	"upload":      {needsToken: true, changesOwnProfile: uploadOfCallerPicture, run: (*API).upload},
 	"setnotify":   {needsToken: true, run: (*API).setNotify},
 
@@ -196,8 +200,20 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 	}
 	c := &call{req: req, now: a.Now()}
 	if o.needsToken || !known {
+		token := req.Get("token")
+		if len(token) < minTokenLength {
+			return refusal(req)
+		}
+		if resp := a.ready(ctx, req); resp != nil {
+			return resp
+		}
+		if o.beforeLookUp != nil {
+			if resp := o.beforeLookUp(a, ctx, c, token); resp != nil {
+				return a.withAppConfig(resp)
+			}
+		}
 		checkWatched := o.changesOwnProfile != nil && o.changesOwnProfile(req)
-		caller, resp := a.authenticate(ctx, req, checkWatched)
+		caller, resp := a.lookUp(ctx, req, token, checkWatched)
 		if resp != nil {
 			return resp
 		}
@@ -206,39 +222,31 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 	if !known {
 		return rejection(req.Op, "BADOP", "")
 	}
-	if !o.needsToken { // authenticate has made sure of the database for the others
+	if !o.needsToken { // the token's way has made sure of the database for the others
 		if resp := a.ready(ctx, req); resp != nil {
 			return resp
 		}
+		return o.run(a, ctx, c)
 	}
-	resp := o.run(a, ctx, c)
-	if o.needsToken && resp.Body["result"] == "OK" {
-		a.addAppConfig(resp.Body)
-	}
-	return resp
+	return a.withAppConfig(o.run(a, ctx, c))
 }
 
-// authenticate finds the caller by token (checkWatched: see store.CallerByToken); a nil
-// Response means it passed. logout answers OK even without a valid token (the token may be
-// gone already).
-func (a *API) authenticate(ctx context.Context, req *Request, checkWatched bool) (store.Caller, *Response) {
-	refuse := func() *Response {
-		if req.Op == "logout" {
-			return &Response{Body: map[string]any{"op": "logout", "result": "OK"}}
-		}
-		return rejection(req.Op, "AUTHFAIL", "")
+// refusal answers a request whose token is missing, short or unknown: AUTHFAIL, except
+// that logout answers OK (the token may be gone already).
+func refusal(req *Request) *Response {
+	if req.Op == "logout" {
+		return &Response{Body: map[string]any{"op": "logout", "result": "OK"}}
 	}
-	token := req.Get("token")
-	if len(token) < minTokenLength {
-		return store.Caller{}, refuse()
-	}
-	if resp := a.ready(ctx, req); resp != nil {
-		return store.Caller{}, resp
-	}
+	return rejection(req.Op, "AUTHFAIL", "")
+}
+
+// lookUp finds the caller by token (checkWatched: see store.CallerByToken); a nil
+// Response means it passed.
+func (a *API) lookUp(ctx context.Context, req *Request, token string, checkWatched bool) (store.Caller, *Response) {
 	caller, err := a.Store.CallerByToken(ctx, token, checkWatched)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return store.Caller{}, refuse()
+		return store.Caller{}, refusal(req)
 	case err != nil:
 		a.logError(ctx, "token look-up failed", zap.String("op", req.Op), zap.Error(err))
 		return store.Caller{}, fail(req.Op, a.Now(), "DBERROR", "")
@@ -255,15 +263,20 @@ func (a *API) ready(ctx context.Context, req *Request) *Response {
 	return nil
 }
 
-// addAppConfig adds the app-configuration block (PROTOCOL.md §2) to a successful answer.
-func (a *API) addAppConfig(body map[string]any) {
-	cfg := a.Config
+// withAppConfig adds the app-configuration block (PROTOCOL.md §2) to resp if it is a
+// success, and returns it.
+func (a *API) withAppConfig(resp *Response) *Response {
+	if resp.Body["result"] != "OK" {
+		return resp
+	}
+	body, cfg := resp.Body, a.Config
 	body["share"] = cfg.Invite
 	body["invite"] = cfg.Invite.Text
 	body["urls"] = map[string]string{"upload": cfg.UploadURL, "download": cfg.DownloadURL}
 	body["fileurl"] = cfg.DownloadURL
 	body["downloadurl"] = cfg.DownloadURL
 	body["uploadurl"] = cfg.UploadURL
+	return resp
 }
 
 // logError logs a failed step of an op, unless the client had gone away: a request

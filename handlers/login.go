@@ -189,8 +189,7 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 	if tn := a.Media.Thumbnail(saved.Photo); tn != "" {
 		resp.Body["tn"] = tn
 	}
-	a.addAppConfig(resp.Body)
-	return resp
+	return a.withAppConfig(resp)
 }
 
 // mesiboFailure maps a mesibo error to the answer the apps know: a refusal to create the

@@ -29,9 +29,8 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 		answer.Body["gid"] = g.GID
 		return answer
 	}
-	change := store.ProfileChange{Name: sentField(req, "name"), Status: sentField(req, "status"), Photo: photo}
 	compose, wake := wakeAfter(a, a.profileNotification("", ""))
-	if _, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now, compose); err != nil {
+	if _, err := a.Store.UpdateProfile(ctx, c.caller, ownProfileChange(req, photo), c.now, compose); err != nil {
 		a.discardPicture(photo)
 		a.logError(ctx, "profile failed", zap.Error(err))
 		return fail("profile", c.now, "DBERROR", "")
@@ -40,8 +39,38 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	return ok("profile", c.now)
 }
 
+// profileNobodyWatches answers a change of the caller's own name or status in one
+// statement, which proves the token and writes the change only if nobody has the caller
+// among their contacts (nobody to notify; see store.UpdateUnwatchedProfile). nil: it did
+// not write, and the request takes the usual way. A request with a picture always does:
+// a picture is decoded only for a caller already known.
+func (a *API) profileNobodyWatches(ctx context.Context, c *call, token string) *Response {
+	if !profileOfCaller(c.req) || c.req.File != nil {
+		return nil
+	}
+	written, err := a.Store.UpdateUnwatchedProfile(ctx, token, ownProfileChange(c.req, nil), c.now)
+	if err != nil {
+		a.logError(ctx, "profile failed", zap.Error(err))
+		return fail("profile", c.now, "DBERROR", "")
+	}
+	if !written {
+		return nil
+	}
+	return ok("profile", c.now)
+}
+
+// ownProfileChange is what a profile request without gid sets; photo is the stored
+// picture, if one came.
+func ownProfileChange(req *Request, photo *string) store.ProfileChange {
+	return store.ProfileChange{Name: sentField(req, "name"), Status: sentField(req, "status"), Photo: photo}
+}
+
 // profileOfCaller: a profile request without gid changes the caller's own profile.
 func profileOfCaller(req *Request) bool { return req.Int("gid") <= 0 }
+
+// pictureOfCaller: a profile request that changes the caller's own picture (the others
+// of the caller's own profile were tried by profileNobodyWatches already).
+func pictureOfCaller(req *Request) bool { return profileOfCaller(req) && req.File != nil }
 
 // sentField is a pointer to the field's value when it was sent (even empty), else nil.
 func sentField(req *Request, name string) *string {

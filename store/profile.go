@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // ProfileChange is what a profile op sets; nil fields stay as they are.
@@ -64,15 +67,55 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 	return u, nil
 }
 
+// setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.
+// COALESCE keeps a column whose new value is NULL (not sent).
+const setProfile = `SET name = COALESCE(?, name), status = COALESCE(?, status), photo = COALESCE(?, photo), ts = ?`
+
+func setProfileArgs(change ProfileChange, now time.Time, more ...any) []any {
+	return append([]any{change.Name, change.Status, change.Photo, now.Unix()}, more...)
+}
+
 // updateProfile writes change and ts to the user's row.
 func updateProfile(ctx context.Context, q querier, uid int64, change ProfileChange, now time.Time) error {
-	// COALESCE keeps a column whose new value is NULL (not sent).
-	if _, err := q.ExecContext(ctx, `UPDATE users SET name = COALESCE(?, name), status = COALESCE(?, status),
-		photo = COALESCE(?, photo), ts = ? WHERE uid = ?`, change.Name, change.Status, change.Photo, now.Unix(), uid); err != nil {
+	if _, err := q.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, uid)...); err != nil {
 		return fmt.Errorf("store: update profile: %w", err)
 	}
 	return nil
 }
+
+// UpdateUnwatchedProfile writes change to the profile of the user that token belongs to,
+// in one statement that also proves the token, if nobody has that user among their
+// contacts (so there is nobody to notify). That is a profile change's common case with
+// one round trip instead of a token look-up and then an UPDATE: MariaDB spends about a
+// third less on it and the server saves a round trip.
+//
+// It reports whether it wrote. false means nothing was written, and the request takes
+// the general way (CallerByToken, UpdateProfile), which tells the reasons apart: an
+// unknown or expired token, a watched user, a change that leaves the row as it was
+// (MySQL counts changed rows, not matched ones), or a deadlock. The last can happen
+// because, at MySQL's REPEATABLE READ, the statement's subqueries lock what they read
+// (the token row, and the contacts index around the user's phone) until it commits, so a
+// login or contacts upload touching the same rows at the same instant may meet it; the
+// loser is rolled back whole, and retrying it the general way (no such locks) is safe.
+func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (bool, error) {
+	res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+
+		" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+") AND "+nobodyWatches,
+		setProfileArgs(change, now, token)...)
+	if myErr := (*mysql.MySQLError)(nil); errors.As(err, &myErr) && myErr.Number == mysqlDeadlock {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: update unwatched profile: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("store: update unwatched profile: %w", err)
+	}
+	return n > 0, nil
+}
+
+// mysqlDeadlock is MySQL's ER_LOCK_DEADLOCK: the statement's transaction was rolled back.
+const mysqlDeadlock = 1213
 
 // appliedTo is u after change at now.
 func (change ProfileChange) appliedTo(u User, now time.Time) User {

@@ -825,6 +825,134 @@ func TestKnownContacts(t *testing.T) {
 // TestUpdateProfileNotifiesWatchersOnly: the token look-up tells whether anybody else has
 // the caller among their contacts; a profile change queues one notification to those users,
 // and none for a user nobody watches.
+// TestUpdateUnwatchedProfile: the one-statement change writes the profile of a valid
+// token's user whom nobody has as a contact, and writes nothing (reporting so) for a
+// watched user, an unknown or expired token; values are stored as sent.
+func TestUpdateUnwatchedProfile(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	tokenOf := func(uid int64) string { return fmt.Sprintf("%064d", uid) }
+	for uid, expiry := range map[int64]time.Time{31: time.Now().Add(time.Hour), 32: time.Now().Add(time.Hour),
+		33: time.Now().Add(time.Hour), 34: time.Now().Add(-time.Minute)} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: fmt.Sprintf("9198123400%d", uid), Name: fmt.Sprintf("N%d", uid),
+			Token: tokenOf(uid), Expiry: expiry, TS: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, 32, []string{"919812340031"}, false); err != nil { // 32 watches 31
+		t.Fatal(err)
+	}
+	if err := s.SaveContacts(ctx, 33, []string{"919812340033"}, false); err != nil { // 33 only itself
+		t.Fatal(err)
+	}
+	row := func(uid int64) string {
+		var name, status, photo string
+		var ts int64
+		if err := db.QueryRow("SELECT name, COALESCE(status, ''), photo, ts FROM users WHERE uid = ?", uid).Scan(&name, &status, &photo, &ts); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%s|%s|%s|%d", name, status, photo, ts)
+	}
+	status := "it's \x00 me'; DROP TABLE users; -- 🙂"
+	at := time.Unix(1_800_000_000, 0)
+	for _, c := range []struct {
+		token string
+		uid   int64
+		want  bool
+	}{
+		{tokenOf(32), 32, true},
+		{tokenOf(33), 33, true},
+		{tokenOf(31), 31, false}, // watched by 32
+		{tokenOf(34), 34, false}, // expired
+		{tokenOf(35), 35, false}, // unknown
+	} {
+		var before string
+		if c.uid != 35 {
+			before = row(c.uid)
+		}
+		written, err := s.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Status: &status}, at)
+		if err != nil || written != c.want {
+			t.Fatalf("UpdateUnwatchedProfile(user %d) = %v, %v; want %v", c.uid, written, err, c.want)
+		}
+		switch {
+		case c.uid == 35:
+		case c.want:
+			if got, want := row(c.uid), fmt.Sprintf("N%d|%s||1800000000", c.uid, status); got != want {
+				t.Errorf("user %d stored as %q, want %q", c.uid, got, want)
+			}
+		default:
+			if got := row(c.uid); got != before {
+				t.Errorf("user %d changed to %q although not written (was %q)", c.uid, got, before)
+			}
+		}
+	}
+	// Only the fields sent change: a name (even empty) and a picture, the status stays.
+	empty, photo := "", "1800000060-0123456789abcdef.jpg"
+	if written, err := s.UpdateUnwatchedProfile(ctx, tokenOf(32), store.ProfileChange{Name: &empty, Photo: &photo}, at.Add(time.Minute)); err != nil || !written {
+		t.Fatalf("UpdateUnwatchedProfile(32, name and photo) = %v, %v", written, err)
+	}
+	if got, want := row(32), "|"+status+"|"+photo+"|1800000060"; got != want {
+		t.Errorf("user 32 stored as %q, want %q", got, want)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 0 {
+		t.Errorf("%d notifications queued by unwatched changes", n)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 4 {
+		t.Errorf("%d users after the changes, want 4", n)
+	}
+}
+
+// TestUpdateUnwatchedProfileDeadlock: the one-statement change locks what its subqueries
+// read; when that makes it the victim of a deadlock it reports "not written" without an
+// error (the request then goes the general way), and the other transaction goes on.
+func TestUpdateUnwatchedProfileDeadlock(t *testing.T) {
+	testenv.SkipIfEmbedded(t, "SQLite has no row locks to deadlock on")
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 41, Phone: "919812340041", Token: tokenA, Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	// Another user takes 41 into its book (and others: the heavier transaction, which
+	// InnoDB keeps when it breaks a deadlock), uncommitted.
+	if _, err := tx.ExecContext(ctx, "INSERT INTO contacts (uid, phone) VALUES (42, 919812340041), (42, 1), (42, 2), (42, 3), (42, 4), (42, 5)"); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		written bool
+		err     error
+	}
+	done := make(chan result, 1)
+	status := "mine"
+	go func() {
+		written, err := s.UpdateUnwatchedProfile(ctx, tokenA, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0))
+		done <- result{written, err}
+	}()
+	// The change holds 41's row and waits for the contacts index (it runs for longer than
+	// a statement without a wait would); the transaction then asks for 41's row: a cycle.
+	for count(t, db, `SELECT COUNT(*) FROM information_schema.processlist
+		WHERE db = DATABASE() AND info LIKE 'UPDATE users AS u %' AND time_ms > 100`) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := tx.ExecContext(ctx, "UPDATE users SET name = 'theirs' WHERE uid = 41"); err != nil {
+		t.Fatalf("the heavier transaction was rolled back: %v", err)
+	}
+	if r := <-done; r.written || r.err != nil {
+		t.Fatalf("UpdateUnwatchedProfile as a deadlock's victim = %v, %v; want not written, no error", r.written, r.err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var name, stored string
+	if err := db.QueryRow("SELECT name, COALESCE(status, '') FROM users WHERE uid = 41").Scan(&name, &stored); err != nil || name != "theirs" || stored != "" {
+		t.Fatalf("user 41: %q %q (%v), want only the transaction's name", name, stored, err)
+	}
+}
+
 func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)

@@ -135,10 +135,16 @@ type Caller struct {
 	Unwatched bool
 }
 
+// validToken is the condition on a token row (tokens t) that it is the one asked for and
+// has not expired.
+const validToken = `t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`
+
 // callerFrom is the part of a token look-up after its columns: the user (users u) of a
-// token (tokens t) that has not expired.
-const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid
-	WHERE t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`
+// valid token (tokens t).
+const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid WHERE ` + validToken
+
+// nobodyWatches holds for a user (users u) that no other user has among their contacts.
+const nobodyWatches = `NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.phone AND c.uid != u.uid)`
 
 // CallerByToken finds the user an access token belongs to; with checkWatched it also
 // finds out whether anybody has that user among their contacts (one more index look-up,
@@ -150,8 +156,7 @@ func (s *Store) CallerByToken(ctx context.Context, token string, checkWatched bo
 	dest := c.fields()
 	query := "SELECT " + userColumns + callerFrom
 	if checkWatched {
-		query = "SELECT " + userColumns + `,
-		NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.phone AND c.uid != u.uid)` + callerFrom
+		query = "SELECT " + userColumns + ", " + nobodyWatches + callerFrom
 		dest = append(dest, &c.Unwatched)
 	}
 	err := s.fixed.QueryRowContext(ctx, query, token).Scan(dest...)

@@ -307,8 +307,10 @@ func wrkScript(name string, e *env) (string, error) {
 	script := `wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) bad = 0 end
+function setup(thread) table.insert(threads, thread); thread:set("id", #threads) end
+-- Each thread its own random sequence: unseeded, both would send the same users' changes
+-- at the same instants, waiting on each other's row locks.
+function init(args) bad = 0; math.randomseed(os.time() * 16 + id) end
 function response(status, headers, body)
   if status ~= 200 or not string.find(body, '"result":"OK"', 1, true) then bad = bad + 1 end
 end
