@@ -476,10 +476,14 @@ func TestProfileOfUnwatchedUser(t *testing.T) {
 			t.Fatalf("%s: row %q, want no name and status %q", enc, got, status)
 		}
 	}
-	expectOK(t, e.call(jsonBody, map[string]any{"op": "profile", "token": ada, "name": "Ada"}), "profile")
+	// The same change twice at once: MySQL counts no changed row the second time (same
+	// values, same second), which must still answer OK.
+	for range 2 {
+		expectOK(t, e.call(jsonBody, map[string]any{"op": "profile", "token": ada, "name": "Ada"}), "profile")
+	}
 	before := row()
-	if !strings.HasPrefix(before, "Ada:status 3 ✓") {
-		t.Fatalf("row %q: want the name set and the last status kept", before)
+	if want := fmt.Sprintf("Ada:status %d ✓", len(encodings)-1); !strings.HasPrefix(before, want) {
+		t.Fatalf("row %q: want the name set and the last status kept (%q)", before, want)
 	}
 	expectFail(t, e.call(form, map[string]any{"op": "profile", "token": strings.Repeat("f", 64), "status": "x"}), "AUTHFAIL")
 	if _, err := e.db.Exec("UPDATE tokens SET expirytime = '2001-01-01' WHERE token = ?", ada); err != nil {

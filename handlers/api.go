@@ -121,11 +121,13 @@ type call struct {
 // op is one entry of the dispatch table.
 type op struct {
 	needsToken bool
-	// changesOwnProfile, when set, tells whether a request changes the caller's own
-	// profile; its token look-up then also checks whether anybody watches the caller, so
-	// that a change nobody watches needs only its UPDATE after the look-up. Other requests
-	// do not pay for the check.
-	changesOwnProfile func(req *Request) bool
+	// lookUpWatchers, when set, tells whether a request's token look-up should also
+	// check whether anybody watches the caller (store.CallerByToken), so that a change of
+	// the caller's own profile nobody watches needs only its UPDATE after the look-up:
+	// the requests that set the caller's picture. Other requests do not pay for the check
+	// (profile's other changes were tried by beforeLookUp; those that come this way are
+	// mostly of watched callers).
+	lookUpWatchers func(req *Request) bool
 	// beforeLookUp, when set, may answer a request with its token alone, before the
 	// token is looked up (in a statement that proves the token itself); nil means it
 	// did not, and the request goes on as usual.
@@ -141,8 +143,8 @@ var ops = map[string]op{
 
 	"getcontacts": {needsToken: true, run: (*API).getContacts},
 	"delcontacts": {needsToken: true, run: (*API).delContacts},
-	"profile":     {needsToken: true, beforeLookUp: (*API).profileNobodyWatches, changesOwnProfile: pictureOfCaller, run: (*API).profile},
-	"upload":      {needsToken: true, changesOwnProfile: uploadOfCallerPicture, run: (*API).upload},
+	"profile":     {needsToken: true, beforeLookUp: (*API).profileNobodyWatches, lookUpWatchers: pictureOfCaller, run: (*API).profile},
+	"upload":      {needsToken: true, lookUpWatchers: uploadOfCallerPicture, run: (*API).upload},
 	"setnotify":   {needsToken: true, run: (*API).setNotify},
 
 	"setgroup":    {needsToken: true, run: (*API).setGroup},
@@ -212,7 +214,7 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 				return a.withAppConfig(resp)
 			}
 		}
-		checkWatched := o.changesOwnProfile != nil && o.changesOwnProfile(req)
+		checkWatched := o.lookUpWatchers != nil && o.lookUpWatchers(req)
 		caller, resp := a.lookUp(ctx, req, token, checkWatched)
 		if resp != nil {
 			return resp
@@ -222,7 +224,7 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 	if !known {
 		return rejection(req.Op, "BADOP", "")
 	}
-	if !o.needsToken { // the token's way has made sure of the database for the others
+	if !o.needsToken { // the token branch above has called ready for the others
 		if resp := a.ready(ctx, req); resp != nil {
 			return resp
 		}

@@ -50,7 +50,7 @@ func (a *API) profileNobodyWatches(ctx context.Context, c *call, token string) *
 	}
 	written, err := a.Store.UpdateUnwatchedProfile(ctx, token, ownProfileChange(c.req, nil), c.now)
 	if err != nil {
-		a.logError(ctx, "profile failed", zap.Error(err))
+		a.logError(ctx, "profile failed", zap.String("op", "profile"), zap.Error(err))
 		return fail("profile", c.now, "DBERROR", "")
 	}
 	if !written {
@@ -68,8 +68,8 @@ func ownProfileChange(req *Request, photo *string) store.ProfileChange {
 // profileOfCaller: a profile request without gid changes the caller's own profile.
 func profileOfCaller(req *Request) bool { return req.Int("gid") <= 0 }
 
-// pictureOfCaller: a profile request that changes the caller's own picture (the others
-// of the caller's own profile were tried by profileNobodyWatches already).
+// pictureOfCaller: a profile request that sets the caller's own picture (which
+// profileNobodyWatches leaves to the usual way).
 func pictureOfCaller(req *Request) bool { return profileOfCaller(req) && req.File != nil }
 
 // sentField is a pointer to the field's value when it was sent (even empty), else nil.

@@ -94,9 +94,13 @@ func updateProfile(ctx context.Context, q querier, uid int64, change ProfileChan
 // unknown or expired token, a watched user, a change that leaves the row as it was
 // (MySQL counts changed rows, not matched ones), or a deadlock. The last can happen
 // because, at MySQL's REPEATABLE READ, the statement's subqueries lock what they read
-// (the token row, and the contacts index around the user's phone) until it commits, so a
-// login or contacts upload touching the same rows at the same instant may meet it; the
-// loser is rolled back whole, and retrying it the general way (no such locks) is safe.
+// (the token row, and the contacts index around the user's phone) until it commits: a
+// new login of the same user (users row, then tokens) can close a cycle with it. InnoDB
+// then rolls back the lighter transaction, normally this statement, which has written
+// nothing while it waits; retrying it the general way (no such locks) is safe. A
+// contacts upload that inserted a phone next to the user's only delays it until commit.
+// On SQLite the statement takes the write lock even when it writes nothing, so such a
+// request waits for a concurrent writer as every change does.
 func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (bool, error) {
 	res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+
 		" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+") AND "+nobodyWatches,

@@ -822,9 +822,6 @@ func TestKnownContacts(t *testing.T) {
 	}
 }
 
-// TestUpdateProfileNotifiesWatchersOnly: the token look-up tells whether anybody else has
-// the caller among their contacts; a profile change queues one notification to those users,
-// and none for a user nobody watches.
 // TestUpdateUnwatchedProfile: the one-statement change writes the profile of a valid
 // token's user whom nobody has as a contact, and writes nothing (reporting so) for a
 // watched user, an unknown or expired token; values are stored as sent.
@@ -934,9 +931,16 @@ func TestUpdateUnwatchedProfileDeadlock(t *testing.T) {
 	}()
 	// The change holds 41's row and waits for the contacts index (it runs for longer than
 	// a statement without a wait would); the transaction then asks for 41's row: a cycle.
-	for count(t, db, `SELECT COUNT(*) FROM information_schema.processlist
-		WHERE db = DATABASE() AND info LIKE 'UPDATE users AS u %' AND time_ms > 100`) == 0 {
-		time.Sleep(5 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); count(t, db, `SELECT COUNT(*) FROM information_schema.processlist
+		WHERE db = DATABASE() AND info LIKE 'UPDATE users AS u %' AND time_ms > 100`) == 0; {
+		select {
+		case r := <-done:
+			t.Fatalf("UpdateUnwatchedProfile did not wait for the uncommitted contacts row: %v, %v", r.written, r.err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("UpdateUnwatchedProfile was not seen waiting within 10 s")
+		}
 	}
 	if _, err := tx.ExecContext(ctx, "UPDATE users SET name = 'theirs' WHERE uid = 41"); err != nil {
 		t.Fatalf("the heavier transaction was rolled back: %v", err)
@@ -953,6 +957,9 @@ func TestUpdateUnwatchedProfileDeadlock(t *testing.T) {
 	}
 }
 
+// TestUpdateProfileNotifiesWatchersOnly: the token look-up tells whether anybody else has
+// the caller among their contacts; a profile change queues one notification to those users,
+// and none for a user nobody watches.
 func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
