@@ -108,6 +108,13 @@ func TestContactSync(t *testing.T) {
 	if !slices.Equal(keys(d), []string{"919812345002"}) || d["919812345002"]["status"] != "free" || d["919812345002"]["name"] != "Bob" {
 		t.Fatalf("delta after Bob's change: %v", d)
 	}
+	// The periodic sync finds its caller in its own statement: u is Ada, the app
+	// configuration comes with it, an unknown token is refused.
+	p := e.call(jsonBody, map[string]any{"op": "getcontacts", "token": ada, "ts": int64(last)})
+	if u, _ := p.body["u"].(map[string]any); u["phone"] != "919812345001" || p.str("uploadurl") == "" {
+		t.Fatalf("periodic sync without Ada's u or the app configuration: %s", p.raw)
+	}
+	expectFail(t, e.call(query, map[string]any{"op": "getcontacts", "token": strings.Repeat("e", 64), "ts": 0}), "AUTHFAIL")
 
 	// delcontacts, then reset.
 	expectOK(t, e.call(form, map[string]any{"op": "delcontacts", "token": ada, "phones": "+44 20 7946 0003"}), "delcontacts")
@@ -123,6 +130,16 @@ func TestContactSync(t *testing.T) {
 	}
 	if _, isList := a.body["contacts"].([]any); !isList {
 		t.Fatalf("contacts must be [] when empty: %s", a.raw)
+	}
+
+	// An expired token is refused by a sync and by a reset, which deletes nothing.
+	if _, err := e.db.Exec("UPDATE tokens SET expirytime = '2001-01-01' WHERE token = ?", cyd); err != nil {
+		t.Fatal(err)
+	}
+	expectFail(t, e.call(form, map[string]any{"op": "getcontacts", "token": cyd, "ts": 0}), "AUTHFAIL")
+	expectFail(t, e.call(form, map[string]any{"op": "getcontacts", "token": cyd, "reset": 1}), "AUTHFAIL")
+	if n := e.count("SELECT COUNT(*) FROM contacts c JOIN users u ON u.uid = c.uid WHERE u.phone = '442079460003'"); n != 2 {
+		t.Fatalf("Cyd's contacts after refused requests: %d, want 2", n)
 	}
 }
 

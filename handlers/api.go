@@ -141,7 +141,7 @@ var ops = map[string]op{
 	"loginui": {needsToken: false, run: (*API).loginUI},
 	"logout":  {needsToken: true, run: (*API).logout},
 
-	"getcontacts": {needsToken: true, run: (*API).getContacts},
+	"getcontacts": {needsToken: true, beforeLookUp: (*API).periodicSync, run: (*API).getContacts},
 	"delcontacts": {needsToken: true, run: (*API).delContacts},
 	"profile":     {needsToken: true, beforeLookUp: (*API).profileNobodyWatches, lookUpWatchers: pictureOfCaller, run: (*API).profile},
 	"upload":      {needsToken: true, lookUpWatchers: uploadOfCallerPicture, run: (*API).upload},

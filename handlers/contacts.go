@@ -27,45 +27,69 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	if len(raw) > a.Config.Discovery.MaxPhones {
 		return fail("getcontacts", c.now, CodeTooLarge, "Too many phone numbers in one request.")
 	}
+	if len(raw) == 0 {
+		if reset {
+			if err := a.Store.SaveContacts(ctx, c.caller.UID, nil, true); err != nil {
+				a.logError(ctx, "getcontacts failed", zap.Error(err))
+				return fail("getcontacts", c.now, "DBERROR", "")
+			}
+		}
+		return a.sync(ctx, c, req.Get("token"), reset)
+	}
 
-	var users []store.User
-	var groups []store.Group
+	phones := a.contactPhones(raw, c.caller.User)
+	fresh, users, resp := a.chargeDiscovery(ctx, c, phones)
+	if resp != nil {
+		return resp
+	}
+	if reset {
+		fresh, users = phones, nil // the list is emptied first: store them all again
+	}
 	var err error
-	if len(raw) > 0 {
-		phones := a.contactPhones(raw, c.caller.User)
-		fresh, knownUsers, resp := a.chargeDiscovery(ctx, c, phones)
-		if resp != nil {
-			return resp
-		}
-		if reset {
-			fresh, knownUsers = phones, nil // the list is emptied first: store them all again
-		}
-		if len(fresh) > 0 || reset {
-			err = a.Store.SaveContacts(ctx, c.caller.UID, fresh, reset)
-		}
-		users = knownUsers
-		if err == nil && len(fresh) > 0 {
-			var freshUsers []store.User
-			freshUsers, err = a.Store.UsersByPhones(ctx, fresh, c.caller.UID)
-			users = append(users, freshUsers...)
-		}
-		users = store.FirstByTS(users, maxUsersPerSync)
-	} else {
-		if reset {
-			err = a.Store.SaveContacts(ctx, c.caller.UID, nil, true)
-		}
-		if err == nil {
-			users, groups, err = a.Store.SyncSince(ctx, c.caller.UID, c.caller.Phone, req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
-		}
-		if reset {
-			users = nil // an emptied list has no users, whatever a concurrent getcontacts added since
-		}
+	if len(fresh) > 0 || reset {
+		err = a.Store.SaveContacts(ctx, c.caller.UID, fresh, reset)
+	}
+	if err == nil && len(fresh) > 0 {
+		var freshUsers []store.User
+		freshUsers, err = a.Store.UsersByPhones(ctx, fresh, c.caller.UID)
+		users = append(users, freshUsers...)
 	}
 	if err != nil {
 		a.logError(ctx, "getcontacts failed", zap.Error(err))
 		return fail("getcontacts", c.now, "DBERROR", "")
 	}
+	return a.contactsAnswer(c, c.caller.User, store.FirstByTS(users, maxUsersPerSync), nil)
+}
 
+// periodicSync answers a getcontacts without phones or reset (the apps' periodic sync)
+// before the token look-up: the sync's one statement proves the token itself.
+func (a *API) periodicSync(ctx context.Context, c *call, token string) *Response {
+	if len(c.req.List("phones")) > 0 || c.req.Int("reset") == 1 {
+		return nil
+	}
+	return a.sync(ctx, c, token, false)
+}
+
+// sync answers what changed since the request's ts for the user of token; emptied: the
+// list was just emptied, so it has no users, whatever a concurrent getcontacts added.
+func (a *API) sync(ctx context.Context, c *call, token string, emptied bool) *Response {
+	caller, users, groups, err := a.Store.SyncSince(ctx, token, c.req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return refusal(c.req)
+	case err != nil:
+		a.logError(ctx, "getcontacts failed", zap.Error(err))
+		return fail("getcontacts", c.now, "DBERROR", "")
+	}
+	if emptied {
+		users = nil
+	}
+	return a.contactsAnswer(c, caller, users, groups)
+}
+
+// contactsAnswer is getcontacts' answer: the records of users and groups, and the
+// caller's own profile as u.
+func (a *API) contactsAnswer(c *call, caller store.User, users []store.User, groups []store.Group) *Response {
 	records := make([]map[string]any, 0, len(users)+len(groups))
 	for _, u := range users {
 		records = append(records, a.userRecord(u))
@@ -76,7 +100,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	resp := ok("getcontacts", c.now)
 	resp.Body["contacts"] = records
 	resp.Body["u"] = map[string]any{
-		"name": c.caller.Name, "phone": c.caller.Phone, "status": c.caller.Status, "photo": c.caller.Photo, "ts": itoa(c.caller.TS),
+		"name": caller.Name, "phone": caller.Phone, "status": caller.Status, "photo": caller.Photo, "ts": itoa(caller.TS),
 	}
 	return resp
 }

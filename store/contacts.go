@@ -158,62 +158,75 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 	return users, nil
 }
 
-// SyncSince answers a sync of the user uid (whose phone is phone) from since: the
-// registered users in its contact list changed after since, at most userLimit, and the
-// groups it is a member of changed after since, at most groupLimit, with their member
-// lists; each list in ascending ts (then id). With a full page of users there are no
-// groups: they wait for the next page, since the app resumes from the highest ts it saw
-// and a group with a later ts would make it skip users.
+// SyncSince answers a sync from since of the user that token belongs to: that user
+// (ErrNotFound for an unknown or expired token), the registered users in its contact list
+// changed after since, at most userLimit, and the groups it is a member of changed after
+// since, at most groupLimit, with their member lists; each list in ascending ts (then
+// id). With a full page of users there are no groups: they wait for the next page, since
+// the app resumes from the highest ts it saw and a group with a later ts would make it
+// skip users.
 //
-// Users and groups come from one statement, members of changed groups from a second one
-// when there are any: a periodic sync where no group changed is one round trip. The
-// statement neither sorts nor cuts (done here): per-branch ORDER BY … LIMIT needs a
+// The caller, users and groups come from one statement (each branch finds the caller by
+// its token, an index look-up MariaDB does in microseconds, where a statement of its own
+// would cost a round trip), members of changed groups from a second one when there are
+// any: a periodic sync where no group changed is one round trip. The statement neither
+// sorts nor cuts (done here): per-branch ORDER BY … LIMIT needs a
 // parenthesised UNION, which SQLite does not parse, or derived tables, which MariaDB
 // materialises (on disk, for the blob columns) at five times the cost. So a page reads
 // every changed row, not only the first limit: a full sync of a list of N registered
 // users paged by 1000 reads about N²/2000 rows; lists stay in the low thousands (the
 // discovery budget lets a user add 5000 numbers and 10 an hour).
-func (s *Store) SyncSince(ctx context.Context, uid int64, phone string, since int64, userLimit, groupLimit int) ([]User, []Group, error) {
-	rows, err := s.fixed.QueryContext(ctx, "SELECT 0, "+userColumns+`, 0
-		FROM contacts c JOIN users u ON u.phone = c.phone WHERE c.uid = ? AND u.ts > ? AND u.uid != ?
+func (s *Store) SyncSince(ctx context.Context, token string, since int64, userLimit, groupLimit int) (caller User, users []User, groups []Group, err error) {
+	// The first column tells the rows apart: 2 the caller, 0 a user, 1 a group.
+	rows, err := s.fixed.QueryContext(ctx, "SELECT 2, "+userColumns+", 0"+callerFrom+`
+		UNION ALL
+		SELECT 0, `+userColumns+`, 0
+		FROM tokens t JOIN contacts c ON c.uid = t.uid JOIN users u ON u.phone = c.phone
+		WHERE `+validToken+` AND u.ts > ? AND u.uid != t.uid
 		UNION ALL
 		SELECT 1, g.gid, 0, 0, COALESCE(g.name, ''), '', COALESCE(g.photo, ''), COALESCE(g.ts, 0), g.type
-		FROM `+"`groups`"+` g JOIN members m ON m.gid = g.gid WHERE m.phone = ? AND g.ts > ?`,
-		uid, since, uid, phone, since)
+		FROM tokens t JOIN users me ON me.uid = t.uid JOIN members m ON m.phone = me.phone
+		JOIN `+"`groups`"+` g ON g.gid = m.gid WHERE `+validToken+` AND g.ts > ?`,
+		token, token, since, token, since)
 	if err != nil {
-		return nil, nil, fmt.Errorf("store: sync: %w", err)
+		return User{}, nil, nil, fmt.Errorf("store: sync: %w", err)
 	}
 	defer rows.Close()
-	var users []User
-	var groups []Group
+	found := false
 	for rows.Next() {
-		var isGroup bool
+		var kind int
 		var u User
 		var groupType int
-		dest := append(append([]any{&isGroup}, u.fields()...), &groupType)
+		dest := append(append([]any{&kind}, u.fields()...), &groupType)
 		if err := rows.Scan(dest...); err != nil {
-			return nil, nil, fmt.Errorf("store: sync: %w", err)
+			return User{}, nil, nil, fmt.Errorf("store: sync: %w", err)
 		}
-		if isGroup {
+		switch kind {
+		case 2:
+			caller, found = u, true
+		case 1:
 			groups = append(groups, Group{GID: u.UID, Name: u.Name, Photo: u.Photo, Type: groupType, TS: u.TS})
-		} else {
+		default:
 			users = append(users, u)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("store: sync: %w", err)
+		return User{}, nil, nil, fmt.Errorf("store: sync: %w", err)
+	}
+	if !found {
+		return User{}, nil, nil, ErrNotFound
 	}
 	rows.Close()
 	users = FirstByTS(users, userLimit)
 	if len(users) == userLimit {
-		return users, nil, nil
+		return caller, users, nil, nil
 	}
 	slices.SortFunc(groups, func(a, b Group) int { return cmp.Or(cmp.Compare(a.TS, b.TS), cmp.Compare(a.GID, b.GID)) })
 	groups = groups[:min(len(groups), groupLimit)]
 	if err := s.addMembers(ctx, groups); err != nil {
-		return nil, nil, err
+		return User{}, nil, nil, err
 	}
-	return users, groups, nil
+	return caller, users, groups, nil
 }
 
 func queryUsers(ctx context.Context, q querier, query string, args ...any) ([]User, error) {

@@ -1085,9 +1085,10 @@ func TestPreparedStatementsSurviveLostConnections(t *testing.T) {
 	}
 }
 
-// TestSyncSince: a sync lists the caller's registered contacts and its groups changed
-// after since, each in ascending ts then id, cut at the limits; with a full page of users
-// the groups wait for the next page.
+// TestSyncSince: a sync finds the caller by its token and lists the caller's registered
+// contacts and its groups changed after since, each in ascending ts then id, cut at the
+// limits; with a full page of users the groups wait for the next page. An unknown or
+// expired token is ErrNotFound.
 func TestSyncSince(t *testing.T) {
 	s, _ := readyStore(t)
 	ctx := ctxT(t)
@@ -1143,18 +1144,29 @@ func TestSyncSince(t *testing.T) {
 		{0, 3, 10, []int64{43, 45, 44}, nil},
 		{1000, 10, 10, nil, nil},
 	} {
-		users, groups, err := s.SyncSince(ctx, 41, me, c.since, c.userLimit, c.groupLimit)
-		if err != nil || !slices.Equal(uids(users), c.users) || !slices.Equal(gids(groups), c.groups) {
+		caller, users, groups, err := s.SyncSince(ctx, fmt.Sprintf("%064d", 41), c.since, c.userLimit, c.groupLimit)
+		if err != nil || caller.UID != 41 || caller.Phone != me || caller.TS != 1 ||
+			!slices.Equal(uids(users), c.users) || !slices.Equal(gids(groups), c.groups) {
 			t.Errorf("SyncSince(since %d, limits %d/%d) = users %v, groups %v, %v; want %v, %v",
 				c.since, c.userLimit, c.groupLimit, uids(users), gids(groups), err, c.users, c.groups)
 		}
 	}
-	users, groups, err := s.SyncSince(ctx, 41, me, 0, 10, 10)
+	_, users, groups, err := s.SyncSince(ctx, fmt.Sprintf("%064d", 41), 0, 10, 10)
 	if err != nil || len(users) == 0 || users[0].Phone != phoneOf(43) || users[0].TS != 100 {
 		t.Fatalf("first user %+v, %v", users, err)
 	}
 	if g := groups[0]; g.Name != "G" || g.TS != 50 || g.Members != "1:"+phoneOf(42)+","+me+","+phoneOf(43) ||
 		!slices.Equal(g.Phones, []string{phoneOf(42), me, phoneOf(43)}) {
 		t.Errorf("group 7002 = %+v", g)
+	}
+	if _, _, _, err := s.SyncSince(ctx, fmt.Sprintf("%064d", 49), 0, 10, 10); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("sync with an unknown token: %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 41, Phone: me, Token: fmt.Sprintf("%064d", 41),
+		Expiry: time.Now().Add(-time.Minute), TS: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, users, groups, err := s.SyncSince(ctx, fmt.Sprintf("%064d", 41), 0, 10, 10); !errors.Is(err, store.ErrNotFound) || users != nil || groups != nil {
+		t.Errorf("sync with an expired token: %v, %v, %v; want ErrNotFound and nothing", users, groups, err)
 	}
 }
