@@ -148,8 +148,8 @@ const nobodyWatches = `NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.ph
 
 // CallerByToken finds the user an access token belongs to; with checkWatched it also
 // finds out whether anybody has that user among their contacts (one more index look-up,
-// which costs MariaDB about as much as the token look-up itself, so only ops that may
-// change the caller's profile ask). Tokens written by the original backend carry no
+// which costs MariaDB about as much as the token look-up itself, so only requests that
+// set the caller's picture ask; see UpdateUnwatchedProfile for the others). Tokens written by the original backend carry no
 // expiry (a zero date) and stay valid, as they did there.
 func (s *Store) CallerByToken(ctx context.Context, token string, checkWatched bool) (Caller, error) {
 	var c Caller
