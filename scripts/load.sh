@@ -23,6 +23,7 @@
 #   WRK          1 (default): also measure each token case with wrk, 2 threads and CONNS
 #                connections (installed from Debian's packages when missing), as the
 #                issue's reference figures were; 0: loadgen only
+#   LOAD_DB_CONNS  the server's max_db_connections (default: the module's, 32)
 #   LOAD_DSN     the server's database (default: through /run/mysqld/mysqld.sock when it
 #                exists, else 127.0.0.1:3306)
 #   LOAD_PORT, LOAD_ADMIN_PORT, LOAD_MESIBO_PORT, LOAD_HOOK_PORT (18080, 12019, 18081, 18090)
@@ -89,7 +90,8 @@ http://127.0.0.1:$LOAD_PORT {
 	bind 127.0.0.1
 	@api path / /api.php
 	messenger @api {
-		database $LOAD_DSN
+		database $LOAD_DSN${LOAD_DB_CONNS:+
+		max_db_connections $LOAD_DB_CONNS}
 		redis redis://127.0.0.1:6379/0
 		redis_key_prefix $LOAD_REDIS_PREFIX
 		mesibo {
