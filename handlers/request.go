@@ -219,11 +219,17 @@ func (req *Request) Int(name string) int64 {
 }
 
 // List is a list field: a JSON array, or a comma-separated string; empty items dropped.
+// A string is split once per request (getcontacts asks before and after the token
+// look-up, for up to thousands of numbers).
 func (req *Request) List(name string) []string {
 	if items, ok := req.lists[name]; ok {
 		return items
 	}
-	return splitList(req.fields[name])
+	items := splitList(req.fields[name])
+	if items != nil && req.lists != nil { // nothing kept for an absent field: Sent stays false
+		req.lists[name] = items
+	}
+	return items
 }
 
 // Sent reports whether the field was in the request at all, even empty.

@@ -170,12 +170,12 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 // its token, an index look-up MariaDB does in microseconds, where a statement of its own
 // would cost a round trip), members of changed groups from a second one when there are
 // any: a periodic sync where no group changed is one round trip. The statement neither
-// sorts nor cuts (done here): per-branch ORDER BY … LIMIT needs a
-// parenthesised UNION, which SQLite does not parse, or derived tables, which MariaDB
-// materialises (on disk, for the blob columns) at five times the cost. So a page reads
-// every changed row, not only the first limit: a full sync of a list of N registered
-// users paged by 1000 reads about N²/2000 rows; lists stay in the low thousands (the
-// discovery budget lets a user add 5000 numbers and 10 an hour).
+// sorts nor cuts (done here): per-branch ORDER BY … LIMIT needs a parenthesised UNION,
+// which SQLite does not parse, or derived tables, which MariaDB materialises (on disk,
+// for the blob columns) at five times the cost. So a page reads every changed row, not
+// only the first limit: a full sync of a list of N registered users paged by 1000 reads
+// about N²/2000 rows; lists stay in the low thousands (the discovery budget lets a user
+// add 5000 numbers and 10 an hour).
 func (s *Store) SyncSince(ctx context.Context, token string, since int64, userLimit, groupLimit int) (caller User, users []User, groups []Group, err error) {
 	// The first column tells the rows apart: 2 the caller, 0 a user, 1 a group.
 	rows, err := s.fixed.QueryContext(ctx, "SELECT 2, "+userColumns+", 0"+callerFrom+`

@@ -149,8 +149,9 @@ const nobodyWatches = `NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.ph
 // CallerByToken finds the user an access token belongs to; with checkWatched it also
 // finds out whether anybody has that user among their contacts (one more index look-up,
 // which costs MariaDB about as much as the token look-up itself, so only requests that
-// set the caller's picture ask; see UpdateUnwatchedProfile for the others). Tokens written by the original backend carry no
-// expiry (a zero date) and stay valid, as they did there.
+// set the caller's picture ask; see UpdateUnwatchedProfile for the others). Tokens
+// written by the original backend carry no expiry (a zero date) and stay valid, as they
+// did there.
 func (s *Store) CallerByToken(ctx context.Context, token string, checkWatched bool) (Caller, error) {
 	var c Caller
 	dest := c.fields()
