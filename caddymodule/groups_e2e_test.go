@@ -189,7 +189,7 @@ func TestGroupLife(t *testing.T) {
 		"name": url.QueryEscape(name), "m": url.QueryEscape("09812345602,+91 98123 45603," + unregistered),
 	}, "photo", "group.png", smallPNG(t))
 	expectOK(t, a, "setgroup")
-	gid := int64(a.body["gid"].(float64))
+	gid := gidOf(t, a)
 	want := members(1, phoneA, phoneB, phoneC, unregistered)
 	if a.str("name") != name || a.str("members") != want || a.str("photo") == "" || a.str("tn") == "" {
 		t.Fatalf("setgroup answer %s; want name %q, members %q, a photo and its thumbnail", a.raw, name, want)
@@ -401,7 +401,7 @@ func TestGroupMesiboFailures(t *testing.T) {
 
 	a = e.call(form, map[string]any{"op": "setgroup", "token": tokA, "name": "G", "m": phoneB})
 	expectOK(t, a, "setgroup")
-	gid := int64(a.body["gid"].(float64))
+	gid := gidOf(t, a)
 	// Let the creation's notification go out, so the outbox count is stable.
 	waitFor(t, "the outbox to drain", func() bool { return e.count("SELECT COUNT(*) FROM messenger_outbox") == 0 })
 	before, mesiboBefore := rows(), e.mesibo.Groups()[gid]
@@ -476,6 +476,22 @@ func TestGroupBadInput(t *testing.T) {
 	expectFail(t, e.call(form, map[string]any{"op": "setgroup", "token": tok, "name": "G", "type": 300}), "MISSINGPARA")
 	expectFail(t, e.call(form, map[string]any{"op": "editmembers", "token": tok, "gid": 12345, "m": phoneB}), "BADGROUP")
 
+	// gid is read as the original's intval read it (PROTOCOL.md §2): a number beyond any
+	// group id is BADGROUP and an object or array MISSINGPARA, in every op, and none of
+	// them creates a group.
+	for _, op := range []string{"setgroup", "getgroup", "editmembers", "setadmin", "delgroup", "profile", "upload"} {
+		for _, gid := range []any{"99999999999999999999999", "4294967296", 1e30} {
+			expectFail(t, e.call(jsonBody, map[string]any{"op": op, "token": tok, "gid": gid, "name": "G", "m": phoneB}), "BADGROUP")
+			expectFail(t, e.call(form, map[string]any{"op": op, "token": tok, "gid": gid, "name": "G", "m": phoneB}), "BADGROUP")
+		}
+		for _, gid := range []any{map[string]any{}, []any{}, []any{1}} {
+			expectFail(t, e.call(jsonBody, map[string]any{"op": op, "token": tok, "gid": gid, "name": "G", "m": phoneB}), "MISSINGPARA")
+		}
+	}
+	if len(e.mesibo.CallsOf("groupadd")) != 0 || e.count("SELECT COUNT(*) FROM `groups`") != 0 {
+		t.Fatal("a gid that is no group id created a group")
+	}
+
 	names := []string{
 		"x'); DROP TABLE members; --",
 		"Robert'); DELETE FROM `groups`; --",
@@ -488,7 +504,7 @@ func TestGroupBadInput(t *testing.T) {
 		if a.str("name") != name || a.str("members") != members(1, phoneA, phoneB, phoneC) {
 			t.Fatalf("%s: %s", enc, a.raw)
 		}
-		gid := int64(a.body["gid"].(float64))
+		gid := gidOf(t, a)
 		var stored string
 		if err := e.db.QueryRow("SELECT name FROM `groups` WHERE gid = ?", gid).Scan(&stored); err != nil || stored != name {
 			t.Fatalf("stored name %q (%v), want %q", stored, err, name)
@@ -502,6 +518,15 @@ func TestGroupBadInput(t *testing.T) {
 	}
 	if n := e.count("SELECT COUNT(*) FROM members WHERE role = 2"); n != len(names) {
 		t.Fatalf("owners %d", n)
+	}
+	// The 2021 Swift app creates a group with gid=Optional(0); the gid comes back as a
+	// decimal string, which that app force-casts.
+	for _, enc := range encodings {
+		a := e.call(enc, map[string]any{"op": "setgroup", "token": tok, "gid": "Optional(0)", "name": "Swift", "m": phoneB})
+		expectOK(t, a, "setgroup")
+		if gid := gidOf(t, a); gid <= 0 || a.str("members") != members(1, phoneA, phoneB) {
+			t.Fatalf("%s: setgroup with gid Optional(0): %s", enc, a.raw)
+		}
 	}
 	// One JSON request carries m as an array with numbers and strings.
 	a := e.call(jsonBody, map[string]any{"op": "setgroup", "token": tok, "name": "JSON", "type": 2, "m": []any{919812345602, "+91 98123 45603"}})

@@ -368,11 +368,26 @@ func expectOK(t testing.TB, a answer, op string) {
 	}
 }
 
+// gidOf is the gid of an op answer, which must be a decimal string (PROTOCOL.md §2: the
+// 2021 Swift app force-casts it to a string).
+func gidOf(t testing.TB, a answer) int64 {
+	t.Helper()
+	s, ok := a.body["gid"].(string)
+	gid, err := strconv.ParseInt(s, 10, 64)
+	if !ok || err != nil {
+		t.Fatalf("gid is not a decimal string: %s", a.raw)
+	}
+	return gid
+}
+
 // expectFail fails the test unless a is a FAIL answer with code.
 func expectFail(t testing.TB, a answer, code string) {
 	t.Helper()
 	if a.str("result") != "FAIL" || a.str("error") != code {
 		t.Fatalf("want FAIL %s, got %s", code, a.raw)
+	}
+	if _, ok := a.body["ts"].(float64); !ok {
+		t.Fatalf("ts is not a number: %s", a.raw)
 	}
 }
 

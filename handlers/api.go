@@ -113,56 +113,64 @@ type IdentitySource interface {
 
 // call is one request on its way through an op.
 type call struct {
-	req    *Request
-	now    time.Time
-	caller store.Caller // for ops that need a token
+	req   *Request
+	now   time.Time
+	token string
+	// caller is the user of token, once authenticate has looked it up.
+	caller store.Caller
 }
+
+// auth is how an op learns who is calling.
+type auth int
+
+const (
+	// noToken: the op needs no token (login, loginui).
+	noToken auth = iota
+	// lookUp: the caller is looked up by token before the op runs.
+	lookUp
+	// inOp: the op proves the token itself, in the statement that does its common case
+	// (one round trip instead of a look-up and then the work), and calls authenticate
+	// where it needs the caller first. Its store methods answer store.ErrNotFound for a
+	// token that is not valid.
+	inOp
+)
 
 // op is one entry of the dispatch table.
 type op struct {
-	needsToken bool
-	// lookUpWatchers, when set, tells whether a request's token look-up should also
-	// check whether anybody watches the caller (store.CallerByToken), so that a change of
-	// the caller's own profile nobody watches needs only its UPDATE after the look-up:
-	// the requests that set the caller's picture. Other requests do not pay for the check
-	// (profile's other changes were tried by beforeLookUp; those that come this way are
-	// mostly of watched callers).
-	lookUpWatchers func(req *Request) bool
-	// beforeLookUp, when set, may answer a request with its token alone, before the
-	// token is looked up (in a statement that proves the token itself); nil means it
-	// did not, and the request goes on as usual.
-	beforeLookUp func(a *API, ctx context.Context, c *call, token string) *Response
-	run          func(a *API, ctx context.Context, c *call) *Response
+	auth auth
+	run  func(a *API, ctx context.Context, c *call) *Response
 }
 
 // ops is the dispatch table; every op is matched lower-cased.
 var ops = map[string]op{
-	"login":   {needsToken: false, run: (*API).login},
-	"loginui": {needsToken: false, run: (*API).loginUI},
-	"logout":  {needsToken: true, run: (*API).logout},
+	"login":   {noToken, (*API).login},
+	"loginui": {noToken, (*API).loginUI},
+	"logout":  {lookUp, (*API).logout},
 
-	"getcontacts": {needsToken: true, beforeLookUp: (*API).periodicSync, run: (*API).getContacts},
-	"delcontacts": {needsToken: true, run: (*API).delContacts},
-	"profile":     {needsToken: true, beforeLookUp: (*API).profileNobodyWatches, lookUpWatchers: pictureOfCaller, run: (*API).profile},
-	"upload":      {needsToken: true, lookUpWatchers: uploadOfCallerPicture, run: (*API).upload},
-	"setnotify":   {needsToken: true, run: (*API).setNotify},
+	"getcontacts": {inOp, (*API).getContacts},
+	"delcontacts": {lookUp, (*API).delContacts},
+	"profile":     {inOp, (*API).profile},
+	"upload":      {lookUp, (*API).upload},
+	"setnotify":   {lookUp, (*API).setNotify},
 
-	"setgroup":    {needsToken: true, run: (*API).setGroup},
-	"getgroup":    {needsToken: true, run: (*API).getGroup},
-	"editmembers": {needsToken: true, run: (*API).editMembers},
-	"setadmin":    {needsToken: true, run: (*API).setAdmin},
-	"delgroup":    {needsToken: true, run: (*API).delGroup},
+	"setgroup":    {lookUp, (*API).setGroup},
+	"getgroup":    {lookUp, (*API).getGroup},
+	"editmembers": {lookUp, (*API).editMembers},
+	"setadmin":    {lookUp, (*API).setAdmin},
+	"delgroup":    {lookUp, (*API).delGroup},
 }
+
+// unknownOp answers an op the table does not have, to a caller with a valid token; one
+// without gets AUTHFAIL, so the table cannot be probed anonymously.
+var unknownOp = op{lookUp, func(_ *API, _ context.Context, c *call) *Response {
+	return fail(c.req.Op, c.now, CodeBadOp, "")
+}}
 
 // KnownOp reports whether op (lower-cased) is an op of the protocol this package answers.
 func KnownOp(op string) bool {
 	_, ok := ops[op]
 	return ok
 }
-
-// minTokenLength: tokens this short are refused without a database look-up, as the
-// original did.
-const minTokenLength = 17
 
 // Handle runs the op req asks for and returns its answer. Every answer is counted, and
 // every failure logged with its code (never with a token or a code).
@@ -174,93 +182,100 @@ func (a *API) Handle(ctx context.Context, req *Request) *Response {
 	}
 	resp := a.handle(ctx, req)
 	code, _ := resp.Body["error"].(string)
-	if code == "" {
-		code, _ = resp.Body["code"].(string) // NOOP
-	}
 	op := req.Op
 	if !KnownOp(op) {
 		op = "unknown" // client text must not make new label values or long log lines
 	}
-	if code == "" {
+	switch {
+	case req.Op == "":
+		code = CodeNoOp
+		a.Logger.Debug("no op", zap.String("client_ip", req.ClientIP)) // a bare GET: load balancers' health checks
+	case code == "":
 		code = "OK"
-	} else {
+	default:
 		a.Logger.Info("op failed", zap.String("op", op), zap.String("code", code), zap.String("client_ip", req.ClientIP))
 	}
 	a.Metrics.Request(op, code)
 	return resp
 }
 
+// handle is the pipeline of one request: the token's form, the caller, the op, and the
+// app configuration on the answer of every op that carried a token (PROTOCOL.md §2).
 func (a *API) handle(ctx context.Context, req *Request) *Response {
 	if req.Op == "" {
 		return noop()
 	}
 	o, known := ops[req.Op]
-	if !known && !req.Has("token") {
-		// An unknown op without a token is refused like any unauthenticated call, so the
-		// op table cannot be probed without credentials.
-		return rejection(req.Op, "AUTHFAIL", "")
-	}
-	c := &call{req: req, now: a.Now()}
-	if o.needsToken || !known {
-		token := req.Get("token")
-		if len(token) < minTokenLength {
-			return refusal(req)
-		}
-		if resp := a.ready(ctx, req); resp != nil {
-			return resp
-		}
-		if o.beforeLookUp != nil {
-			if resp := o.beforeLookUp(a, ctx, c, token); resp != nil {
-				return a.withAppConfig(resp)
-			}
-		}
-		checkWatched := o.lookUpWatchers != nil && o.lookUpWatchers(req)
-		caller, resp := a.lookUp(ctx, req, token, checkWatched)
-		if resp != nil {
-			return resp
-		}
-		c.caller = caller
-	}
 	if !known {
-		return rejection(req.Op, "BADOP", "")
+		o = unknownOp
 	}
-	if !o.needsToken { // the token branch above has called ready for the others
-		if resp := a.ready(ctx, req); resp != nil {
+	c := &call{req: req, now: a.Now(), token: req.Get("token")}
+	if o.auth != noToken && !wellFormedToken(c.token) {
+		return refusal(c)
+	}
+	if resp := a.ready(ctx, req); resp != nil {
+		return resp
+	}
+	if o.auth == noToken {
+		return o.run(a, ctx, c)
+	}
+	if o.auth == lookUp {
+		if resp := a.authenticate(ctx, c); resp != nil {
 			return resp
 		}
-		return o.run(a, ctx, c)
 	}
 	return a.withAppConfig(o.run(a, ctx, c))
 }
 
-// refusal answers a request whose token is missing, short or unknown: AUTHFAIL, except
-// that logout answers OK (the token may be gone already).
-func refusal(req *Request) *Response {
-	if req.Op == "logout" {
-		return &Response{Body: map[string]any{"op": "logout", "result": "OK"}}
+// Tokens are what mesibo mints: printable ASCII, at most the tokens column's 64
+// characters. Shorter ones than 17 are refused without a look-up, as the original did.
+const (
+	minTokenLength = 17
+	maxTokenLength = 64
+)
+
+// wellFormedToken reports whether token can be a token at all; any other text is refused
+// without asking the database (which could not even compare it with its ASCII column).
+func wellFormedToken(token string) bool {
+	if len(token) < minTokenLength || len(token) > maxTokenLength {
+		return false
 	}
-	return rejection(req.Op, "AUTHFAIL", "")
+	for i := 0; i < len(token); i++ {
+		if token[i] <= ' ' || token[i] > '~' {
+			return false
+		}
+	}
+	return true
 }
 
-// lookUp finds the caller by token (checkWatched: see store.CallerByToken); a nil
-// Response means it passed.
-func (a *API) lookUp(ctx context.Context, req *Request, token string, checkWatched bool) (store.Caller, *Response) {
-	caller, err := a.Store.CallerByToken(ctx, token, checkWatched)
+// refusal answers a request whose token is missing, malformed or unknown: AUTHFAIL,
+// except that logout answers OK (the token may be gone already).
+func refusal(c *call) *Response {
+	if c.req.Op == "logout" {
+		return ok("logout", c.now)
+	}
+	return fail(c.req.Op, c.now, CodeAuthFail, "")
+}
+
+// authenticate looks the caller up by c's token; a nil Response means it passed.
+func (a *API) authenticate(ctx context.Context, c *call) *Response {
+	caller, err := a.Store.CallerByToken(ctx, c.token)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return store.Caller{}, refusal(req)
+		return refusal(c)
 	case err != nil:
-		a.logError(ctx, "token look-up failed", zap.String("op", req.Op), zap.Error(err))
-		return store.Caller{}, fail(req.Op, a.Now(), "DBERROR", "")
+		a.logError(ctx, "token look-up failed", zap.String("op", c.req.Op), zap.Error(err))
+		return fail(c.req.Op, c.now, CodeDBError, "")
 	}
-	return caller, nil
+	c.caller = caller
+	return nil
 }
 
 // ready makes sure the schema is migrated; a database that is not there is DBERROR.
 func (a *API) ready(ctx context.Context, req *Request) *Response {
 	if err := a.Store.Ready(ctx); err != nil {
 		a.logError(ctx, "database not ready", zap.String("op", req.Op), zap.Error(err))
-		return fail(req.Op, a.Now(), "DBERROR", "")
+		return fail(req.Op, a.Now(), CodeDBError, "")
 	}
 	return nil
 }

@@ -19,22 +19,27 @@ const (
 )
 
 // getContacts stores the caller's address book and answers which of its numbers are
-// registered; without phones it answers what changed since ts (PROTOCOL.md §3).
+// registered; without phones it answers what changed since ts (PROTOCOL.md §3). The
+// apps' periodic sync (no phones, no reset) proves the token in its own statement.
 func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	req := c.req
 	raw := req.List("phones")
 	reset := req.Int("reset") == 1
+	if len(raw) == 0 && !reset {
+		return a.sync(ctx, c, false)
+	}
+	if resp := a.authenticate(ctx, c); resp != nil {
+		return resp
+	}
 	if len(raw) > a.Config.Discovery.MaxPhones {
 		return fail("getcontacts", c.now, CodeTooLarge, "Too many phone numbers in one request.")
 	}
-	if len(raw) == 0 {
-		if reset {
-			if err := a.Store.SaveContacts(ctx, c.caller.UID, nil, true); err != nil {
-				a.logError(ctx, "getcontacts failed", zap.Error(err))
-				return fail("getcontacts", c.now, "DBERROR", "")
-			}
+	if len(raw) == 0 { // a reset without phones
+		if err := a.Store.SaveContacts(ctx, c.caller.UID, nil, true); err != nil {
+			a.logError(ctx, "getcontacts failed", zap.Error(err))
+			return fail("getcontacts", c.now, CodeDBError, "")
 		}
-		return a.sync(ctx, c, req.Get("token"), reset)
+		return a.sync(ctx, c, true)
 	}
 
 	phones := a.contactPhones(raw, c.caller.User)
@@ -56,30 +61,21 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 	}
 	if err != nil {
 		a.logError(ctx, "getcontacts failed", zap.Error(err))
-		return fail("getcontacts", c.now, "DBERROR", "")
+		return fail("getcontacts", c.now, CodeDBError, "")
 	}
 	return a.contactsAnswer(c, c.caller.User, store.FirstByTS(users, maxUsersPerSync), nil)
 }
 
-// periodicSync answers a getcontacts without phones or reset (the apps' periodic sync)
-// before the token look-up: the sync's one statement proves the token itself.
-func (a *API) periodicSync(ctx context.Context, c *call, token string) *Response {
-	if len(c.req.List("phones")) > 0 || c.req.Int("reset") == 1 {
-		return nil
-	}
-	return a.sync(ctx, c, token, false)
-}
-
-// sync answers what changed since the request's ts for the user of token; emptied: the
-// list was just emptied, so it has no users, whatever a concurrent getcontacts added.
-func (a *API) sync(ctx context.Context, c *call, token string, emptied bool) *Response {
-	caller, users, groups, err := a.Store.SyncSince(ctx, token, c.req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
+// sync answers what changed since the request's ts for the user of c's token; emptied:
+// the list was just emptied, so it has no users, whatever a concurrent getcontacts added.
+func (a *API) sync(ctx context.Context, c *call, emptied bool) *Response {
+	caller, users, groups, err := a.Store.SyncSince(ctx, c.token, c.req.Int("ts"), maxUsersPerSync, maxGroupsPerSync)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return refusal(c.req)
+		return refusal(c)
 	case err != nil:
 		a.logError(ctx, "getcontacts failed", zap.Error(err))
-		return fail("getcontacts", c.now, "DBERROR", "")
+		return fail("getcontacts", c.now, CodeDBError, "")
 	}
 	if emptied {
 		users = nil
@@ -128,7 +124,7 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 	known, knownUsers, err := a.Store.KnownContacts(ctx, c.caller.UID, phones)
 	if err != nil {
 		a.logError(ctx, "getcontacts failed", zap.Error(err))
-		return nil, nil, fail("getcontacts", c.now, "DBERROR", "")
+		return nil, nil, fail("getcontacts", c.now, CodeDBError, "")
 	}
 	var fresh []string
 	for _, p := range phones {
@@ -181,11 +177,11 @@ func (a *API) groupRecord(g store.Group) map[string]any {
 func (a *API) delContacts(ctx context.Context, c *call) *Response {
 	raw := c.req.List("phones")
 	if len(raw) == 0 {
-		return fail("delcontacts", c.now, "MISSINGPARA", "")
+		return fail("delcontacts", c.now, CodeMissingPara, "")
 	}
 	if err := a.Store.DeleteContacts(ctx, c.caller.UID, a.contactPhones(raw, c.caller.User)); err != nil {
 		a.logError(ctx, "delcontacts failed", zap.Error(err))
-		return fail("delcontacts", c.now, "DBERROR", "")
+		return fail("delcontacts", c.now, CodeDBError, "")
 	}
 	return ok("delcontacts", c.now)
 }

@@ -39,9 +39,15 @@ const (
 // setGroup creates a group (gid 0) or changes one the caller administers.
 func (a *API) setGroup(ctx context.Context, c *call) *Response {
 	req := c.req
-	gid := req.Int("gid")
-	if gid < 0 {
-		return fail("setgroup", c.now, "BADGROUP", "")
+	gid, code := req.GID()
+	if code == "" && gid < 0 {
+		code = CodeBadGroup
+	}
+	if _, nameCode := req.Text("name", maxTextBytes); code == "" {
+		code = nameCode
+	}
+	if code != "" {
+		return fail("setgroup", c.now, code, "")
 	}
 	name, rawMembers := req.Get("name"), req.List("m")
 	if req.File != nil {
@@ -57,7 +63,7 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 	if req.Sent("type") {
 		typ := req.Int("type")
 		if typ < 0 || typ > 255 {
-			return fail("setgroup", c.now, "MISSINGPARA", "Invalid group type.")
+			return fail("setgroup", c.now, CodeMissingPara, "Invalid group type.")
 		}
 		t := int(typ)
 		setup.Type = &t
@@ -91,20 +97,20 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 
 // getGroup answers a group the caller is a member of.
 func (a *API) getGroup(ctx context.Context, c *call) *Response {
-	gid := c.req.Int("gid")
-	if gid <= 0 {
-		return fail("getgroup", c.now, "MISSINGPARA", "")
+	gid, resp := groupID("getgroup", c)
+	if resp != nil {
+		return resp
 	}
 	g, role, err := a.Store.GroupFor(ctx, gid, c.caller.Phone)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		// As for a non-member: a stranger learns nothing about which groups exist.
-		return fail("getgroup", c.now, "NOTMEMBER", "")
+		return fail("getgroup", c.now, CodeNotMember, "")
 	case err != nil:
 		a.logError(ctx, "getgroup failed", zap.Error(err))
-		return fail("getgroup", c.now, "DBERROR", "")
+		return fail("getgroup", c.now, CodeDBError, "")
 	case role == store.NotMember:
-		return fail("getgroup", c.now, "NOTMEMBER", "")
+		return fail("getgroup", c.now, CodeNotMember, "")
 	}
 	answer := a.groupAnswer("getgroup", c, g)
 	answer.Body["name"] = g.Name
@@ -153,9 +159,9 @@ func (a *API) setAdmin(ctx context.Context, c *call) *Response {
 
 // delGroup deletes a group (its owner) or leaves it (any other member).
 func (a *API) delGroup(ctx context.Context, c *call) *Response {
-	gid := c.req.Int("gid")
-	if gid <= 0 {
-		return fail("delgroup", c.now, "MISSINGPARA", "")
+	gid, resp := groupID("delgroup", c)
+	if resp != nil {
+		return resp
 	}
 	// The store decides between deleting and leaving. A deleted group is notified as a
 	// group without members ("0:"); after a leave the remaining members are told silently.
@@ -173,16 +179,29 @@ func (a *API) delGroup(ctx context.Context, c *call) *Response {
 	}
 	a.wake()
 	answer := ok("delgroup", c.now)
-	answer.Body["gid"] = gid
+	answer.Body["gid"] = itoa(gid)
 	return answer
 }
 
-// groupAnswer is an OK answer with the group's gid and members string.
+// groupAnswer is an OK answer with the group's gid (a decimal string, PROTOCOL.md §2)
+// and members string.
 func (a *API) groupAnswer(op string, c *call, g store.Group) *Response {
 	answer := ok(op, c.now)
-	answer.Body["gid"] = g.GID
+	answer.Body["gid"] = itoa(g.GID)
 	answer.Body["members"] = g.Members
 	return answer
+}
+
+// groupID reads the gid of an op on an existing group: 0 or absent is MISSINGPARA.
+func groupID(op string, c *call) (int64, *Response) {
+	gid, code := c.req.GID()
+	if code == "" && gid <= 0 {
+		code = CodeMissingPara
+	}
+	if code != "" {
+		return 0, fail(op, c.now, code, "")
+	}
+	return gid, nil
 }
 
 func (a *API) addThumbnail(r *Response, g store.Group) {
@@ -193,9 +212,13 @@ func (a *API) addThumbnail(r *Response, g store.Group) {
 
 // groupAndMembers reads the gid and m fields that editmembers and setadmin both need.
 func (a *API) groupAndMembers(op string, c *call) (int64, []string, *Response) {
-	gid, raw := c.req.Int("gid"), c.req.List("m")
-	if gid <= 0 || len(raw) == 0 {
-		return 0, nil, fail(op, c.now, "MISSINGPARA", "")
+	gid, resp := groupID(op, c)
+	if resp != nil {
+		return 0, nil, resp
+	}
+	raw := c.req.List("m")
+	if len(raw) == 0 {
+		return 0, nil, fail(op, c.now, CodeMissingPara, "")
 	}
 	phones, resp := a.memberPhones(op, c, raw)
 	return gid, phones, resp
@@ -214,7 +237,7 @@ func (a *API) memberPhones(op string, c *call, raw []string) ([]string, *Respons
 		}
 		n, err := phone.ParseContact(r, c.caller.CC)
 		if err != nil {
-			return nil, fail(op, c.now, "MISSINGPARA", "Not a valid phone number: "+shorten(r, 32))
+			return nil, fail(op, c.now, CodeMissingPara, "Not a valid phone number: "+shorten(r, 32))
 		}
 		if !seen[n.Digits] {
 			seen[n.Digits] = true
@@ -231,18 +254,18 @@ func (a *API) groupFailure(ctx context.Context, op string, c *call, err error) *
 	case err == nil:
 		return nil
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotAdmin), errors.Is(err, store.ErrNotGroupMember):
-		return fail(op, c.now, "BADGROUP", "")
+		return fail(op, c.now, CodeBadGroup, "")
 	case errors.Is(err, store.ErrBadPhone):
-		return fail(op, c.now, "MISSINGPARA", "")
+		return fail(op, c.now, CodeMissingPara, "")
 	case errors.As(err, &svc):
 		a.logError(ctx, "mesibo group call failed", zap.String("op", op), zap.Error(err))
 		if requestRefused(err) {
-			return fail(op, c.now, "BADGROUP", "The messaging service refused the change.")
+			return fail(op, c.now, CodeBadGroup, "The messaging service refused the change.")
 		}
-		return fail(op, c.now, "BADAPP", "The messaging service is unavailable. Please try again later.")
+		return fail(op, c.now, CodeBadApp, "The messaging service is unavailable. Please try again later.")
 	}
 	a.logError(ctx, op+" failed", zap.Error(err))
-	return fail(op, c.now, "DBERROR", "")
+	return fail(op, c.now, CodeDBError, "")
 }
 
 // groupService is mesibo as the store's GroupService.
@@ -270,7 +293,7 @@ func (m mesiboGroups) EditMembers(ctx context.Context, gid int64, members []stri
 func (m mesiboGroups) DeleteGroup(ctx context.Context, gid int64) error {
 	err := m.c.GroupDelete(ctx, gid)
 	var refused *mesiboclient.RefusedError
-	if errors.As(err, &refused) && refused.Code == "BADGROUP" {
+	if errors.As(err, &refused) && refused.Code == CodeBadGroup {
 		return nil
 	}
 	return err

@@ -20,10 +20,13 @@ func (a *API) login(ctx context.Context, c *call) *Response {
 	req := c.req
 	appID := req.Get("appid")
 	if appID == "" {
-		return fail("login", c.now, "MISSINGAPPID", "")
+		return fail("login", c.now, CodeMissingApp, "")
 	}
 	if req.Has("aktoken") {
-		return fail("login", c.now, "BADAKTOKEN", "This app version is no longer supported; please update it.")
+		return fail("login", c.now, CodeBadAKToken, "This app version is no longer supported; please update it.")
+	}
+	if _, code := req.Text("name", maxTextBytes); code != "" {
+		return fail("login", c.now, code, "")
 	}
 	if a.Identity != nil {
 		return a.identityLogin(ctx, c, appID)
@@ -50,7 +53,7 @@ func (a *API) loginPhone(c *call) (phone.Number, *Response) {
 	if err != nil {
 		lenient, lerr := phone.Lenient(raw)
 		if _, fixed := a.Codes.FixedCode(lenient.Digits); lerr != nil || !fixed {
-			return phone.Number{}, fail("login", c.now, "BADPHONE", "Invalid phone number")
+			return phone.Number{}, fail("login", c.now, CodeBadPhone, "Invalid phone number")
 		}
 		num = lenient
 	}
@@ -118,7 +121,7 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 		return rateLimited("login", c.now, locked.RetryAfter)
 	case errors.Is(err, otp.ErrBadCode):
 		a.Metrics.OTP(metrics.OTPFailed)
-		return fail("login", c.now, "BADCODE", "Invalid OTP")
+		return fail("login", c.now, CodeBadCode, "Invalid OTP")
 	case err != nil:
 		a.logError(ctx, "otp store unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
@@ -132,11 +135,11 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 func (a *API) identityLogin(ctx context.Context, c *call, appID string) *Response {
 	raw := a.Identity.Identity(c.req)
 	if raw == "" {
-		return fail("login", c.now, "AUTHFAIL", "")
+		return fail("login", c.now, CodeAuthFail, "")
 	}
 	num, err := phone.Parse(raw)
 	if err != nil {
-		return fail("login", c.now, "BADPHONE", "Invalid phone number")
+		return fail("login", c.now, CodeBadPhone, "Invalid phone number")
 	}
 	limits := a.Config.OTPLimits
 	wait, err := a.Limiter.Allow(ctx,
@@ -173,7 +176,7 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 	}, compose)
 	if err != nil {
 		a.logError(ctx, "saving login failed", zap.Error(err))
-		return fail("login", c.now, "DBERROR", "")
+		return fail("login", c.now, CodeDBError, "")
 	}
 	a.Logger.Info("user logged in", zap.Int64("uid", saved.UID), zap.Bool("new", isNew))
 	wake()
@@ -200,9 +203,9 @@ func (a *API) mesiboFailure(ctx context.Context, op string, c *call, err error) 
 	}
 	a.logError(ctx, "mesibo call failed", zap.String("op", op), zap.Error(err))
 	if requestRefused(err) {
-		return fail(op, c.now, "BADUSER", "")
+		return fail(op, c.now, CodeBadUser, "")
 	}
-	return fail(op, c.now, "BADAPP", "")
+	return fail(op, c.now, CodeBadApp, "")
 }
 
 // requestRefused reports whether mesibo refused the request itself; a refused app token
@@ -219,7 +222,7 @@ var appTokenRefusal = map[string]bool{"AUTHFAIL": true, "BADAPPTOKEN": true, "BA
 func (a *API) logout(ctx context.Context, c *call) *Response {
 	if err := a.Store.Logout(ctx, c.caller.UID); err != nil {
 		a.logError(ctx, "logout failed", zap.Error(err))
-		return fail("logout", c.now, "DBERROR", "")
+		return fail("logout", c.now, CodeDBError, "")
 	}
 	if a.Config.RevokeOnLogout {
 		// Best effort: the token is already unusable here; mesibo's copy expires anyway.

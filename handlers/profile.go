@@ -11,74 +11,57 @@ import (
 )
 
 // profile sets the caller's name and status, or a group's name when gid > 0; a picture
-// may come with it. Only the fields sent change.
+// may come with it. Only the fields sent change. A change of one's own name or status
+// nobody is told about, the common case, proves the token in its one statement.
 func (a *API) profile(ctx context.Context, c *call) *Response {
 	req := c.req
+	gid, gidCode := req.GID()
+	name, nameCode := req.Text("name", maxTextBytes)
+	status, statusCode := req.Text("status", maxTextBytes)
+	fieldsOK := gidCode == "" && nameCode == "" && statusCode == ""
+	if fieldsOK && gid <= 0 && req.File == nil {
+		written, err := a.Store.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Name: name, Status: status}, c.now)
+		if err != nil {
+			a.logError(ctx, "profile failed", zap.String("op", "profile"), zap.Error(err))
+			return fail("profile", c.now, CodeDBError, "")
+		}
+		if written {
+			return ok("profile", c.now)
+		}
+		// Not written: an unknown token, or somebody to tell, or nothing changed.
+	}
+	if resp := a.authenticate(ctx, c); resp != nil {
+		return resp
+	}
+	for _, code := range []string{gidCode, nameCode, statusCode} {
+		if code != "" {
+			return fail("profile", c.now, code, "")
+		}
+	}
 	photo, resp := a.savePicture("profile", c)
 	if resp != nil {
 		return resp
 	}
-	if gid := req.Int("gid"); gid > 0 {
-		change := store.GroupChange{Name: sentField(req, "name"), Photo: photo}
+	if gid > 0 {
+		change := store.GroupChange{Name: name, Photo: photo}
 		g, resp := a.changeGroup("profile", ctx, c, gid, change, c.caller.Name+" has changed the group name to %GROUP%")
 		if resp != nil {
 			a.discardPicture(photo)
 			return resp
 		}
 		answer := ok("profile", c.now)
-		answer.Body["gid"] = g.GID
+		answer.Body["gid"] = itoa(g.GID)
 		return answer
 	}
 	compose, wake := wakeAfter(a, a.profileNotification("", ""))
-	if _, err := a.Store.UpdateProfile(ctx, c.caller, ownProfileChange(req, photo), c.now, compose); err != nil {
+	change := store.ProfileChange{Name: name, Status: status, Photo: photo}
+	if _, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now, compose); err != nil {
 		a.discardPicture(photo)
 		a.logError(ctx, "profile failed", zap.Error(err))
-		return fail("profile", c.now, "DBERROR", "")
+		return fail("profile", c.now, CodeDBError, "")
 	}
 	wake()
 	return ok("profile", c.now)
-}
-
-// profileNobodyWatches answers a change of the caller's own name or status in one
-// statement, which proves the token and writes the change only if nobody has the caller
-// among their contacts (nobody to notify; see store.UpdateUnwatchedProfile). nil: it did
-// not write, and the request takes the usual way. A request with a picture always does:
-// a picture is decoded only for a caller already known.
-func (a *API) profileNobodyWatches(ctx context.Context, c *call, token string) *Response {
-	if !profileOfCaller(c.req) || c.req.File != nil {
-		return nil
-	}
-	written, err := a.Store.UpdateUnwatchedProfile(ctx, token, ownProfileChange(c.req, nil), c.now)
-	if err != nil {
-		a.logError(ctx, "profile failed", zap.String("op", "profile"), zap.Error(err))
-		return fail("profile", c.now, "DBERROR", "")
-	}
-	if !written {
-		return nil
-	}
-	return ok("profile", c.now)
-}
-
-// ownProfileChange is what a profile request without gid sets; photo is the stored
-// picture, if one came.
-func ownProfileChange(req *Request, photo *string) store.ProfileChange {
-	return store.ProfileChange{Name: sentField(req, "name"), Status: sentField(req, "status"), Photo: photo}
-}
-
-// profileOfCaller: a profile request without gid changes the caller's own profile.
-func profileOfCaller(req *Request) bool { return req.Int("gid") <= 0 }
-
-// pictureOfCaller: a profile request that sets the caller's own picture (which
-// profileNobodyWatches leaves to the usual way).
-func pictureOfCaller(req *Request) bool { return profileOfCaller(req) && req.File != nil }
-
-// sentField is a pointer to the field's value when it was sent (even empty), else nil.
-func sentField(req *Request, name string) *string {
-	if !req.Sent(name) {
-		return nil
-	}
-	v := req.Get(name)
-	return &v
 }
 
 // changeGroup applies change to a group the caller administers and notifies its members.
@@ -86,10 +69,10 @@ func (a *API) changeGroup(op string, ctx context.Context, c *call, gid int64, ch
 	g, err := a.Store.UpdateGroupInfo(ctx, gid, c.caller.Phone, change, c.now, a.groupNotification(c.caller.Phone, subject))
 	switch {
 	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotAdmin):
-		return g, fail(op, c.now, "BADGROUP", "")
+		return g, fail(op, c.now, CodeBadGroup, "")
 	case err != nil:
 		a.logError(ctx, op+" failed", zap.Error(err))
-		return g, fail(op, c.now, "DBERROR", "")
+		return g, fail(op, c.now, CodeDBError, "")
 	}
 	a.wake()
 	return g, nil
@@ -105,10 +88,10 @@ func (a *API) savePicture(op string, c *call) (*string, *Response) {
 	case errors.Is(err, media.ErrTooLarge):
 		return nil, fail(op, c.now, CodeTooLarge, "The picture is too large.")
 	case errors.Is(err, media.ErrBadImage):
-		return nil, fail(op, c.now, "BADIMAGE", "The file is not a JPEG, PNG, GIF or WebP picture.")
+		return nil, fail(op, c.now, CodeBadImage, "The file is not a JPEG, PNG, GIF or WebP picture.")
 	case err != nil:
 		a.Logger.Error("saving a picture failed", zap.Error(err))
-		return nil, fail(op, c.now, "BADIMAGE", "")
+		return nil, fail(op, c.now, CodeBadImage, "")
 	}
 	return &name, nil
 }
@@ -123,12 +106,23 @@ func (a *API) discardPicture(name *string) {
 	}
 }
 
+// maxPushTokenBytes is what the push-token column holds. FCM and APNs tokens are far
+// shorter.
+const maxPushTokenBytes = 256
+
 // setNotify stores the caller's push token.
 func (a *API) setNotify(ctx context.Context, c *call) *Response {
 	req := c.req
-	if err := a.Store.SetNotifyToken(ctx, c.caller.UID, req.Get("notifytoken"), deviceType(req), req.Int("prod") > 0); err != nil {
+	token, code := req.Text("notifytoken", maxPushTokenBytes)
+	if code != "" {
+		return fail("setnotify", c.now, code, "")
+	}
+	if token == nil {
+		token = new(string)
+	}
+	if err := a.Store.SetNotifyToken(ctx, c.caller.UID, *token, deviceType(req), req.Int("prod") > 0); err != nil {
 		a.logError(ctx, "setnotify failed", zap.Error(err))
-		return fail("setnotify", c.now, "DBERROR", "")
+		return fail("setnotify", c.now, CodeDBError, "")
 	}
 	return ok("setnotify", c.now)
 }

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // File is the one file part a multipart request may carry.
@@ -26,9 +29,11 @@ type File struct {
 // Request is an API call decoded from any of the protocol's encodings.
 type Request struct {
 	// Op is the requested op, lower-cased.
-	Op       string
-	fields   map[string]string
-	lists    map[string][]string
+	Op     string
+	fields map[string]string
+	lists  map[string][]string
+	// objects are the fields that came as JSON objects, which no field of the protocol is.
+	objects  map[string]bool
 	File     *File
 	ClientIP string
 	// Expand replaces the server's placeholders (such as {http.auth.user.id}) in a string,
@@ -49,7 +54,7 @@ func (e *DecodeError) Error() string { return e.Code + ": " + e.Msg }
 // most maxBody bytes of body are read. The body is put back afterwards, so a handler
 // later in the route sees it intact.
 func Decode(r *http.Request, maxBody int64) (*Request, error) {
-	req := &Request{fields: map[string]string{}, lists: map[string][]string{}}
+	req := &Request{fields: map[string]string{}, lists: map[string][]string{}, objects: map[string]bool{}}
 	for k, v := range r.URL.Query() {
 		if len(v) > 0 {
 			req.fields[k] = strings.TrimSpace(v[0])
@@ -62,10 +67,10 @@ func Decode(r *http.Request, maxBody int64) (*Request, error) {
 		// later in the route can read it as the client sent it.
 		r.Body = readCloser{io.MultiReader(bytes.NewReader(body), orig), orig}
 		if err != nil {
-			return req.finish(), &DecodeError{"BADREQUEST", "could not read the request body"}
+			return req.finish(), &DecodeError{CodeBadRequest, "could not read the request body"}
 		}
 		if int64(len(body)) > maxBody {
-			return req.finish(), &DecodeError{"TOOLARGE", fmt.Sprintf("request body over %d bytes", maxBody)}
+			return req.finish(), &DecodeError{CodeTooLarge, fmt.Sprintf("request body over %d bytes", maxBody)}
 		}
 		if err := req.decodeBody(r.Header.Get("Content-Type"), body); err != nil {
 			return req.finish(), err
@@ -85,23 +90,22 @@ func (req *Request) finish() *Request {
 	return req
 }
 
+// decodeBody reads the body's fields by PROTOCOL.md §1: multipart by its Content-Type;
+// otherwise a body that starts with "{" is a JSON object whatever its label (the current
+// iOS app posts JSON that its HTTP library labels as it likes, and the original decoded
+// the raw body as JSON first); the rest follows the Content-Type.
 func (req *Request) decodeBody(contentType string, body []byte) error {
-	if len(bytes.TrimSpace(body)) == 0 {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
 		return nil
 	}
 	mediaType, params, _ := mime.ParseMediaType(contentType)
 	switch {
 	case mediaType == "multipart/form-data":
 		return req.decodeMultipart(body, params["boundary"])
-	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
+	case trimmed[0] == '{', mediaType == "application/json", strings.HasSuffix(mediaType, "+json"):
 		return req.decodeJSON(body)
-	case mediaType == "application/x-www-form-urlencoded":
-		return req.decodeForm(body)
-	case (mediaType == "" || mediaType == "text/plain") && bytes.TrimSpace(body)[0] == '{':
-		// Some clients post JSON without a content type, or as text/plain (which spares
-		// browsers a CORS preflight).
-		return req.decodeJSON(body)
-	case mediaType == "":
+	case mediaType == "application/x-www-form-urlencoded", mediaType == "":
 		return req.decodeForm(body)
 	}
 	return nil // another body type carries no fields; the query still counts
@@ -110,7 +114,7 @@ func (req *Request) decodeBody(contentType string, body []byte) error {
 func (req *Request) decodeForm(body []byte) error {
 	values, err := url.ParseQuery(string(body))
 	if err != nil {
-		return &DecodeError{"BADREQUEST", "malformed form body"}
+		return &DecodeError{CodeBadRequest, "malformed form body"}
 	}
 	for k, v := range values {
 		if len(v) > 0 {
@@ -125,7 +129,7 @@ func (req *Request) decodeJSON(body []byte) error {
 	dec.UseNumber()
 	var obj map[string]any
 	if err := dec.Decode(&obj); err != nil {
-		return &DecodeError{"BADREQUEST", "malformed JSON body: an object is expected"}
+		return &DecodeError{CodeBadRequest, "malformed JSON body: an object is expected"}
 	}
 	for k, v := range obj {
 		if list, ok := v.([]any); ok {
@@ -142,6 +146,10 @@ func (req *Request) decodeJSON(body []byte) error {
 		if s, ok := scalar(v); ok {
 			req.fields[k] = s
 			delete(req.lists, k)
+			continue
+		}
+		if _, ok := v.(map[string]any); ok {
+			req.objects[k] = true
 		}
 	}
 	return nil
@@ -165,7 +173,7 @@ func scalar(v any) (string, bool) {
 
 func (req *Request) decodeMultipart(body []byte, boundary string) error {
 	if boundary == "" {
-		return &DecodeError{"BADREQUEST", "multipart body without a boundary"}
+		return &DecodeError{CodeBadRequest, "multipart body without a boundary"}
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	for {
@@ -174,11 +182,11 @@ func (req *Request) decodeMultipart(body []byte, boundary string) error {
 			return nil
 		}
 		if err != nil {
-			return &DecodeError{"BADREQUEST", "malformed multipart body"}
+			return &DecodeError{CodeBadRequest, "malformed multipart body"}
 		}
 		data, err := io.ReadAll(part)
 		if err != nil {
-			return &DecodeError{"BADREQUEST", "malformed multipart body"}
+			return &DecodeError{CodeBadRequest, "malformed multipart body"}
 		}
 		if part.FileName() == "" {
 			if name := part.FormName(); name != "" {
@@ -187,7 +195,7 @@ func (req *Request) decodeMultipart(body []byte, boundary string) error {
 			continue
 		}
 		if req.File != nil {
-			return &DecodeError{"BADREQUEST", "only one file may be sent"}
+			return &DecodeError{CodeBadRequest, "only one file may be sent"}
 		}
 		req.File = &File{Field: part.FormName(), Name: part.FileName(), Data: data}
 	}
@@ -205,17 +213,54 @@ func (req *Request) Get(name string) string {
 // Has reports whether the field was sent non-empty.
 func (req *Request) Has(name string) bool { return req.Get(name) != "" }
 
-// Int is a field as an integer: 0 when absent or not a number; a JSON number with a
-// fraction is truncated.
+// Int is a field as an integer, read as the original's PHP intval read it: the number
+// at the start of the value ("12abc" is 12, "1.9" is 1, "1e3" is 1000), 0 when there is
+// none or the field is absent, and the nearest int64 when it does not fit.
 func (req *Request) Int(name string) int64 {
-	v := req.Get(name)
-	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		return n
+	n, _ := intval(req.Get(name))
+	return n
+}
+
+// leadingNumber is the part of a value that PHP's intval reads: white space, then a
+// decimal integer or float.
+var leadingNumber = regexp.MustCompile(`^[ \t\n\r\v\f]*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)`)
+
+// intval is PHP's intval of s; exact is false when the number did not fit an int64.
+func intval(s string) (n int64, exact bool) {
+	m := leadingNumber.FindStringSubmatch(s)
+	if m == nil {
+		return 0, true
 	}
-	if f, err := strconv.ParseFloat(v, 64); err == nil && f > -1e18 && f < 1e18 {
-		return int64(f)
+	if n, err := strconv.ParseInt(m[1], 10, 64); err == nil {
+		return n, true
+	} else if errors.Is(err, strconv.ErrRange) {
+		return n, false // ParseInt answers the nearest int64
 	}
-	return 0
+	f, _ := strconv.ParseFloat(m[1], 64)
+	switch {
+	case f >= math.MaxInt64:
+		return math.MaxInt64, false
+	case f <= math.MinInt64:
+		return math.MinInt64, false
+	}
+	return int64(f), true
+}
+
+// maxGID is the largest group id: the groups table's unsigned 32-bit gid.
+const maxGID = math.MaxUint32
+
+// GID reads the gid field (PROTOCOL.md §2): as Int reads any number, so that the Swift
+// app's "Optional(0)" is 0 (a new group). code is the answer to a gid that is no group
+// id: MISSINGPARA for a JSON object or array, BADGROUP for a number beyond any gid.
+func (req *Request) GID() (gid int64, code string) {
+	if req.objects["gid"] || req.lists["gid"] != nil {
+		return 0, CodeMissingPara
+	}
+	n, exact := intval(req.Get("gid"))
+	if !exact || n > maxGID {
+		return 0, CodeBadGroup
+	}
+	return n, ""
 }
 
 // List is a list field: a JSON array, or a comma-separated string; empty items dropped.
@@ -237,4 +282,25 @@ func (req *Request) Sent(name string) bool {
 	_, inFields := req.fields[name]
 	_, inLists := req.lists[name]
 	return inFields || inLists
+}
+
+// maxTextBytes bounds a name or a status: far more than the apps let a person type, and
+// small enough that a notification carrying name and status stays a small row.
+const maxTextBytes = 4096
+
+// Text is a free-text field (a name, a status) when it was sent, even empty; nil when it
+// was not. code refuses a value over max bytes (TOOLARGE) or one that is not UTF-8 text
+// (MISSINGPARA), before it reaches a column that could not hold it.
+func (req *Request) Text(name string, max int) (value *string, code string) {
+	if !req.Sent(name) {
+		return nil, ""
+	}
+	v := req.Get(name)
+	switch {
+	case len(v) > max:
+		return nil, CodeTooLarge
+	case !utf8.ValidString(v):
+		return nil, CodeMissingPara
+	}
+	return &v, ""
 }

@@ -3,12 +3,14 @@ package handlers
 import (
 	"bytes"
 	"io"
+	"math"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func decode(t *testing.T, r *http.Request) *Request {
@@ -82,10 +84,106 @@ func TestDecodeRules(t *testing.T) {
 	if !strings.Contains(string(rest), `frombody`) {
 		t.Fatalf("body consumed: %q", rest)
 	}
-	// JSON without a content type, as some clients send it.
-	r = httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"op":"x"}`))
-	if decode(t, r).Op != "x" {
-		t.Fatal("untyped JSON body not read")
+}
+
+// TestDecodeJSONUnderAnyLabel: a body that is a JSON object is JSON whatever its
+// Content-Type says, but multipart (PROTOCOL.md §1); the current iOS app labels its JSON
+// as its HTTP library likes.
+func TestDecodeJSONUnderAnyLabel(t *testing.T) {
+	body := " \n" + `{"op":"Login","phone":"919800000004","appid":"x"}`
+	for _, contentType := range []string{"", "application/x-www-form-urlencoded", "application/octet-stream",
+		"text/plain;charset=UTF-8", "application/json; charset=utf-8", "application/vnd.api+json", "nonsense/;;"} {
+		t.Run(contentType, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(body))
+			if contentType != "" {
+				r.Header.Set("Content-Type", contentType)
+			}
+			req := decode(t, r)
+			if req.Op != "login" || req.Get("phone") != "919800000004" || req.Get("appid") != "x" {
+				t.Fatalf("fields %+v", req.fields)
+			}
+		})
+	}
+	t.Run("form", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader("op=login&phone=%7B1"))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if req := decode(t, r); req.Op != "login" || req.Get("phone") != "{1" {
+			t.Fatalf("a form is still a form: %+v", req.fields)
+		}
+	})
+	t.Run("multipart", func(t *testing.T) {
+		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"op":"x"}`))
+		r.Header.Set("Content-Type", "multipart/form-data; boundary=b")
+		if req, _ := Decode(r, 1<<20); req.Op != "" {
+			t.Fatalf("a body labelled multipart is read as multipart only: op %q", req.Op)
+		}
+	})
+}
+
+// TestIntval: numbers are read as the original's PHP intval read them.
+func TestIntval(t *testing.T) {
+	for in, want := range map[string]int64{
+		"": 0, "0": 0, "12": 12, " \t12abc": 12, "+7": 7, "-3": -3, "1.9": 1, "-1.9": -1, "1e3": 1000, ".5": 0,
+		"Optional(0)": 0, "Optional(12)": 0, "abc": 0, "0x1A": 0, "99999999999999999999999": math.MaxInt64,
+		"-99999999999999999999999": math.MinInt64, "1e400": math.MaxInt64, "007": 7,
+	} {
+		t.Run(in, func(t *testing.T) {
+			req := &Request{fields: map[string]string{"n": in}}
+			if got := req.Int("n"); got != want {
+				t.Fatalf("Int(%q) = %d, want %d", in, got, want)
+			}
+		})
+	}
+}
+
+// TestGID: gid is read by intval, so the Swift app's "Optional(0)" creates a group; a gid
+// beyond any group id is BADGROUP, an object or array MISSINGPARA (PROTOCOL.md §2).
+func TestGID(t *testing.T) {
+	for name, tc := range map[string]struct {
+		body string
+		gid  int64
+		code string
+	}{
+		"Optional(0)":    {`{"gid":"Optional(0)"}`, 0, ""},
+		"number":         {`{"gid":42}`, 42, ""},
+		"float":          {`{"gid":42.0}`, 42, ""},
+		"string":         {`{"gid":"42"}`, 42, ""},
+		"largest":        {`{"gid":4294967295}`, 4294967295, ""},
+		"one beyond":     {`{"gid":4294967296}`, 0, CodeBadGroup},
+		"overflow":       {`{"gid":"99999999999999999999999"}`, 0, CodeBadGroup},
+		"overflow float": {`{"gid":1e30}`, 0, CodeBadGroup},
+		"object":         {`{"gid":{}}`, 0, CodeMissingPara},
+		"array":          {`{"gid":[1]}`, 0, CodeMissingPara},
+		"empty array":    {`{"gid":[]}`, 0, CodeMissingPara},
+		"absent":         {`{}`, 0, ""},
+		"negative":       {`{"gid":-5}`, -5, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			req := decode(t, httptest.NewRequest(http.MethodPost, "/", strings.NewReader(tc.body)))
+			if gid, code := req.GID(); gid != tc.gid || code != tc.code {
+				t.Fatalf("GID() = %d %q, want %d %q", gid, code, tc.gid, tc.code)
+			}
+		})
+	}
+}
+
+// TestText: free text is refused before SQL when it is over its size or not UTF-8.
+func TestText(t *testing.T) {
+	req := &Request{fields: map[string]string{"ok": "Zoë 😀", "empty": "", "long": strings.Repeat("x", 11), "bad": "a\xffb"}}
+	if v, code := req.Text("ok", 10); v == nil || *v != "Zoë 😀" || code != "" {
+		t.Errorf("ok: %v %q", v, code)
+	}
+	if v, code := req.Text("empty", 10); v == nil || *v != "" || code != "" {
+		t.Errorf("empty: %v %q", v, code)
+	}
+	if v, code := req.Text("absent", 10); v != nil || code != "" {
+		t.Errorf("absent: %v %q", v, code)
+	}
+	if _, code := req.Text("long", 10); code != CodeTooLarge {
+		t.Errorf("long: %q", code)
+	}
+	if _, code := req.Text("bad", 10); code != CodeMissingPara {
+		t.Errorf("bad: %q", code)
 	}
 }
 
@@ -110,8 +208,8 @@ func TestDecodeErrors(t *testing.T) {
 			t.Errorf("%s: error %v, want %s", name, err, tc.code)
 			continue
 		}
-		resp := Rejected(req, err)
-		if resp.Body["error"] != tc.code || resp.Body["result"] != "FAIL" || resp.Body["op"] != "login" {
+		resp := (&API{Now: time.Now}).Rejected(req, err)
+		if _, hasTS := resp.Body["ts"].(int64); resp.Body["error"] != tc.code || resp.Body["result"] != "FAIL" || resp.Body["op"] != "login" || !hasTS {
 			t.Errorf("%s: answer %v", name, resp.Body)
 		}
 	}
@@ -126,6 +224,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add("", `{"op":1e400}`, "op")
 	f.Add("text/plain", "op=x", "op=%ZZ&a=;b")
 	f.Add("application/json", `{"m":[[1]],"gid":-0.5}`, "")
+	// JSON under any label but multipart (PROTOCOL.md §1), as the current iOS app sends it.
+	f.Add("application/x-www-form-urlencoded", ` {"op":"login","phone":"919800000004","appid":"x"}`, "")
+	f.Add("application/octet-stream", "\n{\"op\":\"login\",\"gid\":{}}", "")
+	f.Add("text/plain; charset=utf-8", `{"op":"setgroup","gid":"Optional(0)","m":"1,2"}`, "")
+	f.Add("multipart/form-data;boundary=b", "{\"op\":\"x\"}", "")
+	f.Add("application/x-www-form-urlencoded", `{"gid":99999999999999999999999,"token":"\u00e9\u00e9"}`, "")
 	f.Fuzz(func(t *testing.T, contentType, body, query string) {
 		r := httptest.NewRequest(http.MethodPost, "/api.php", strings.NewReader(body))
 		r.URL.RawQuery = query
@@ -139,7 +243,7 @@ func FuzzDecode(f *testing.F) {
 			if !ok || de.Code == "" {
 				t.Fatalf("error without a code: %v", err)
 			}
-			if Rejected(req, err).Body["error"] == "" {
+			if (&API{Now: time.Now}).Rejected(req, err).Body["error"] == "" {
 				t.Fatal("rejection without a code")
 			}
 		}
@@ -154,5 +258,8 @@ func FuzzDecode(f *testing.F) {
 			}
 		}
 		_ = req.Int("ts")
+		if gid, code := req.GID(); code == "" && gid > maxGID {
+			t.Fatalf("gid %d beyond a group id", gid)
+		}
 	})
 }

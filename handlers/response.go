@@ -16,11 +16,28 @@ type Response struct {
 	RetryAfter time.Duration
 }
 
-// Error codes added by this project to the ones the apps know (PROTOCOL.md §2).
+// The error codes of FAIL answers (PROTOCOL.md §2). The apps know the first group; the
+// second was added by this project for situations the original did not have.
 const (
+	CodeNoOp        = "NOOP"
+	CodeAuthFail    = "AUTHFAIL"
+	CodeBadOp       = "BADOP"
+	CodeMissingApp  = "MISSINGAPPID"
+	CodeBadPhone    = "BADPHONE"
+	CodeBadCode     = "BADCODE"
+	CodeBadAKToken  = "BADAKTOKEN"
+	CodeBadUser     = "BADUSER"
+	CodeBadApp      = "BADAPP"
+	CodeMissingPara = "MISSINGPARA"
+	CodeMissingFile = "MISSINGFILE"
+	CodeBadImage    = "BADIMAGE"
+	CodeBadGroup    = "BADGROUP"
+	CodeNotMember   = "NOTMEMBER"
+	CodeDBError     = "DBERROR"
+
 	// CodeBadRequest: the body could not be decoded (malformed JSON, form or multipart).
 	CodeBadRequest = "BADREQUEST"
-	// CodeTooLarge: the body is over the configured maximum.
+	// CodeTooLarge: the body, a file or a field is over its limit.
 	CodeTooLarge = "TOOLARGE"
 	// CodeTempFail: a shared service (Redis, the OTP delivery) is unavailable; retry later.
 	CodeTempFail = "TEMPFAIL"
@@ -29,25 +46,18 @@ const (
 )
 
 func noop() *Response {
-	return &Response{Body: map[string]any{"code": "NOOP", "result": "FAIL"}}
+	return &Response{Body: map[string]any{"code": CodeNoOp, "result": "FAIL"}}
 }
 
 func ok(op string, now time.Time) *Response {
 	return &Response{Body: map[string]any{"op": op, "ts": now.Unix(), "result": "OK"}}
 }
 
-// fail is the answer to a failed known op; errmsg is optional.
+// fail is a FAIL answer; errmsg is optional, and op is left out when the request did not
+// get as far as naming one. Like every answer but NOOP it carries ts: Swift builds of the
+// apps read ts before they look at result.
 func fail(op string, now time.Time, code, errmsg string) *Response {
-	r := &Response{Body: map[string]any{"op": op, "ts": now.Unix(), "error": code, "result": "FAIL"}}
-	if errmsg != "" {
-		r.Body["errmsg"] = errmsg
-	}
-	return r
-}
-
-// rejection is an answer before any op ran (AUTHFAIL, BADOP, a body that did not decode).
-func rejection(op, code, errmsg string) *Response {
-	r := &Response{Body: map[string]any{"error": code, "result": "FAIL"}}
+	r := &Response{Body: map[string]any{"ts": now.Unix(), "error": code, "result": "FAIL"}}
 	if op != "" {
 		r.Body["op"] = op
 	}
@@ -127,10 +137,10 @@ func IsPreflight(r *http.Request) bool { return r.Method == http.MethodOptions }
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
 // Rejected is the answer to a request whose body could not be decoded.
-func Rejected(req *Request, err error) *Response {
+func (a *API) Rejected(req *Request, err error) *Response {
 	var de *DecodeError
 	if errors.As(err, &de) {
-		return rejection(req.Op, de.Code, de.Msg)
+		return fail(req.Op, a.Now(), de.Code, de.Msg)
 	}
-	return rejection(req.Op, CodeBadRequest, "")
+	return fail(req.Op, a.Now(), CodeBadRequest, "")
 }

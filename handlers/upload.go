@@ -8,21 +8,21 @@ import (
 	"github.com/caddy-messenger/messenger/store"
 )
 
-// uploadOfCallerPicture: an upload with profile=1 and no gid sets or removes the caller's
-// own picture.
-func uploadOfCallerPicture(req *Request) bool { return req.Int("profile") > 0 && req.Int("gid") <= 0 }
-
 // upload stores a picture: the caller's profile picture (profile=1), a group's (profile=1
 // and gid > 0), or any picture (profile=0); delete=1 removes the profile or group picture.
 func (a *API) upload(ctx context.Context, c *call) *Response {
 	req := c.req
-	profile, gid, remove := req.Int("profile") > 0, req.Int("gid"), req.Int("delete") == 1
+	gid, code := req.GID()
+	if code != "" {
+		return fail("upload", c.now, code, "")
+	}
+	profile, remove := req.Int("profile") > 0, req.Int("delete") == 1
 	var photo *string
 	if remove {
 		photo = new(string)
 	} else {
 		if req.File == nil {
-			return fail("upload", c.now, "MISSINGFILE", "No picture was sent.")
+			return fail("upload", c.now, CodeMissingFile, "No picture was sent.")
 		}
 		var resp *Response
 		if photo, resp = a.savePicture("upload", c); resp != nil {
@@ -31,7 +31,10 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 	}
 
 	answer := ok("upload", c.now)
-	answer.Body["profile"] = boolInt(profile)
+	answer.Body["profile"] = "0"
+	if profile {
+		answer.Body["profile"] = "1"
+	}
 	answer.Body["file"] = ""
 	if *photo != "" {
 		answer.Body["file"] = a.Config.DownloadURL + *photo
@@ -46,17 +49,17 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 			a.discardPicture(photo)
 			return resp
 		}
-		record = map[string]any{"photo": g.Photo, "phone": "", "gid": g.GID, "name": g.Name, "status": "", "ts": g.TS}
+		record = map[string]any{"photo": g.Photo, "phone": "", "gid": itoa(g.GID), "name": g.Name, "status": "", "ts": g.TS}
 	} else {
 		compose, wake := wakeAfter(a, a.profileNotification("", ""))
 		u, err := a.Store.UpdateProfile(ctx, c.caller, store.ProfileChange{Photo: photo}, c.now, compose)
 		if err != nil {
 			a.discardPicture(photo)
 			a.logError(ctx, "upload failed", zap.Error(err))
-			return fail("upload", c.now, "DBERROR", "")
+			return fail("upload", c.now, CodeDBError, "")
 		}
 		wake()
-		record = map[string]any{"photo": u.Photo, "phone": u.Phone, "gid": 0, "name": u.Name, "status": u.Status, "ts": u.TS}
+		record = map[string]any{"photo": u.Photo, "phone": u.Phone, "gid": "0", "name": u.Name, "status": u.Status, "ts": u.TS}
 	}
 	for k, v := range record {
 		answer.Body[k] = v
@@ -65,11 +68,4 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 		answer.Body["tn"] = tn
 	}
 	return answer
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }

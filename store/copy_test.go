@@ -93,7 +93,7 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 
 	// Spot checks through the store API on the MySQL side: the same answers as before.
 	for _, s := range []*store.Store{src, dst} {
-		u, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 29), false)
+		u, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 29))
 		if err != nil || u.UID != 129 || u.Name != "user 29 🙂" || u.Phone != "919800000129" {
 			t.Errorf("CallerByToken after copy = %+v, %v", u, err)
 		}
@@ -138,7 +138,7 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 	if !slices.Equal(again, counts) {
 		t.Errorf("copied back %v, want %v", again, counts)
 	}
-	if u, err := back.CallerByToken(ctx, fmt.Sprintf("%064d", 29), false); err != nil || u.UID != 129 || u.Name != "user 29 🙂" {
+	if u, err := back.CallerByToken(ctx, fmt.Sprintf("%064d", 29)); err != nil || u.UID != 129 || u.Name != "user 29 🙂" {
 		t.Errorf("CallerByToken after the copy back = %+v, %v", u, err)
 	}
 	if _, contacts, _, err := back.SyncSince(ctx, fmt.Sprintf("%064d", 1), 0, 1000, 10); err != nil || len(contacts) != 28 {

@@ -21,8 +21,8 @@ type ProfileChange struct {
 // transaction, queues the notification that compose builds from the updated user for every
 // user who has this one among their contacts.
 //
-// A caller with nobody to notify (found unwatched when its token was read, or with no
-// watchers found now) is changed by a single statement with no transaction around it, and
+// A caller with nobody to notify is changed by a single statement with no transaction
+// around it, and
 // answered with the change applied to the user as read (a change of the same user's other
 // fields made in between by another of its devices shows at the next sync). The watchers
 // of the others are found outside the transaction. Either way a contact added meanwhile
@@ -32,7 +32,7 @@ type ProfileChange struct {
 func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time,
 	compose func(User) Notification) (User, error) {
 	var watchers []string
-	if compose != nil && !caller.Unwatched {
+	if compose != nil {
 		var err error
 		if watchers, err = contactsOf(ctx, s.fixed, caller.Phone); err != nil {
 			return User{}, fmt.Errorf("store: update profile: %w", err)

@@ -348,7 +348,7 @@ func TestAdoptOriginalDatabase(t *testing.T) {
 		}
 	}
 
-	caller, err := s.CallerByToken(ctx, token, false)
+	caller, err := s.CallerByToken(ctx, token)
 	if err != nil {
 		t.Fatalf("CallerByToken with the original's zero-date token: %v", err)
 	}
@@ -367,10 +367,10 @@ func TestAdoptOriginalDatabase(t *testing.T) {
 	if isNew || u.Name != "Ada" || u.TS != 1700000000 {
 		t.Errorf("SaveLogin = %+v isNew %v", u, isNew)
 	}
-	if _, err := s.CallerByToken(ctx, token, false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, token); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("old token after a new login: %v, want ErrNotFound", err)
 	}
-	if _, err := s.CallerByToken(ctx, newToken, false); err != nil {
+	if _, err := s.CallerByToken(ctx, newToken); err != nil {
 		t.Errorf("new token: %v", err)
 	}
 }
@@ -490,7 +490,7 @@ func TestSaveLogin(t *testing.T) {
 	if tokUID != 1001 || tok != tokenA || exp != expiry.Unix() || ip != 0x01020304 || dev != 1 {
 		t.Errorf("tokens row = (%d, %s, %d, %d, %d), want (1001, %s, %d, %d, 1)", tokUID, tok, exp, ip, dev, tokenA, expiry.Unix(), 0x01020304)
 	}
-	if got, err := s.CallerByToken(ctx, tokenA, false); err != nil || got.User != want {
+	if got, err := s.CallerByToken(ctx, tokenA); err != nil || got.User != want {
 		t.Errorf("CallerByToken = %+v, %v; want %+v", got, err, want)
 	}
 
@@ -512,10 +512,10 @@ func TestSaveLogin(t *testing.T) {
 	if err := db.QueryRow("SELECT token, device FROM tokens WHERE uid = 1001").Scan(&tok, &dev); err != nil || tok != tokenB || dev != 2 {
 		t.Errorf("token row = (%s, %d, %v), want the new token, device 2", tok, dev, err)
 	}
-	if _, err := s.CallerByToken(ctx, tokenA, false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CallerByToken(old token) = %v, want ErrNotFound", err)
 	}
-	if got, err := s.CallerByToken(ctx, tokenB, false); err != nil || got.UID != 1001 || got.Name != "Ada" {
+	if got, err := s.CallerByToken(ctx, tokenB); err != nil || got.UID != 1001 || got.Name != "Ada" {
 		t.Errorf("CallerByToken(new token) = %+v, %v", got, err)
 	}
 
@@ -541,10 +541,10 @@ func TestSaveLogin(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 2002 AND phone = 919812345678 AND ts = 1700000200"); n != 1 {
 		t.Errorf("users row not re-keyed to uid 2002")
 	}
-	if got, err := s.CallerByToken(ctx, tokenC, false); err != nil || got.UID != 2002 {
+	if got, err := s.CallerByToken(ctx, tokenC); err != nil || got.UID != 2002 {
 		t.Errorf("CallerByToken(token of new uid) = %+v, %v", got, err)
 	}
-	if _, err := s.CallerByToken(ctx, tokenB, false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CallerByToken(token of the old uid) = %v, want ErrNotFound", err)
 	}
 
@@ -560,28 +560,24 @@ func TestSaveLogin(t *testing.T) {
 func TestCallerByTokenNotFound(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
-	if _, err := s.CallerByToken(ctx, tokenA, false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("unknown token: %v, want ErrNotFound", err)
 	}
 	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 1, Phone: "919812345678", CC: 91, Token: tokenA,
 		Expiry: time.Now().Add(2 * time.Minute), TS: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
-	for _, checked := range []bool{false, true} { // both look-ups share the expiry rule
-		if _, err := s.CallerByToken(ctx, tokenA, checked); err != nil {
-			t.Fatalf("token expiring in 2 minutes (checked %v): %v", checked, err)
-		}
+	if _, err := s.CallerByToken(ctx, tokenA); err != nil {
+		t.Fatalf("token expiring in 2 minutes: %v", err)
 	}
-	if _, err := s.CallerByToken(ctx, tokenA[:63], false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenA[:63]); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("prefix of a token: %v, want ErrNotFound", err)
 	}
 	if _, err := db.Exec("UPDATE tokens SET expirytime = '2000-01-01 00:00:00' WHERE uid = 1"); err != nil {
 		t.Fatal(err)
 	}
-	for _, checked := range []bool{false, true} {
-		if _, err := s.CallerByToken(ctx, tokenA, checked); !errors.Is(err, store.ErrNotFound) {
-			t.Fatalf("expired token (checked %v): %v, want ErrNotFound", checked, err)
-		}
+	if _, err := s.CallerByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("expired token: %v, want ErrNotFound", err)
 	}
 
 	// Expired through SaveLogin too: two minutes ago (checks the UTC handling of expiry).
@@ -589,7 +585,7 @@ func TestCallerByTokenNotFound(t *testing.T) {
 		Expiry: time.Now().Add(-2 * time.Minute), TS: 2}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CallerByToken(ctx, tokenB, false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("token expired 2 minutes ago: %v, want ErrNotFound", err)
 	}
 }
@@ -627,10 +623,10 @@ func TestLogout(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 2 {
 		t.Errorf("users rows after logout = %d, want 2 (logout keeps the user)", n)
 	}
-	if _, err := s.CallerByToken(ctx, tokenA, false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, tokenA); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("token after logout: %v, want ErrNotFound", err)
 	}
-	if _, err := s.CallerByToken(ctx, tokenB, false); err != nil {
+	if _, err := s.CallerByToken(ctx, tokenB); err != nil {
 		t.Errorf("other user's token after logout: %v", err)
 	}
 	// Logging out again is fine.
@@ -660,7 +656,7 @@ func TestOddValuesStoredVerbatim(t *testing.T) {
 		if u.Name != name {
 			t.Errorf("SaveLogin returned name %q, want %q", u.Name, name)
 		}
-		got, err := s.CallerByToken(ctx, token, false)
+		got, err := s.CallerByToken(ctx, token)
 		if err != nil {
 			t.Fatalf("CallerByToken for name %q: %v", name, err)
 		}
@@ -682,7 +678,7 @@ func TestOddValuesStoredVerbatim(t *testing.T) {
 		t.Errorf("users rows = %d, want %d", n, len(names))
 	}
 	// An injection attempt as the token itself finds nothing.
-	if _, err := s.CallerByToken(ctx, "' OR '1'='1", false); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.CallerByToken(ctx, "' OR '1'='1"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CallerByToken(injection) = %v, want ErrNotFound", err)
 	}
 }
@@ -957,9 +953,8 @@ func TestUpdateUnwatchedProfileDeadlock(t *testing.T) {
 	}
 }
 
-// TestUpdateProfileNotifiesWatchersOnly: the token look-up tells whether anybody else has
-// the caller among their contacts; a profile change queues one notification to those users,
-// and none for a user nobody watches.
+// TestUpdateProfileNotifiesWatchersOnly: a profile change queues one notification to the
+// users who have the caller among their contacts, and none for a user nobody watches.
 func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
@@ -976,13 +971,10 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	users := map[int64]store.Caller{}
-	for uid, unwatched := range map[int64]bool{21: false, 22: true, 23: true} {
-		c, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", uid), true)
-		if err != nil || c.UID != uid || c.Unwatched != unwatched {
-			t.Fatalf("CallerByToken(%d, checked) = %+v, %v; want unwatched %v", uid, c, err, unwatched)
-		}
-		if unchecked, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", uid), false); err != nil || unchecked != (store.Caller{User: c.User}) {
-			t.Fatalf("CallerByToken(%d, unchecked) = %+v, %v; want %+v and not unwatched", uid, unchecked, err, c.User)
+	for _, uid := range []int64{21, 22, 23} {
+		c, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", uid))
+		if err != nil || c.UID != uid {
+			t.Fatalf("CallerByToken(%d) = %+v, %v", uid, c, err)
 		}
 		users[uid] = c
 	}
@@ -1012,21 +1004,6 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
 		t.Errorf("%d notifications queued, want 1", n)
 	}
-	// The look-up's word is taken: a caller said to be unwatched is not looked up again
-	// (22 took 21 into its book before; the change is written, nobody is notified).
-	status = "unseen"
-	if u, err := s.UpdateProfile(ctx, store.Caller{User: users[21].User, Unwatched: true}, store.ProfileChange{Status: &status},
-		time.Unix(1_800_000_030, 0), compose); err != nil || u.Status != "unseen" {
-		t.Fatalf("UpdateProfile(21 said unwatched) = %+v, %v", u, err)
-	}
-	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
-		t.Errorf("%d notifications queued after a change said unwatched, want still 1", n)
-	}
-	var storedTS int64
-	if err := db.QueryRow("SELECT ts FROM users WHERE uid = 21").Scan(&storedTS); err != nil || storedTS != 1_800_000_030 {
-		t.Errorf("user 21 ts %d (%v) after the change said unwatched, want 1800000030", storedTS, err)
-	}
-
 	// Name and picture of the unwatched user (upload answers with them): the fields sent
 	// change, the status set above stays.
 	name, photo := "Cyd", "1800000060-0123456789abcdef.jpg"
@@ -1058,7 +1035,7 @@ func TestPreparedStatementsSurviveLostConnections(t *testing.T) {
 	}
 	for round := range 3 {
 		for range 8 { // several pooled connections, each with the statement prepared
-			if u, err := s.CallerByToken(ctx, tokenA, false); err != nil || u.UID != 31 {
+			if u, err := s.CallerByToken(ctx, tokenA); err != nil || u.UID != 31 {
 				t.Fatalf("round %d: CallerByToken = %+v, %v", round, u, err)
 			}
 		}
@@ -1080,7 +1057,7 @@ func TestPreparedStatementsSurviveLostConnections(t *testing.T) {
 			db.ExecContext(ctx, fmt.Sprintf("KILL %d", id))
 		}
 	}
-	if u, err := s.CallerByToken(ctx, tokenA, false); err != nil || u.UID != 31 {
+	if u, err := s.CallerByToken(ctx, tokenA); err != nil || u.UID != 31 {
 		t.Fatalf("after the kills: CallerByToken = %+v, %v", u, err)
 	}
 }

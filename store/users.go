@@ -127,12 +127,6 @@ func (s *Store) upsertUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool
 // Caller is the user a request's access token belongs to, as read for that request.
 type Caller struct {
 	User
-	// Unwatched: the token look-up was asked to check, and found that no other user has
-	// this one among their contacts; a change of its profile then has nobody to notify
-	// and needs no look-up of watchers. False when unchecked, and also when the only
-	// contacts rows naming the user belong to uids that are gone (the watcher look-up
-	// then finds nobody: one statement more, never a missed notification).
-	Unwatched bool
 }
 
 // validToken is the condition on a token row (tokens t) that it is the one asked for and
@@ -146,21 +140,11 @@ const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid WHERE ` + valid
 // nobodyWatches holds for a user (users u) that no other user has among their contacts.
 const nobodyWatches = `NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.phone AND c.uid != u.uid)`
 
-// CallerByToken finds the user an access token belongs to; with checkWatched it also
-// finds out whether anybody has that user among their contacts (one more index look-up,
-// which costs MariaDB about as much as the token look-up itself, so only requests that
-// set the caller's picture ask; see UpdateUnwatchedProfile for the others). Tokens
-// written by the original backend carry no expiry (a zero date) and stay valid, as they
-// did there.
-func (s *Store) CallerByToken(ctx context.Context, token string, checkWatched bool) (Caller, error) {
+// CallerByToken finds the user an access token belongs to. Tokens written by the
+// original backend carry no expiry (a zero date) and stay valid, as they did there.
+func (s *Store) CallerByToken(ctx context.Context, token string) (Caller, error) {
 	var c Caller
-	dest := c.fields()
-	query := "SELECT " + userColumns + callerFrom
-	if checkWatched {
-		query = "SELECT " + userColumns + ", " + nobodyWatches + callerFrom
-		dest = append(dest, &c.Unwatched)
-	}
-	err := s.fixed.QueryRowContext(ctx, query, token).Scan(dest...)
+	err := s.fixed.QueryRowContext(ctx, "SELECT "+userColumns+callerFrom, token).Scan(c.fields()...)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Caller{}, ErrNotFound
