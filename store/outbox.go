@@ -16,6 +16,10 @@ type Notification struct {
 	To []string
 	// Body is the message: a JSON object the apps parse.
 	Body []byte
+	// Queue names the changes whose notifications must arrive in the order they were
+	// made (PROTOCOL.md §4): "user:" and the phone for a user's profile, "group:" and the
+	// gid for a group.
+	Queue string
 }
 
 // maxRecipientsPerMessage keeps one mesibo call to a sane size; a notification to more
