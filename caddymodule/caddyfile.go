@@ -37,8 +37,6 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			secret          <secret>
 //			ttl             <duration>
 //			max_checks      <n>
-//			max_failures    <n>
-//			failure_window  <duration>
 //			test_number     <phone> <code>
 //			sender          <module> [<args...>] [{ ... }]
 //		}

@@ -1,6 +1,8 @@
 package caddymodule_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -138,6 +140,39 @@ func TestReviewNumber(t *testing.T) {
 	expectOK(t, a, "login")
 	if a.str("phone") != reviewPhone || a.str("cc") != "1" {
 		t.Fatalf("review login: %s", a.raw)
+	}
+}
+
+// TestStrangerCannotLockOwnerOut: hardening defect 1. A stranger asks for a code for
+// someone's number and checks 100 wrong codes from one address; the owner then asks for
+// a fresh code (within the number's send limit) and logs in with it.
+func TestStrangerCannotLockOwnerOut(t *testing.T) {
+	e := startEnv(t, options{extra: "rate_limit otp_phone 10 1m"})
+	fields := map[string]any{"op": "login", "phone": "+919812345673", "appid": "x"}
+	expectOK(t, e.call(form, fields), "login")
+	for i := range 100 {
+		fields["otp"] = strconv.Itoa(100000 + i)
+		if a := e.call(form, fields); a.str("error") != "BADCODE" {
+			if a.str("error") == "RATELIMIT" {
+				break // the address's check budget: the stranger is stopped, not the owner
+			}
+			t.Fatalf("check %d: %s", i, a.raw)
+		}
+	}
+	// The owner, on their own phone's address.
+	owner := func(fields map[string]any) answer {
+		body, _ := json.Marshal(fields)
+		req, _ := http.NewRequest(http.MethodPost, apiURL, bytes.NewReader(body))
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
+		return e.do(req)
+	}
+	delete(fields, "otp")
+	expectOK(t, owner(fields), "login")
+	fields["otp"] = e.hook.lastCode("919812345673")
+	a := owner(fields)
+	expectOK(t, a, "login")
+	if a.str("phone") != "919812345673" || a.str("token") == "" {
+		t.Fatalf("the owner's login: %s", a.raw)
 	}
 }
 

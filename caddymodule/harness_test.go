@@ -147,6 +147,10 @@ var globalOptions = fmt.Sprintf(`{
 	http_port %d
 	https_port %d
 	grace_period 1ns
+	servers {
+		# Tests speak for other client addresses with X-Forwarded-For.
+		trusted_proxies static 127.0.0.1/32 ::1/128
+	}
 	log {
 		level ERROR
 	}

@@ -147,10 +147,11 @@ type OTPConfig struct {
 	TTL caddy.Duration `json:"ttl,omitempty"`
 	// MaxChecks is how many times one code may be checked, right or wrong. Default 5.
 	MaxChecks int `json:"max_checks,omitempty"`
-	// MaxFailures is how many failed checks in a row lock a number out. Default 100.
+	// MaxFailures is no longer used: a number is never locked out, since a stranger's
+	// wrong checks would lock its owner out. Accepted, with a warning, so that configs
+	// written for earlier versions still load.
 	MaxFailures int `json:"max_failures,omitempty"`
-	// FailureWindow is how long failed checks are counted, and so the length of a
-	// lock-out. Default 24h.
+	// FailureWindow is no longer used (see MaxFailures).
 	FailureWindow caddy.Duration `json:"failure_window,omitempty"`
 	// TestNumbers maps phone numbers to fixed codes, for app-store review. These
 	// numbers need not be valid in any numbering plan; all other rules apply.
@@ -219,6 +220,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.setDefaults()
 	if err := h.Validate(); err != nil {
 		return err
+	}
+	if h.OTP.MaxFailures != 0 || h.OTP.FailureWindow != 0 {
+		h.logger.Warn("otp max_failures and failure_window are no longer used: a number is never locked out (codes allow max_checks checks each); remove them")
 	}
 
 	if len(h.Ops) > 0 {
@@ -392,12 +396,6 @@ func (h *Handler) setDefaults() {
 	}
 	if o.MaxChecks <= 0 {
 		o.MaxChecks = 5
-	}
-	if o.MaxFailures <= 0 {
-		o.MaxFailures = 100
-	}
-	if o.FailureWindow <= 0 {
-		o.FailureWindow = caddy.Duration(24 * time.Hour)
 	}
 	rl := &h.RateLimits
 	if len(rl.OTPPerPhone) == 0 {

@@ -115,7 +115,6 @@ func (h *Handler) takeCodesAndLimits(d *deps) error {
 	}
 	cfg := otp.Config{
 		Secret: secret, TTL: time.Duration(h.OTP.TTL), MaxChecks: h.OTP.MaxChecks,
-		MaxFailures: h.OTP.MaxFailures, FailureWindow: time.Duration(h.OTP.FailureWindow),
 		FixedCodes: fixed, KeyPrefix: h.RedisKeyPrefix,
 	}
 	if h.Redis == "" {

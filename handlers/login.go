@@ -79,12 +79,7 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 		return rateLimited("login", c.now, wait)
 	}
 	code, err := a.Codes.Issue(ctx, num.Digits)
-	var locked *otp.LockedError
-	switch {
-	case errors.As(err, &locked):
-		a.Metrics.OTP(metrics.OTPRateLimited)
-		return rateLimited("login", c.now, locked.RetryAfter)
-	case err != nil:
+	if err != nil {
 		a.logError(ctx, "otp store unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
 	}
@@ -114,11 +109,7 @@ func (a *API) verifyCode(ctx context.Context, c *call, num phone.Number, appID, 
 		return rateLimited("login", c.now, wait)
 	}
 	err = a.Codes.Verify(ctx, num.Digits, code)
-	var locked *otp.LockedError
 	switch {
-	case errors.As(err, &locked):
-		a.Metrics.OTP(metrics.OTPRateLimited)
-		return rateLimited("login", c.now, locked.RetryAfter)
 	case errors.Is(err, otp.ErrBadCode):
 		a.Metrics.OTP(metrics.OTPFailed)
 		return fail("login", c.now, CodeBadCode, "Invalid OTP")

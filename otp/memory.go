@@ -17,11 +17,11 @@ type MemoryStore struct {
 
 // NewMemoryStore returns an empty MemoryStore; cfg.KeyPrefix is not used.
 func NewMemoryStore(cfg Config) *MemoryStore {
-	return &MemoryStore{cfg: cfg, mem: &memCodes{now: time.Now, codes: expiring[memCode]{}, fails: expiring[int]{}}}
+	return &MemoryStore{cfg: cfg, mem: &memCodes{now: time.Now, codes: expiring[memCode]{}}}
 }
 
-// WithConfig returns a MemoryStore with cfg's rules over s's codes and failure counts,
-// as a Store with new rules over the same Redis: a config reload keeps both.
+// WithConfig returns a MemoryStore with cfg's rules over s's codes, as a Store with new
+// rules over the same Redis: a config reload keeps them.
 func (s *MemoryStore) WithConfig(cfg Config) *MemoryStore { return &MemoryStore{cfg: cfg, mem: s.mem} }
 
 // memCodes is the state of a MemoryStore. It is apart from the Config so that a test can
@@ -31,7 +31,6 @@ type memCodes struct {
 	now   func() time.Time // time.Now; tests move it by hand
 	mu    sync.Mutex
 	codes expiring[memCode] // what a Store keeps under its code keys
-	fails expiring[int]     // what a Store keeps under its failure keys
 	// untilSweep counts down the steps to the next sweep.
 	untilSweep int
 }
@@ -55,19 +54,9 @@ func (m *memCodes) lock() time.Time {
 	now := m.now()
 	if m.untilSweep--; m.untilSweep <= 0 {
 		m.codes.sweep(now)
-		m.fails.sweep(now)
-		m.untilSweep = max(sweepEvery, len(m.codes)+len(m.fails))
+		m.untilSweep = max(sweepEvery, len(m.codes))
 	}
 	return now
-}
-
-// locked reports whether phone is locked out and for how many milliseconds (-2 with
-// no failure count at all, as PTTL answers, which only a MaxFailures under 1 gets to see).
-func (s *MemoryStore) locked(phone string, now time.Time) (int64, bool) {
-	if fails, _ := s.mem.fails.get(phone, now); fails >= s.cfg.MaxFailures {
-		return s.mem.fails.pttl(phone, now), true
-	}
-	return 0, false
 }
 
 // Issue creates a code for phone, replacing any earlier one, and returns it for delivery.
@@ -76,23 +65,17 @@ func (s *MemoryStore) Issue(ctx context.Context, phone string) (string, error) {
 }
 
 // putCode is issueScript.
-func (s *MemoryStore) putCode(_ context.Context, phone, mac string) (int64, error) {
+func (s *MemoryStore) putCode(_ context.Context, phone, mac string) error {
 	now := s.mem.lock()
 	defer s.mem.mu.Unlock()
-	if ms, ok := s.locked(phone, now); ok {
-		return ms, nil
-	}
 	s.mem.codes.set(phone, memCode{mac: mac}, s.cfg.TTL, now)
-	return -1, nil
+	return nil
 }
 
 // countCheck is checkScript.
 func (s *MemoryStore) countCheck(_ context.Context, phone string) (checkAnswer, error) {
 	now := s.mem.lock()
 	defer s.mem.mu.Unlock()
-	if ms, ok := s.locked(phone, now); ok {
-		return checkAnswer{n: checkLocked, lockedMS: ms}, nil
-	}
 	c, ok := s.mem.codes.get(phone, now)
 	if !ok {
 		return checkAnswer{n: checkNoCode}, nil
@@ -113,25 +96,10 @@ func (s *MemoryStore) consumeCode(_ context.Context, phone, mac string) (bool, e
 		return false, nil
 	}
 	delete(s.mem.codes, phone)
-	delete(s.mem.fails, phone)
 	return true, nil
 }
 
-// countFailure is failScript.
-func (s *MemoryStore) countFailure(_ context.Context, phone string) error {
-	now := s.mem.lock()
-	defer s.mem.mu.Unlock()
-	n, _ := s.mem.fails.get(phone, now)
-	if n++; n == 1 {
-		s.mem.fails.set(phone, n, s.cfg.FailureWindow, now)
-	} else {
-		s.mem.fails.keep(phone, n)
-	}
-	return nil
-}
-
-// Verify checks code for phone. A right code is used up; any failure is counted
-// towards the number's lock-out.
+// Verify checks code for phone; a right code is used up.
 func (s *MemoryStore) Verify(ctx context.Context, phone, code string) error {
 	return verifyCode(ctx, s.cfg, s, phone, code)
 }
@@ -175,14 +143,6 @@ func (m expiring[V]) keep(key string, v V) {
 	e := m[key]
 	e.v = v
 	m[key] = e
-}
-
-// pttl is key's remaining life in milliseconds, or -2 without a live key (PTTL).
-func (m expiring[V]) pttl(key string, now time.Time) int64 {
-	if _, ok := m.get(key, now); !ok {
-		return -2
-	}
-	return m[key].until.Sub(now).Milliseconds()
 }
 
 // sweep deletes every expired entry.

@@ -23,18 +23,15 @@ func newClockedMemoryStore(mutate func(*Config)) (*MemoryStore, *handClock) {
 func (s *MemoryStore) size() int {
 	s.mem.mu.Lock()
 	defer s.mem.mu.Unlock()
-	return len(s.mem.codes) + len(s.mem.fails)
+	return len(s.mem.codes)
 }
 
-// TestMemorySweepsExpired: codes and failure counts of numbers nobody asks about again
-// are dropped, so the store's size follows the live entries, not all there ever were.
+// TestMemorySweepsExpired: codes of numbers nobody asks about again are dropped, so the
+// store's size follows the live entries, not all there ever were.
 func TestMemorySweepsExpired(t *testing.T) {
-	s, clock := newClockedMemoryStore(func(c *Config) {
-		c.TTL = time.Second
-		c.FailureWindow = time.Second
-	})
+	s, clock := newClockedMemoryStore(func(c *Config) { c.TTL = time.Second })
 	ctx := ctxT(t)
-	// Each number gets a code and is never seen again, the first hundred a failure too.
+	// Each number gets a code and is never seen again, the first hundred a check too.
 	// About 100 codes are live at a time.
 	const numbers = 20 * sweepEvery
 	largest := 0
@@ -64,30 +61,12 @@ func TestMemorySweepsExpired(t *testing.T) {
 	}
 }
 
-// TestMemoryWindows follows the failure window and the code's life to the millisecond:
-// the window starts at the first failure and is not pushed back by later ones, and a
-// code lives to the end of its TTL, as Redis keys do.
-func TestMemoryWindows(t *testing.T) {
-	s, clock := newClockedMemoryStore(func(c *Config) { c.MaxFailures = 3 })
+// TestMemoryCodeLife: a code lives to the end of its TTL, to the millisecond, as Redis
+// keys do.
+func TestMemoryCodeLife(t *testing.T) {
+	s, clock := newClockedMemoryStore(nil)
 	ctx := ctxT(t)
 	code := mustIssue(t, s, testPhone)
-	for _, after := range []time.Duration{0, 40 * time.Second, 10 * time.Second} {
-		clock.advance(after)
-		if err := s.Verify(ctx, testPhone, wrongCode(code)); !errors.Is(err, ErrBadCode) {
-			t.Fatalf("wrong code = %v, want ErrBadCode", err)
-		}
-	}
-	var le *LockedError
-	if err := s.Verify(ctx, testPhone, code); !errors.As(err, &le) || le.RetryAfter != 10*time.Second {
-		t.Fatalf("Verify when locked = %v (%+v), want a lock for 10s more", err, le)
-	}
-	clock.advance(10 * time.Second) // the last millisecond of the window
-	if _, err := s.Issue(ctx, testPhone); !errors.As(err, &le) || le.RetryAfter != 0 {
-		t.Fatalf("Issue at the end of the window = %v (%+v), want a lock for 0s more", err, le)
-	}
-	clock.advance(time.Millisecond)
-	code = mustIssue(t, s, testPhone)
-
 	clock.advance(time.Minute) // the code's TTL, to the end
 	if _, ok := s.mem.codes.get(testPhone, clock.t); !ok {
 		t.Fatalf("code gone at the end of its TTL")

@@ -18,23 +18,16 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Errors returned by Verify.
-var (
-	// ErrBadCode: wrong, expired, already used, or out of checks.
-	ErrBadCode = errors.New("invalid or expired code")
-	// ErrLocked: too many consecutive failures for this number.
-	ErrLocked = errors.New("too many failed attempts for this number")
-)
-
-// LockedError carries how long a locked-out number stays locked.
-type LockedError struct{ RetryAfter time.Duration }
-
-func (e *LockedError) Error() string { return ErrLocked.Error() }
-
-// Is makes errors.Is(err, ErrLocked) true for a *LockedError.
-func (e *LockedError) Is(target error) bool { return target == ErrLocked }
+// ErrBadCode is Verify's answer to a code that is wrong, expired, already used, or out of
+// checks.
+var ErrBadCode = errors.New("invalid or expired code")
 
 // Config sets the rules for codes.
+//
+// A number is never locked out: checks by someone who never saw the code must not stop
+// its owner from asking for a fresh one and using it (PROTOCOL.md §5). A guesser's
+// chance is bounded per code instead: MaxChecks checks of 900,000 possible codes, for
+// each code the send limits let them make the server send.
 type Config struct {
 	// Secret keys the HMAC under which codes are stored; instances sharing a Redis
 	// must share it.
@@ -43,10 +36,6 @@ type Config struct {
 	TTL time.Duration
 	// MaxChecks is how many times one code may be checked, right or wrong.
 	MaxChecks int
-	// MaxFailures is how many consecutive failed checks lock a number out.
-	MaxFailures int
-	// FailureWindow is how long failures are remembered, and so how long a lock-out lasts.
-	FailureWindow time.Duration
 	// FixedCodes maps phone digits to a code that is issued instead of a random one
 	// (numbers for app-store review).
 	FixedCodes map[string]string
@@ -58,10 +47,10 @@ type Config struct {
 // that must run without Redis take this rather than a *Store.
 type Codes interface {
 	// Issue creates a code for phone, replacing any earlier one, and returns it for
-	// delivery; a locked-out number gets a *LockedError.
+	// delivery.
 	Issue(ctx context.Context, phone string) (string, error)
-	// Verify checks code for phone: nil uses the code up, ErrBadCode or a *LockedError
-	// refuse it, any other error is the store's.
+	// Verify checks code for phone: nil uses the code up, ErrBadCode refuses it, any
+	// other error is the store's.
 	Verify(ctx context.Context, phone, code string) error
 	// FixedCode reports the review code configured for phone, if any.
 	FixedCode(phone string) (string, bool)
@@ -72,34 +61,28 @@ var (
 	_ Codes = (*MemoryStore)(nil)
 )
 
-// codeState is where codes and failure counts live. Each method is one atomic step (one
-// Redis script in Store); issueCode and verifyCode put the steps together once for both
-// kinds, so that their rules cannot drift apart.
+// codeState is where codes live. Each method is one atomic step (one Redis script in
+// Store); issueCode and verifyCode put the steps together once for both kinds, so that
+// their rules cannot drift apart.
 type codeState interface {
-	// putCode stores mac as phone's code with no checks made, replacing any earlier code,
-	// and answers -1; a locked-out number is left as it is and the answer is the lock's
-	// remaining milliseconds (as Redis PTTL gives them).
-	putCode(ctx context.Context, phone, mac string) (lockedMS int64, err error)
+	// putCode stores mac as phone's code with no checks made, replacing any earlier code.
+	putCode(ctx context.Context, phone, mac string) error
 	// countCheck counts a check of phone's code before handing out its MAC.
 	countCheck(ctx context.Context, phone string) (checkAnswer, error)
-	// consumeCode deletes phone's code and failures if the code is still mac.
+	// consumeCode deletes phone's code if it is still mac.
 	consumeCode(ctx context.Context, phone, mac string) (won bool, err error)
-	// countFailure counts a failed check; the window starts at the first failure.
-	countFailure(ctx context.Context, phone string) error
 }
 
 // Answers of countCheck other than a check's number.
 const (
-	checkLocked = -2 // the number is locked out
 	checkNoCode = -1 // no live code: nothing to compare
 	checkSpent  = -3 // the code is out of checks
 )
 
 // checkAnswer is what countCheck answers.
 type checkAnswer struct {
-	n        int64  // the check's number from 1, or checkLocked, checkNoCode or checkSpent
-	lockedMS int64  // with checkLocked: the lock's remaining milliseconds
-	mac      string // with a check's number: the stored MAC
+	n   int64  // the check's number from 1, or checkNoCode or checkSpent
+	mac string // with a check's number: the stored MAC
 }
 
 // codeMAC is the only form in which a code is stored.
@@ -122,44 +105,34 @@ func issueCode(ctx context.Context, cfg Config, st codeState, phone string) (str
 		}
 		code = fmt.Sprintf("%d", 100_000+n.Int64())
 	}
-	locked, err := st.putCode(ctx, phone, codeMAC(cfg.Secret, phone, code))
-	if err != nil {
+	if err := st.putCode(ctx, phone, codeMAC(cfg.Secret, phone, code)); err != nil {
 		return "", fmt.Errorf("otp: store code: %w", err)
-	}
-	if locked >= 0 {
-		return "", &LockedError{RetryAfter: time.Duration(locked) * time.Millisecond}
 	}
 	return code, nil
 }
 
-// verifyCode is Verify for both kinds of store.
+// verifyCode is Verify for both kinds of store. Only a check of a live code with checks
+// left compares anything; the others are refused without a trace.
 func verifyCode(ctx context.Context, cfg Config, st codeState, phone, code string) error {
 	a, err := st.countCheck(ctx, phone)
 	if err != nil {
 		return fmt.Errorf("otp: check code: %w", err)
 	}
-	switch a.n {
-	case checkLocked:
-		return &LockedError{RetryAfter: time.Duration(a.lockedMS) * time.Millisecond}
-	case checkNoCode:
-		// No live code: nothing was compared, so nothing counts towards the lock-out
-		// (otherwise anyone could lock any number out without ever getting a code).
+	if a.n == checkNoCode || a.n == checkSpent {
 		return ErrBadCode
 	}
 	want := codeMAC(cfg.Secret, phone, code)
-	if a.n != checkSpent && hmac.Equal([]byte(a.mac), []byte(want)) {
-		won, err := st.consumeCode(ctx, phone, want)
-		if err != nil {
-			return fmt.Errorf("otp: use code: %w", err)
-		}
-		if won {
-			return nil
-		}
+	if !hmac.Equal([]byte(a.mac), []byte(want)) {
+		return ErrBadCode
 	}
-	if err := st.countFailure(ctx, phone); err != nil {
-		return fmt.Errorf("otp: count failure: %w", err)
+	won, err := st.consumeCode(ctx, phone, want)
+	if err != nil {
+		return fmt.Errorf("otp: use code: %w", err)
 	}
-	return ErrBadCode
+	if !won {
+		return ErrBadCode // a parallel check with the same code won
+	}
+	return nil
 }
 
 // fixedCode is FixedCode for both kinds of store.
@@ -177,38 +150,30 @@ type Store struct {
 // NewStore returns a Store over rdb.
 func NewStore(rdb redis.UniversalClient, cfg Config) *Store { return &Store{rdb: rdb, cfg: cfg} }
 
-// keys of one phone share a hash tag so that the scripts touching both work on Redis Cluster.
-func (s *Store) keys(phone string) (code, failures string) {
-	base := s.cfg.KeyPrefix + "{" + phone + "}"
-	return base + ":otp", base + ":otpfail"
-}
+// codeKey is phone's key. Its hash tag keeps a deployment's keys of one phone on one
+// Redis Cluster node whatever else is ever kept beside the code.
+func (s *Store) codeKey(phone string) string { return s.cfg.KeyPrefix + "{" + phone + "}:otp" }
 
-// issueScript refuses a locked-out number, else replaces any earlier code and its check count.
+// issueScript replaces any earlier code and its check count.
 var issueScript = redis.NewScript(`
-local fails = tonumber(redis.call('GET', KEYS[2]) or '0')
-if fails >= tonumber(ARGV[3]) then return redis.call('PTTL', KEYS[2]) end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'mac', ARGV[1], 'checks', 0)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return -1`)
+return 1`)
 
 // Issue creates a code for phone, replacing any earlier one, and returns it for delivery.
 func (s *Store) Issue(ctx context.Context, phone string) (string, error) {
 	return issueCode(ctx, s.cfg, s, phone)
 }
 
-func (s *Store) putCode(ctx context.Context, phone, mac string) (int64, error) {
-	codeKey, failKey := s.keys(phone)
-	return issueScript.Run(ctx, s.rdb, []string{codeKey, failKey},
-		mac, s.cfg.TTL.Milliseconds(), s.cfg.MaxFailures).Int64()
+func (s *Store) putCode(ctx context.Context, phone, mac string) error {
+	return issueScript.Run(ctx, s.rdb, []string{s.codeKey(phone)}, mac, s.cfg.TTL.Milliseconds()).Err()
 }
 
 // checkScript counts the check before handing out the stored MAC, so that parallel
-// guesses can never compare more than MaxChecks times. Answers: {-2, pttl} locked out,
-// {-1} no live code, {-3} out of checks, {n, mac} the n-th check.
+// guesses can never compare more than MaxChecks times. Answers: {-1} no live code, {-3}
+// out of checks, {n, mac} the n-th check.
 var checkScript = redis.NewScript(`
-local fails = tonumber(redis.call('GET', KEYS[2]) or '0')
-if fails >= tonumber(ARGV[2]) then return {-2, redis.call('PTTL', KEYS[2])} end
 local mac = redis.call('HGET', KEYS[1], 'mac')
 if not mac then return {-1} end
 local n = redis.call('HINCRBY', KEYS[1], 'checks', 1)
@@ -216,19 +181,14 @@ if n > tonumber(ARGV[1]) then return {-3} end
 return {n, mac}`)
 
 func (s *Store) countCheck(ctx context.Context, phone string) (checkAnswer, error) {
-	codeKey, failKey := s.keys(phone)
-	res, err := checkScript.Run(ctx, s.rdb, []string{codeKey, failKey}, s.cfg.MaxChecks, s.cfg.MaxFailures).Slice()
+	res, err := checkScript.Run(ctx, s.rdb, []string{s.codeKey(phone)}, s.cfg.MaxChecks).Slice()
 	if err != nil {
 		return checkAnswer{}, err
 	}
 	var a checkAnswer
 	a.n, _ = res[0].(int64)
 	if len(res) == 2 {
-		if a.n == checkLocked {
-			a.lockedMS, _ = res[1].(int64)
-		} else {
-			a.mac, _ = res[1].(string)
-		}
+		a.mac, _ = res[1].(string)
 	}
 	return a, nil
 }
@@ -237,28 +197,15 @@ func (s *Store) countCheck(ctx context.Context, phone string) (checkAnswer, erro
 // of two parallel right answers one wins, and a code issued meanwhile survives.
 var consumeScript = redis.NewScript(`
 if redis.call('HGET', KEYS[1], 'mac') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1])
 return 1`)
 
 func (s *Store) consumeCode(ctx context.Context, phone, mac string) (bool, error) {
-	codeKey, failKey := s.keys(phone)
-	won, err := consumeScript.Run(ctx, s.rdb, []string{codeKey, failKey}, mac).Int64()
+	won, err := consumeScript.Run(ctx, s.rdb, []string{s.codeKey(phone)}, mac).Int64()
 	return won == 1, err
 }
 
-// failScript counts a failed check; the window starts at the first failure.
-var failScript = redis.NewScript(`
-local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return n`)
-
-func (s *Store) countFailure(ctx context.Context, phone string) error {
-	_, failKey := s.keys(phone)
-	return failScript.Run(ctx, s.rdb, []string{failKey}, s.cfg.FailureWindow.Milliseconds()).Err()
-}
-
-// Verify checks code for phone. A right code is used up; any failure is counted
-// towards the number's lock-out.
+// Verify checks code for phone; a right code is used up.
 func (s *Store) Verify(ctx context.Context, phone, code string) error {
 	return verifyCode(ctx, s.cfg, s, phone, code)
 }

@@ -19,12 +19,10 @@ const testPhone = "919812345678"
 
 func testConfig(prefix string, mutate func(*Config)) Config {
 	cfg := Config{
-		Secret:        []byte("test-secret-A"),
-		TTL:           time.Minute,
-		MaxChecks:     5,
-		MaxFailures:   1000,
-		FailureWindow: time.Minute,
-		KeyPrefix:     prefix,
+		Secret:    []byte("test-secret-A"),
+		TTL:       time.Minute,
+		MaxChecks: 5,
+		KeyPrefix: prefix,
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -44,8 +42,6 @@ type testStore struct {
 	Codes
 	// checks is the code's check count, as Redis would show it.
 	checks func(phone string) (string, bool)
-	// failures is the number's count of failed checks.
-	failures func(phone string) int
 	// mac is the code as stored, and how long it has left.
 	mac func(phone string) (string, time.Duration, bool)
 	// stored is every name and value the store holds.
@@ -76,12 +72,10 @@ func openRedis(t *testing.T, mutate func(*Config)) *testStore {
 	return &testStore{
 		Codes: s,
 		checks: func(phone string) (string, bool) {
-			codeKey, _ := s.keys(phone)
-			return hashField(t, rdb, codeKey, "checks")
+			return hashField(t, rdb, s.codeKey(phone), "checks")
 		},
-		failures: func(phone string) int { return failCount(t, rdb, s, phone) },
 		mac: func(phone string) (string, time.Duration, bool) {
-			codeKey, _ := s.keys(phone)
+			codeKey := s.codeKey(phone)
 			mac, ok := hashField(t, rdb, codeKey, "mac")
 			pttl, err := rdb.PTTL(ctxT(t), codeKey).Result()
 			if err != nil {
@@ -120,10 +114,6 @@ func openMemory(t *testing.T, mutate func(*Config)) *testStore {
 			})
 			return checks, ok
 		},
-		failures: func(phone string) (n int) {
-			look(func(now time.Time) { n, _ = s.mem.fails.get(phone, now) })
-			return n
-		},
 		mac: func(phone string) (mac string, ttl time.Duration, ok bool) {
 			look(func(now time.Time) {
 				var c memCode
@@ -137,9 +127,6 @@ func openMemory(t *testing.T, mutate func(*Config)) *testStore {
 			look(func(time.Time) {
 				for phone, e := range s.mem.codes {
 					all = append(all, phone, e.v.mac, strconv.Itoa(e.v.checks))
-				}
-				for phone, e := range s.mem.fails {
-					all = append(all, phone, strconv.Itoa(e.v))
 				}
 			})
 			return all
@@ -239,19 +226,6 @@ func hashField(t *testing.T, rdb *redis.Client, key, field string) (string, bool
 	return v, true
 }
 
-func failCount(t *testing.T, rdb *redis.Client, s *Store, phone string) int {
-	t.Helper()
-	_, failKey := s.keys(phone)
-	v, err := rdb.Get(ctxT(t), failKey).Int()
-	if errors.Is(err, redis.Nil) {
-		return 0
-	}
-	if err != nil {
-		t.Fatalf("GET %s: %v", failKey, err)
-	}
-	return v
-}
-
 // guessWrong checks n wrong codes for testPhone, next to code, each refused with ErrBadCode.
 func guessWrong(t *testing.T, s Codes, code string, n int) {
 	t.Helper()
@@ -312,7 +286,7 @@ func TestKeyLayout(t *testing.T) {
 	s, rdb, prefix := newTestStore(t, nil)
 	guessWrong(t, s, mustIssue(t, s, testPhone), 1)
 	keys := keysUnder(t, rdb, prefix)
-	want := map[string]bool{prefix + "{" + testPhone + "}:otp": true, prefix + "{" + testPhone + "}:otpfail": true}
+	want := map[string]bool{prefix + "{" + testPhone + "}:otp": true}
 	if len(keys) != len(want) {
 		t.Fatalf("keys = %q, want %d keys", keys, len(want))
 	}
@@ -375,29 +349,26 @@ func TestResendReplacesCode(t *testing.T) {
 }
 
 func TestMaxChecks(t *testing.T) {
-	eachKind(t, func(c *Config) { c.MaxFailures = 10 }, func(t *testing.T, s *testStore) {
+	eachKind(t, nil, func(t *testing.T, s *testStore) {
 		ctx := ctxT(t)
 		code := mustIssue(t, s, testPhone)
 		guessWrong(t, s, code, 5)
 		if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
 			t.Fatalf("right code after 5 wrong checks = %v, want ErrBadCode", err)
 		}
-		if got := s.failures(testPhone); got != 6 {
-			t.Errorf("failure count = %d, want 6", got)
-		}
 	})
 }
 
 func TestFourWrongThenRightStillWorks(t *testing.T) {
-	eachKind(t, func(c *Config) { c.MaxFailures = 10 }, func(t *testing.T, s *testStore) {
+	eachKind(t, nil, func(t *testing.T, s *testStore) {
 		ctx := ctxT(t)
 		code := mustIssue(t, s, testPhone)
 		guessWrong(t, s, code, 4)
 		if err := s.Verify(ctx, testPhone, code); err != nil {
 			t.Fatalf("right code as 5th check: %v", err)
 		}
-		if got := s.failures(testPhone); got != 0 {
-			t.Errorf("failure count after success = %d, want 0", got)
+		if _, ok := s.checks(testPhone); ok {
+			t.Error("the code outlived its use")
 		}
 	})
 }
@@ -421,7 +392,7 @@ func parallel(n int, verify func() error) []error {
 }
 
 func TestParallelWrongGuesses(t *testing.T) {
-	eachKind(t, nil, func(t *testing.T, s *testStore) { // MaxFailures 1000: no lock-out in the way
+	eachKind(t, nil, func(t *testing.T, s *testStore) {
 		ctx := ctxT(t)
 		code := mustIssue(t, s, testPhone)
 
@@ -437,9 +408,6 @@ func TestParallelWrongGuesses(t *testing.T) {
 		checks, ok := s.checks(testPhone)
 		if !ok || checks != strconv.Itoa(n) {
 			t.Fatalf("checks = %q (present %v), want %d", checks, ok, n)
-		}
-		if got := s.failures(testPhone); got != n {
-			t.Errorf("failure count = %d, want %d", got, n)
 		}
 		// The code is spent: even the right answer is refused now.
 		if err := s.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
@@ -471,93 +439,34 @@ func TestParallelRightCodeExactlyOneWins(t *testing.T) {
 	})
 }
 
-func TestLockOut(t *testing.T) {
-	eachKind(t, func(c *Config) { c.MaxFailures = 3 }, func(t *testing.T, s *testStore) {
+// TestStrangerCannotLockOwnerOut: hardening defect 1. Someone who never saw the code
+// checks a number's code over and over (codes they make the server send, and no code at
+// all); the owner still asks for a fresh code and uses it. A code compares only its first
+// MaxChecks checks, so a guesser's chance is MaxChecks in 900,000 per code sent: after
+// those, even the right code is refused (the review number's fixed code makes that
+// visible).
+func TestStrangerCannotLockOwnerOut(t *testing.T) {
+	eachKind(t, func(c *Config) { c.FixedCodes = map[string]string{testPhone: "424242"} }, func(t *testing.T, s *testStore) {
 		ctx := ctxT(t)
-		code := mustIssue(t, s, testPhone)
-		guessWrong(t, s, code, 3)
-		err := s.Verify(ctx, testPhone, code)
-		var le *LockedError
-		if !errors.As(err, &le) {
-			t.Fatalf("Verify after 3 failures = %v (%T), want *LockedError", err, err)
+		for range 3 { // three codes the stranger had sent, each checked 101 times
+			mustIssue(t, s, testPhone)
+			guessWrong(t, s, "424242", 5)
+			for i := range 96 {
+				if err := s.Verify(ctx, testPhone, "424242"); !errors.Is(err, ErrBadCode) {
+					t.Fatalf("check %d of a used-up code = %v, want ErrBadCode without comparing", 6+i, err)
+				}
+			}
 		}
-		if !errors.Is(err, ErrLocked) {
-			t.Errorf("errors.Is(%v, ErrLocked) = false", err)
+		for range 10 {
+			if err := s.Verify(ctx, "919812345679", "123456"); !errors.Is(err, ErrBadCode) {
+				t.Fatalf("Verify without a code: %v", err)
+			}
 		}
-		if errors.Is(err, ErrBadCode) {
-			t.Errorf("a lock-out must not also be ErrBadCode")
+		if err := s.Verify(ctx, testPhone, mustIssue(t, s, testPhone)); err != nil {
+			t.Fatalf("the owner's fresh code after a stranger's 303 checks: %v", err)
 		}
-		if le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
-			t.Errorf("Verify RetryAfter = %v, want in (0, 1m]", le.RetryAfter)
-		}
-		if err.Error() != ErrLocked.Error() {
-			t.Errorf("Error() = %q, want %q", err.Error(), ErrLocked.Error())
-		}
-
-		macBefore, _, _ := s.mac(testPhone)
-		got, err := s.Issue(ctx, testPhone)
-		le = nil
-		if !errors.As(err, &le) {
-			t.Fatalf("Issue while locked = (%q, %v), want *LockedError", got, err)
-		}
-		if got != "" {
-			t.Errorf("Issue while locked returned a code %q", got)
-		}
-		if !errors.Is(err, ErrLocked) || le.RetryAfter <= 0 || le.RetryAfter > time.Minute {
-			t.Errorf("Issue lock error = %v RetryAfter %v, want ErrLocked with RetryAfter in (0, 1m]", err, le.RetryAfter)
-		}
-		// The refused Issue did not replace the code, and the lock-out does not count as
-		// another failure.
-		if macAfter, _, _ := s.mac(testPhone); macAfter != macBefore || macBefore == "" {
-			t.Errorf("refused Issue changed the stored code (mac %q -> %q)", macBefore, macAfter)
-		}
-		if n := s.failures(testPhone); n != 3 {
-			t.Errorf("failure count while locked = %d, want 3", n)
-		}
-		// Another phone is not affected.
-		if _, err := s.Issue(ctx, "919800000001"); err != nil {
-			t.Errorf("Issue for another phone: %v", err)
-		}
-	})
-}
-
-func TestLockOutEndsAfterWindow(t *testing.T) {
-	eachKind(t, func(c *Config) {
-		c.MaxFailures = 2
-		c.FailureWindow = time.Second
-	}, func(t *testing.T, s *testStore) {
-		ctx := ctxT(t)
-		code := mustIssue(t, s, testPhone)
-		guessWrong(t, s, code, 2)
-		if _, err := s.Issue(ctx, testPhone); !errors.Is(err, ErrLocked) {
-			t.Fatalf("Issue after 2 failures = %v, want ErrLocked", err)
-		}
-		time.Sleep(1100 * time.Millisecond)
-		code = mustIssue(t, s, testPhone)
-		if err := s.Verify(ctx, testPhone, code); err != nil {
-			t.Fatalf("Verify after the lock-out window: %v", err)
-		}
-	})
-}
-
-func TestSuccessResetsFailures(t *testing.T) {
-	eachKind(t, func(c *Config) { c.MaxFailures = 3 }, func(t *testing.T, s *testStore) {
-		ctx := ctxT(t)
-		code := mustIssue(t, s, testPhone)
-		guessWrong(t, s, code, 2)
-		if n := s.failures(testPhone); n != 2 {
-			t.Fatalf("failure count = %d, want 2", n)
-		}
-		if err := s.Verify(ctx, testPhone, code); err != nil {
-			t.Fatalf("right code after 2 failures: %v", err)
-		}
-		if n := s.failures(testPhone); n != 0 {
-			t.Fatalf("failure count after success = %d, want 0", n)
-		}
-		code = mustIssue(t, s, testPhone)
-		guessWrong(t, s, code, 2)
-		if err := s.Verify(ctx, testPhone, code); err != nil {
-			t.Fatalf("right code after 2 more failures: %v (the success should have reset the count)", err)
+		if code := mustIssue(t, s, "919812345679"); code[0] == '0' || len(code) != 6 {
+			t.Fatalf("code %q must be 6 digits without a leading zero", code)
 		}
 	})
 }
@@ -603,9 +512,9 @@ func TestDifferentSecrets(t *testing.T) {
 		if err := b.Verify(ctx, testPhone, code); !errors.Is(err, ErrBadCode) {
 			t.Fatalf("Verify under another secret = %v, want ErrBadCode", err)
 		}
-		// Same key space: the other secret's failed check is counted, but the code lives on.
-		if n := a.failures(testPhone); n != 1 {
-			t.Errorf("failure count = %d, want 1", n)
+		// Same key space: the other secret's check is counted, but the code lives on.
+		if n, _ := a.checks(testPhone); n != "1" {
+			t.Errorf("checks = %s, want 1", n)
 		}
 		if err := a.Verify(ctx, testPhone, code); err != nil {
 			t.Fatalf("Verify under the issuing secret: %v", err)
@@ -619,8 +528,7 @@ func TestSharedSecretAcrossInstances(t *testing.T) {
 	rdb2 := redis.NewClient(&opts)
 	t.Cleanup(func() { rdb2.Close() })
 	b := NewStore(rdb2, Config{
-		Secret: []byte("test-secret-A"), TTL: time.Minute, MaxChecks: 5,
-		MaxFailures: 1000, FailureWindow: time.Minute, KeyPrefix: prefix,
+		Secret: []byte("test-secret-A"), TTL: time.Minute, MaxChecks: 5, KeyPrefix: prefix,
 	})
 	code := mustIssue(t, a, testPhone)
 	if err := b.Verify(ctxT(t), testPhone, code); err != nil {
@@ -631,46 +539,25 @@ func TestSharedSecretAcrossInstances(t *testing.T) {
 func TestRedisDown(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	t.Cleanup(func() { rdb.Close() })
-	s := NewStore(rdb, Config{Secret: []byte("x"), TTL: time.Minute, MaxChecks: 5, MaxFailures: 3, FailureWindow: time.Minute})
+	s := NewStore(rdb, Config{Secret: []byte("x"), TTL: time.Minute, MaxChecks: 5})
 	ctx := ctxT(t)
 	if code, err := s.Issue(ctx, testPhone); err == nil || code != "" {
 		t.Errorf("Issue with Redis down = (%q, %v), want an error and no code", code, err)
 	}
 	err := s.Verify(ctx, testPhone, "123456")
-	if err == nil || errors.Is(err, ErrBadCode) || errors.Is(err, ErrLocked) {
+	if err == nil || errors.Is(err, ErrBadCode) {
 		t.Errorf("Verify with Redis down = %v, want an infrastructure error", err)
 	}
 }
 
-// TestChecksWithoutACodeDoNotLockOut: guesses at a number that has no live code compare
-// nothing, so they cannot be used to lock its owner out.
-func TestChecksWithoutACodeDoNotLockOut(t *testing.T) {
-	eachKind(t, func(c *Config) { c.MaxFailures = 3 }, func(t *testing.T, s *testStore) {
-		for range 10 {
-			if err := s.Verify(ctxT(t), "919812345678", "123456"); !errors.Is(err, ErrBadCode) {
-				t.Fatalf("Verify without a code: %v", err)
-			}
-		}
-		code, err := s.Issue(ctxT(t), "919812345678")
-		if err != nil {
-			t.Fatalf("the number was locked out by checks that compared nothing: %v", err)
-		}
-		if code[0] == '0' || len(code) != 6 {
-			t.Fatalf("code %q must be 6 digits without a leading zero", code)
-		}
-	})
-}
-
-// TestSubMillisecondTTL: a TTL under a millisecond stores nothing (PEXPIRE 0 deletes the
-// key in Redis); the code is still handed out, and never verifies.
 func TestSubMillisecondTTL(t *testing.T) {
 	eachKind(t, func(c *Config) { c.TTL = time.Microsecond }, func(t *testing.T, s *testStore) {
 		code := mustIssue(t, s, testPhone)
 		if err := s.Verify(ctxT(t), testPhone, code); !errors.Is(err, ErrBadCode) {
 			t.Fatalf("Verify = %v, want ErrBadCode", err)
 		}
-		if n := s.failures(testPhone); n != 0 {
-			t.Errorf("failures = %d, want 0 (no code was compared)", n)
+		if _, ok := s.checks(testPhone); ok {
+			t.Error("a code stored for a microsecond is still there")
 		}
 	})
 }
