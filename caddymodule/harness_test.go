@@ -414,36 +414,10 @@ func (e *env) count(query string, args ...any) int {
 	return n
 }
 
-// dump renders every row of query as "a:b:c", rows joined by commas: a snapshot of
-// tables, in SQL that both databases take.
+// dump renders every row of query as "a:b:c", rows joined by commas.
 func (e *env) dump(query string) string {
 	e.t.Helper()
-	rows, err := e.db.Query(query)
-	if err != nil {
-		e.t.Fatalf("%s: %v", query, err)
-	}
-	defer rows.Close()
-	cols, _ := rows.Columns()
-	var out []string
-	for rows.Next() {
-		values := make([]sql.NullString, len(cols))
-		dests := make([]any, len(cols))
-		for i := range values {
-			dests[i] = &values[i]
-		}
-		if err := rows.Scan(dests...); err != nil {
-			e.t.Fatal(err)
-		}
-		fields := make([]string, len(cols))
-		for i, v := range values {
-			fields[i] = v.String
-		}
-		out = append(out, strings.Join(fields, ":"))
-	}
-	if err := rows.Err(); err != nil {
-		e.t.Fatal(err)
-	}
-	return strings.Join(out, ",")
+	return testenv.Dump(e.t, e.db, query)
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) { waitWithin(t, 5*time.Second, what, cond) }

@@ -180,3 +180,33 @@ func TestLoginLifecycle(t *testing.T) {
 		})
 	}
 }
+
+// TestLoginRefusesAnotherUsersUID: hardening defect 3. The messaging service lost its
+// state and hands a new number the uid an existing user has; that login is refused
+// (BADUSER) and stores nothing, and the existing user keeps account and token.
+func TestLoginRefusesAnotherUsersUID(t *testing.T) {
+	e := startEnv(t, options{extra: roomy})
+	ada := e.login(form, "+91 98000 00001", "919800000001")
+	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": ada, "name": "Ada"}), "profile")
+	before := e.dump("SELECT uid, phone, name FROM users")
+	tokens := e.dump("SELECT uid, token FROM tokens")
+
+	e.mesibo.ForgetUsers()
+	expectOK(t, e.call(form, map[string]any{"op": "login", "phone": "+91 98555 55555", "appid": "com.example.app"}), "login")
+	a := e.call(form, map[string]any{"op": "login", "phone": "+91 98555 55555", "appid": "com.example.app", "otp": e.hook.lastCode("919855555555")})
+	expectFail(t, a, "BADUSER")
+	if a.str("token") != "" || a.str("phone") != "" {
+		t.Fatalf("the refused login answered an account: %s", a.raw)
+	}
+	if got := e.dump("SELECT uid, phone, name FROM users"); got != before {
+		t.Fatalf("users %q, want %q", got, before)
+	}
+	if got := e.dump("SELECT uid, token FROM tokens"); got != tokens {
+		t.Fatalf("tokens %q, want %q", got, tokens)
+	}
+	a = e.call(form, map[string]any{"op": "getcontacts", "token": ada, "ts": 0})
+	expectOK(t, a, "getcontacts")
+	if u := a.body["u"].(map[string]any); u["phone"] != "919800000001" || u["name"] != "Ada" {
+		t.Fatalf("Ada's own profile after the refused login: %v", u)
+	}
+}

@@ -165,7 +165,15 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 		Expiry: c.now.Add(a.Config.TokenExpiry), IPv4: ipv4(c.req.ClientIP),
 		Device: deviceType(c.req), TS: c.now.Unix(),
 	}, compose)
-	if err != nil {
+	var taken *store.UIDTakenError
+	switch {
+	case errors.As(err, &taken):
+		// mesibo's state and ours disagree: an operator must look. The login is refused
+		// rather than handed another user's account.
+		a.Logger.Error("mesibo gave this login a uid that another number's user has; refused",
+			zap.Int64("uid", taken.UID), zap.Int64("number_uid", taken.PhoneUID))
+		return fail("login", c.now, CodeBadUser, "")
+	case err != nil:
 		a.logError(ctx, "saving login failed", zap.Error(err))
 		return fail("login", c.now, CodeDBError, "")
 	}

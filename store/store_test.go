@@ -525,8 +525,15 @@ func TestSaveLogin(t *testing.T) {
 		t.Errorf("unchanged repeat login: isNew %v, err %v", isNew, err)
 	}
 
-	// The messaging service handed the same phone a new uid: the row is kept and re-keyed.
+	// The messaging service handed the same phone a new uid: the row is kept and re-keyed,
+	// and so are the user's contact list and push token.
 	const tokenC = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	if err := s.SaveContacts(ctx, 1001, []string{"919800000007"}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetNotifyToken(ctx, 1001, "fcm-ada", 1, true); err != nil {
+		t.Fatal(err)
+	}
 	u, isNew, err = s.SaveLogin(ctx, store.Login{UID: 2002, Phone: "919812345678", CC: 91,
 		Token: tokenC, Expiry: expiry, TS: 1700000200}, nil)
 	if err != nil {
@@ -547,6 +554,15 @@ func TestSaveLogin(t *testing.T) {
 	if _, err := s.CallerByToken(ctx, tokenB); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("CallerByToken(token of the old uid) = %v, want ErrNotFound", err)
 	}
+	if n := count(t, db, "SELECT COUNT(*) FROM contacts WHERE uid = 2002 AND phone = 919800000007"); n != 1 {
+		t.Errorf("the contact list did not move to the new uid")
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM notifytokens WHERE uid = 2002 AND token = 'fcm-ada'"); n != 1 {
+		t.Errorf("the push token did not move to the new uid")
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM tokens WHERE uid = 1001"); n != 0 {
+		t.Errorf("the old uid's token row stayed")
+	}
 
 	// A user without a name gets one at a later login.
 	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Token: "d" + tokenA[1:], Expiry: expiry, TS: 1}, nil); err != nil {
@@ -554,6 +570,41 @@ func TestSaveLogin(t *testing.T) {
 	}
 	if u, _, err := s.SaveLogin(ctx, store.Login{UID: 3003, Phone: "15550001111", CC: 1, Name: "Bob", Token: "e" + tokenA[1:], Expiry: expiry, TS: 2}, nil); err != nil || u.Name != "Bob" {
 		t.Errorf("name given to a user without one = %+v, %v", u, err)
+	}
+}
+
+// TestSaveLoginRefusesAnotherNumbersUID: hardening defect 3. A uid that another number's
+// user has is refused, for a new number and for a known one, and nothing is written.
+func TestSaveLoginRefusesAnotherNumbersUID(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	expiry := time.Now().Add(time.Hour)
+	for _, l := range []store.Login{
+		{UID: 1001, Phone: "919800000001", Name: "Ada", Token: tokenA, Expiry: expiry, TS: 1},
+		{UID: 1002, Phone: "919800000002", Name: "Bob", Token: tokenB, Expiry: expiry, TS: 1},
+	} {
+		if _, _, err := s.SaveLogin(ctx, l, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := testenv.Dump(t, db, "SELECT uid, phone, name, ts FROM users ORDER BY uid")
+	tokens := testenv.Dump(t, db, "SELECT uid, token FROM tokens ORDER BY uid")
+	for _, tc := range []struct {
+		phone    string
+		phoneUID int64
+	}{{"919855555555", 0}, {"919800000002", 1002}} {
+		_, _, err := s.SaveLogin(ctx, store.Login{UID: 1001, Phone: tc.phone, Name: "Mallory",
+			Token: strings.Repeat("e", 64), Expiry: expiry, TS: 2}, nil)
+		var taken *store.UIDTakenError
+		if !errors.As(err, &taken) || taken.UID != 1001 || taken.PhoneUID != tc.phoneUID {
+			t.Fatalf("SaveLogin(uid 1001, %s) = %v, want UIDTakenError{1001, %d}", tc.phone, err, tc.phoneUID)
+		}
+	}
+	if got := testenv.Dump(t, db, "SELECT uid, phone, name, ts FROM users ORDER BY uid"); got != before {
+		t.Errorf("users %q, want %q", got, before)
+	}
+	if got := testenv.Dump(t, db, "SELECT uid, token FROM tokens ORDER BY uid"); got != tokens {
+		t.Errorf("tokens %q, want %q", got, tokens)
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // User is a row of `users`, as the API shows it.
@@ -59,21 +61,50 @@ func scanUser(row *sql.Row) (User, error) {
 	return u, err
 }
 
-// SaveLogin stores the user (created, or its uid/cc/ts refreshed) and replaces the user's
-// token, in one transaction. It reports whether the user is new.
+// UIDTakenError refuses a login for which the messaging service handed back a uid that
+// another number's user already has (the service lost its state, or a bug): storing it
+// would give the new login the other user's account.
+type UIDTakenError struct {
+	// UID is the uid the service gave.
+	UID int64
+	// PhoneUID is the uid the logging-in number had before, 0 for a number without one.
+	PhoneUID int64
+}
+
+func (e *UIDTakenError) Error() string {
+	return fmt.Sprintf("store: uid %d belongs to another number's user (this number's uid: %d)", e.UID, e.PhoneUID)
+}
+
+// SaveLogin stores the user (created, or its cc and ts refreshed) and replaces the user's
+// token, in one transaction. It reports whether the user is new. An existing user's
+// number never changes here: a uid that belongs to another number is a *UIDTakenError and
+// nothing is stored. A number the service gave a new uid keeps its row, profile, contact
+// list and push token under the new uid.
 // For a new user, compose (when not nil) builds the notification queued in the same
 // transaction for every user who has the new user's phone among their contacts.
 func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notification) (u User, isNew bool, err error) {
-	// READ COMMITTED: fewer gap locks for new users' logins to collide on.
+	u, isNew, err = s.saveLogin(ctx, l, compose)
+	if myErr := (*mysql.MySQLError)(nil); errors.As(err, &myErr) && myErr.Number == mysqlDuplicateKey {
+		// A parallel first login of the same number inserted it first: now it exists.
+		u, isNew, err = s.saveLogin(ctx, l, compose)
+	}
+	return u, isNew, err
+}
+
+// mysqlDuplicateKey is MySQL's ER_DUP_ENTRY.
+const mysqlDuplicateKey = 1062
+
+func (s *Store) saveLogin(ctx context.Context, l Login, compose func(User) Notification) (u User, isNew bool, err error) {
+	// READ COMMITTED: no gap locks for new users' logins to collide on.
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: save login: %w", err)
 	}
 	defer tx.Rollback()
 
-	isNew, err = s.upsertUser(ctx, tx, l)
+	isNew, err = saveUser(ctx, tx, l)
 	if err != nil {
-		return User{}, false, fmt.Errorf("store: save user: %w", err)
+		return User{}, false, err
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO tokens (uid, token, expirytime, ipaddr, device) VALUES (?, ?, ?, ?, ?)
 		ON DUPLICATE KEY UPDATE token = VALUES(token), expirytime = VALUES(expirytime),
@@ -96,32 +127,60 @@ func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notif
 	return u, isNew, nil
 }
 
-// upsertUser stores l's user and reports whether it is new. The phone is unique: a
-// number that mesibo gave a new uid keeps its row and profile. One upsert, which locks
-// the row exclusively at once (an INSERT IGNORE then UPDATE would take a shared lock
-// first, and two logins of one number deadlock upgrading it).
-func (s *Store) upsertUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) {
-	// MySQL tells an insert by its affected-row count (1; an update counts 2, no change
-	// 0). SQLite counts 1 for both, but runs one write transaction at a time, so a look
-	// before the upsert is exact there.
-	existed := false
-	if s.embedded {
-		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) > 0 FROM users WHERE phone = ?", l.Phone).Scan(&existed); err != nil {
-			return false, err
+// saveUser stores l's user in tx and reports whether it is new. The rows of the uid and
+// of the number are read locked first, so the case is known before anything is written.
+func saveUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) {
+	rows, err := tx.QueryContext(ctx, "SELECT uid, phone FROM users WHERE uid = ? OR phone = ? FOR UPDATE", l.UID, l.Phone)
+	if err != nil {
+		return false, fmt.Errorf("store: save user: %w", err)
+	}
+	var uidTaken bool
+	var phoneUID int64
+	for rows.Next() {
+		var uid int64
+		var phone string
+		if err := rows.Scan(&uid, &phone); err != nil {
+			rows.Close()
+			return false, fmt.Errorf("store: save user: %w", err)
+		}
+		if phone == l.Phone {
+			phoneUID = uid
+		} else {
+			uidTaken = true // uid == l.UID, another number's user
 		}
 	}
-	res, err := tx.ExecContext(ctx, `INSERT INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))
-		ON DUPLICATE KEY UPDATE uid = VALUES(uid), cc = VALUES(cc), ts = VALUES(ts),
-		name = CASE WHEN name IS NULL OR name = '' THEN VALUES(name) ELSE name END`,
-		l.UID, l.Phone, l.CC, l.TS, l.Name)
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, fmt.Errorf("store: save user: %w", err)
+	}
+	switch {
+	case uidTaken:
+		return false, &UIDTakenError{UID: l.UID, PhoneUID: phoneUID}
+	case phoneUID == 0:
+		_, err = tx.ExecContext(ctx, "INSERT INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))",
+			l.UID, l.Phone, l.CC, l.TS, l.Name)
+		if err != nil {
+			return false, fmt.Errorf("store: save user: %w", err)
+		}
+		return true, nil
+	case phoneUID != l.UID:
+		// The service gave the number a new uid: what was kept under the old one moves.
+		for _, q := range []string{"UPDATE contacts SET uid = ? WHERE uid = ?", "UPDATE notifytokens SET uid = ? WHERE uid = ?"} {
+			if _, err := tx.ExecContext(ctx, q, l.UID, phoneUID); err != nil {
+				return false, fmt.Errorf("store: save user: %w", err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM tokens WHERE uid = ?", phoneUID); err != nil {
+			return false, fmt.Errorf("store: save user: %w", err)
+		}
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE users SET uid = ?, cc = ?, ts = ?,
+		name = CASE WHEN name IS NULL OR name = '' THEN NULLIF(?, '') ELSE name END WHERE phone = ?`,
+		l.UID, l.CC, l.TS, l.Name, l.Phone)
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("store: save user: %w", err)
 	}
-	if s.embedded {
-		return !existed, nil
-	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	return false, nil
 }
 
 // Caller is the user a request's access token belongs to, as read for that request.

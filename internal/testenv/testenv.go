@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -143,4 +144,36 @@ func Redis(t testing.TB) (*redis.Client, string) {
 		rdb.Close()
 	})
 	return rdb, prefix
+}
+
+// Dump renders every row of query as "a:b:c", rows joined by commas: a snapshot of
+// tables for comparing before and after, in SQL that both databases take.
+func Dump(t testing.TB, db *sql.DB, query string) string {
+	t.Helper()
+	rows, err := db.Query(query)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	defer rows.Close()
+	cols, _ := rows.Columns()
+	var out []string
+	for rows.Next() {
+		values := make([]sql.NullString, len(cols))
+		dests := make([]any, len(cols))
+		for i := range values {
+			dests[i] = &values[i]
+		}
+		if err := rows.Scan(dests...); err != nil {
+			t.Fatal(err)
+		}
+		fields := make([]string, len(cols))
+		for i, v := range values {
+			fields[i] = v.String
+		}
+		out = append(out, strings.Join(fields, ":"))
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(out, ",")
 }

@@ -172,6 +172,15 @@ func (s *Server) Reset() {
 	s.failAll = map[string]Failure{}
 }
 
+// ForgetUsers loses every user and starts uids again from the first, as a messaging
+// service that lost its state would: it hands out uids that are already stored.
+func (s *Server) ForgetUsers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.users = map[string]FakeUser{}
+	s.nextUID = 1001
+}
+
 // Users returns a snapshot of the users by address.
 func (s *Server) Users() map[string]FakeUser {
 	s.mu.Lock()
