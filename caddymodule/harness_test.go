@@ -219,16 +219,17 @@ func startEnv(t testing.TB, o options) *env {
 	} else {
 		e.dsn = testenv.Database(t)
 	}
-	_, e.prefix = testenv.Redis(t)
-	redisURL := o.redisURL
-	if redisURL == "" {
-		redisURL = testenv.RedisURL()
-	}
 	// The embedded run configures no Redis: codes and limits live in Caddy's memory, in
 	// pools the prefix keeps apart from the previous test's.
-	redisLines := fmt.Sprintf("\t\tredis %s\n\t\tredis_key_prefix %s", redisURL, e.prefix)
-	if testenv.Embedded() || o.defaults {
-		redisLines = "\t\tredis_key_prefix " + e.prefix
+	e.prefix = testenv.Prefix()
+	redisLines := "\t\tredis_key_prefix " + e.prefix
+	if !testenv.Embedded() && !o.defaults {
+		_, e.prefix = testenv.Redis(t)
+		redisURL := o.redisURL
+		if redisURL == "" {
+			redisURL = testenv.RedisURL()
+		}
+		redisLines = fmt.Sprintf("\t\tredis %s\n\t\tredis_key_prefix %s", redisURL, e.prefix)
 	}
 	e.files = t.TempDir()
 	moduleDSN := e.dsn

@@ -1,9 +1,10 @@
-// Package testenv gives tests their own MariaDB database and Redis key space on the real
-// servers that scripts/test.sh starts, so test packages can run in parallel.
+// Package testenv gives tests a database and a Redis key space of their own.
 //
-// With MESSENGER_TEST_STORE=embedded (scripts/test.sh runs the suite once each way) the
-// database is instead an SQLite file of the test's own, and the end-to-end tests
-// configure no Redis, so the module runs on its embedded store and in-memory limits.
+// By default (MESSENGER_TEST_STORE unset or "embedded") the database is an SQLite file of
+// the test's own and nothing else needs to run: `go test ./...` passes on a fresh clone.
+// With MESSENGER_TEST_STORE=mysql the database is a MariaDB database of the test's own on
+// the server that scripts/test.sh starts, and the tests of what only MySQL and Redis have
+// run too; the others skip with a line saying why. scripts/test.sh runs the suite each way.
 package testenv
 
 import (
@@ -46,17 +47,22 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Embedded reports whether this run tests the embedded store (SQLite, no Redis).
-func Embedded() bool { return os.Getenv("MESSENGER_TEST_STORE") == "embedded" }
+// Embedded reports whether this run tests the embedded store (SQLite, no Redis): every
+// run but MESSENGER_TEST_STORE=mysql.
+func Embedded() bool { return os.Getenv("MESSENGER_TEST_STORE") != "mysql" }
 
 // SkipIfEmbedded skips a test of something only MySQL and Redis have (several instances,
 // outages of a server), saying why.
 func SkipIfEmbedded(t testing.TB, why string) {
 	t.Helper()
 	if Embedded() {
-		t.Skip("not for the embedded store: " + why)
+		t.Skip("needs MySQL and Redis (MESSENGER_TEST_STORE=mysql): " + why)
 	}
 }
+
+// Prefix is a key prefix of the test's own, for the Redis keys or in-memory pools of a
+// server under test.
+func Prefix() string { return "test:" + randomHex(6) + ":" }
 
 // Database creates an empty database for the test, dropped when it ends, and returns
 // its DSN: a MariaDB database, or on the embedded run a "sqlite:" file in a temporary
@@ -69,9 +75,11 @@ func Database(t testing.TB) string {
 	return MySQLDatabase(t)
 }
 
-// MySQLDatabase is Database on MariaDB whatever the run (for tests of moving data there).
+// MySQLDatabase is Database on MariaDB (for tests of moving data there); it skips the
+// test on an embedded run.
 func MySQLDatabase(t testing.TB) string {
 	t.Helper()
+	SkipIfEmbedded(t, "it moves data to MySQL")
 	cfg, err := mysql.ParseDSN(ServerDSN())
 	if err != nil {
 		t.Fatalf("testenv: MESSENGER_TEST_DSN: %v", err)
@@ -120,9 +128,10 @@ func Open(t testing.TB, dsn string) *sql.DB {
 }
 
 // Redis returns a client of the test Redis and a key prefix of the test's own; keys
-// under it are deleted when the test ends.
+// under it are deleted when the test ends. It skips the test on an embedded run.
 func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
+	SkipIfEmbedded(t, "it is about Redis")
 	opts, err := redis.ParseURL(RedisURL())
 	if err != nil {
 		t.Fatalf("testenv: MESSENGER_TEST_REDIS: %v", err)
@@ -131,7 +140,7 @@ func Redis(t testing.TB) (*redis.Client, string) {
 	if err := rdb.Ping(context.Background()).Err(); err != nil {
 		t.Fatalf("testenv: redis at %s: %v", RedisURL(), err)
 	}
-	prefix := "test:" + randomHex(6) + ":"
+	prefix := Prefix()
 	t.Cleanup(func() {
 		ctx := context.Background()
 		// redis_rate puts its own "rate:" before the limiter's prefix.
