@@ -3,7 +3,6 @@ package caddymodule_test
 import (
 	"encoding/json"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -156,12 +155,9 @@ func TestExampleCaddyfile(t *testing.T) {
 		if err := caddy.Validate(&cfg); err != nil {
 			t.Fatalf("%s: validate: %v", form.name, err)
 		}
-		if took := time.Since(start); took > 20*time.Second {
+		// Validation does not wait on a database (an unreachable MySQL above).
+		if took := time.Since(start); took > 3*time.Second {
 			t.Errorf("%s: validate took %s", form.name, took)
-		}
-		_, err = os.Stat(filepath.Join(dataHome, "caddy", "messenger", "messenger.db"))
-		if made := err == nil; made != (form.dsn == "") {
-			t.Errorf("%s: embedded store file made: %v", form.name, made)
 		}
 	}
 }

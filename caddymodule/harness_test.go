@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -26,6 +27,7 @@ import (
 	_ "github.com/caddy-messenger/messenger"
 	"github.com/caddy-messenger/messenger/internal/testenv"
 	"github.com/caddy-messenger/messenger/mesiboclient/mesibotest"
+	"github.com/caddy-messenger/messenger/migrations"
 	"github.com/caddy-messenger/messenger/otp"
 	"github.com/caddy-messenger/messenger/otpsender"
 	"github.com/caddy-messenger/messenger/store"
@@ -261,10 +263,34 @@ func startEnv(t testing.TB, o options) *env {
 	}
 	// Opened after Caddy, which creates the default embedded file.
 	e.db = testenv.Open(t, e.dsn)
+	if !o.dbProxy {
+		e.waitMigrated()
+	}
 	if o.process {
 		e.startProcess(block)
 	}
 	return e
+}
+
+// waitMigrated waits for the schema the module migrates in the background at start, so
+// that a test may write rows before its first request.
+func (e *env) waitMigrated() {
+	e.t.Helper()
+	files, err := fs.Glob(migrations.FS, "mysql/*.up.sql")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var version int
+		if e.db.QueryRow("SELECT version FROM schema_migrations WHERE dirty = 0").Scan(&version) == nil && version == len(files) {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the schema was not migrated to version %d within 20s", len(files))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // answer is a decoded API answer with its HTTP response.

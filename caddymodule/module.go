@@ -209,10 +209,11 @@ const (
 )
 
 // Provision resolves placeholders, sets defaults, loads the code sender and takes the
-// shared pools. It does not need the database to be up: the schema is migrated now if
-// it can be, else by the first request that finds the database.
+// shared pools. It does not need the database to be up: the schema is migrated by the
+// outbox worker's first round or the first request that finds the database.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	store.UseLogger(h.logger.Named("mysql"))
 	repl := caddy.NewReplacer()
 	for _, s := range []*string{&h.Database, &h.Redis, &h.Mesibo.Endpoint, &h.Mesibo.AppToken, &h.OTP.Secret, &h.GoogleMapsKey} {
 		*s = repl.ReplaceKnown(*s, "")
@@ -286,12 +287,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); worker.Run(workerCtx) }()
 	h.stopWorker = func() { cancel(); <-done }
-
-	migrateCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := deps.store.Ready(migrateCtx); err != nil {
-		h.logger.Warn("database not ready; the schema will be migrated on the first request that reaches it", zap.Error(err))
-	}
+	// The worker's first round migrates the schema; Provision never waits on the database,
+	// so a config loads (and `caddy validate` answers) while it is down.
 	return nil
 }
 

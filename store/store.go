@@ -21,6 +21,7 @@ import (
 	"github.com/golang-migrate/migrate/v4/database"
 	migratemysql "github.com/golang-migrate/migrate/v4/database/mysql"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"go.uber.org/zap"
 
 	"github.com/caddy-messenger/messenger/migrations"
 )
@@ -58,6 +59,18 @@ func Open(dsn string) (*Store, error) {
 
 // CutEmbedded returns the file path of an embedded-store setting, and whether it is one.
 func CutEmbedded(dsn string) (path string, ok bool) { return strings.CutPrefix(dsn, EmbeddedPrefix) }
+
+// UseLogger sends the MySQL driver's own messages (lost connections, bad packets), which
+// it otherwise prints to stderr, to logger at warn level. The driver has one logger per
+// process: the last config loaded sets it.
+func UseLogger(logger *zap.Logger) {
+	mysql.SetLogger(driverLogger{logger})
+}
+
+// driverLogger is a zap logger as the MySQL driver's Logger.
+type driverLogger struct{ *zap.Logger }
+
+func (l driverLogger) Print(v ...any) { l.Warn(strings.TrimSpace(fmt.Sprint(v...))) }
 
 // DefaultMaxConns is the size of a MySQL pool unless LimitConnections says otherwise.
 const DefaultMaxConns = 32
