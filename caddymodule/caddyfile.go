@@ -10,7 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
 
-	"github.com/caddy-messenger/messenger/otp"
+	"github.com/caddy-messenger/messenger/otpsender"
 )
 
 func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
@@ -39,6 +39,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_checks      <n>
 //			test_number     <phone> <code>
 //			sender          <module> [<args...>] [{ ... }]
+//			message         [<appid>|*] <template>
 //		}
 //		rate_limit      otp_phone|otp_ip|otp_global <events> <window>
 //		contact_discovery {
@@ -79,8 +80,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // in the same route (basic_auth's {http.auth.user.id}, or a header that forward_auth
 // copies from an SSO proxy). Secrets should be given as {env.NAME} placeholders. rate_limit may repeat; the rules
 // given for a scope replace that scope's defaults. sender names a module of the
-// messenger.otp_senders namespace: "log" (development: codes go to the log) or
-// "webhook <url> { secret <s>; timeout <d>; retries <n> }".
+// messenger.otp_senders namespace: "log" (development: codes go to the log),
+// "webhook <url> { secret <s>; timeout <d>; retries <n> }", an SMS gateway (twilio,
+// vonage, messagebird, aws_sns) or "failover { <sender>... }" (docs/sms.md). message sets
+// the SMS text, per app id or for every app (no appid, or *): {code}, {minutes}, {app}.
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
@@ -224,15 +227,19 @@ func (h *Handler) unmarshalOTP(d *caddyfile.Dispenser) error {
 			if !d.NextArg() {
 				return d.ArgErr()
 			}
-			name := d.Val()
-			mod, err := caddyfile.UnmarshalModule(d, "messenger.otp_senders."+name)
-			if err != nil {
-				return err
+			o.SenderRaw, err = otpsender.UnmarshalSender(d)
+		case "message":
+			args := d.RemainingArgs()
+			if len(args) == 1 {
+				args = []string{otpsender.AnyApp, args[0]}
 			}
-			if _, ok := mod.(otp.Sender); !ok {
-				return d.Errf("sender %q is not an otp sender", name)
+			if len(args) != 2 {
+				return d.ArgErr()
 			}
-			o.SenderRaw = caddyconfig.JSONModuleObject(mod, "sender", name, nil)
+			if o.Message == nil {
+				o.Message = otpsender.Messages{}
+			}
+			o.Message[args[0]] = args[1]
 		default:
 			return d.Errf("otp: unknown subdirective %q", d.Val())
 		}

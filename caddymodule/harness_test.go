@@ -115,6 +115,7 @@ type options struct {
 	extra    string // more subdirectives inside messenger { }
 	redisURL string
 	otp      string // more subdirectives inside otp { }
+	sender   string // replaces the otp block's sender (the webhook to e.hook)
 	second   bool   // add a second site on :9081 with its own handler on the same Redis
 	process  bool   // also run a separate caddy process on basePort+2 (see startProcess)
 	site     string // replaces siteTemplate (same arguments)
@@ -185,11 +186,7 @@ const messengerTemplate = `%s
 		}
 		otp {
 			secret {env.E2E_OTP_SECRET}
-			sender webhook %s {
-				secret %s
-				timeout 2s
-				retries 1
-			}
+			%s
 			test_number "+1 555 0100 999" %s
 			%s
 		}
@@ -243,7 +240,11 @@ func startEnv(t testing.TB, o options) *env {
 	if o.defaults {
 		dbLine = ""
 	}
-	block := fmt.Sprintf(messengerTemplate, dbLine, redisLines, e.mesibo.URL, e.hook.URL, hookSecret, reviewCode, o.otp,
+	sender := o.sender
+	if sender == "" {
+		sender = fmt.Sprintf("sender webhook %s {\n\t\t\t\tsecret %s\n\t\t\t\ttimeout 2s\n\t\t\t\tretries 1\n\t\t\t}", e.hook.URL, hookSecret)
+	}
+	block := fmt.Sprintf(messengerTemplate, dbLine, redisLines, e.mesibo.URL, sender, reviewCode, o.otp,
 		e.files+"/files", e.files+"/thumbs", o.extra)
 	site := siteTemplate
 	if o.site != "" {

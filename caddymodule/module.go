@@ -22,7 +22,7 @@ import (
 	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/metrics"
 	"github.com/caddy-messenger/messenger/otp"
-	_ "github.com/caddy-messenger/messenger/otpsender" // the standard code senders
+	"github.com/caddy-messenger/messenger/otpsender"
 	"github.com/caddy-messenger/messenger/outbox"
 	"github.com/caddy-messenger/messenger/phone"
 	"github.com/caddy-messenger/messenger/ratelimit"
@@ -157,8 +157,14 @@ type OTPConfig struct {
 	// numbers need not be valid in any numbering plan; all other rules apply.
 	TestNumbers map[string]string `json:"test_numbers,omitempty"`
 	// SenderRaw is the module that delivers codes (namespace messenger.otp_senders:
-	// "log" for development, "webhook"). Required for phone_otp login.
+	// "log" for development, "webhook", "twilio", "vonage", "messagebird", "aws_sns",
+	// "failover"; see docs/sms.md). Required for phone_otp login.
 	SenderRaw json.RawMessage `json:"sender,omitempty" caddy:"namespace=messenger.otp_senders inline_key=sender"`
+	// Message maps app ids to the template of the SMS text that carries a code, "*" to
+	// the template of every other app: {code} is the code, {minutes} its validity, {app}
+	// the app id (only in an app's own template). Default for "*":
+	// otpsender.DefaultMessage.
+	Message otpsender.Messages `json:"message,omitempty"`
 }
 
 // RateLimits are the code-sending limits; every rule of every scope must pass.
@@ -254,6 +260,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			RevokeOnLogout: h.RevokeOnLogout,
 			OTPLimits: handlers.NewOTPLimits(rules(h.RateLimits.OTPPerPhone), rules(h.RateLimits.OTPPerIP),
 				rules(h.RateLimits.OTPGlobal)),
+			CodeText: func(appID, code string) string {
+				return h.OTP.Message.Render(appID, code, time.Duration(h.OTP.TTL))
+			},
+			CodeTTL: time.Duration(h.OTP.TTL),
 			Discovery: handlers.Discovery{
 				Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill, Window: time.Duration(h.ContactDiscovery.RefillWindow),
 					Burst: h.ContactDiscovery.Budget},
@@ -434,6 +444,9 @@ func (h *Handler) Validate() error {
 	}
 	if time.Duration(h.OTP.TTL) > maxOTPTTL {
 		errs = append(errs, fmt.Errorf("otp ttl %s is over the maximum of %s", time.Duration(h.OTP.TTL), maxOTPTTL))
+	}
+	if err := h.OTP.Message.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for number, code := range h.OTP.TestNumbers {
 		if _, err := phone.Lenient(number); err != nil {

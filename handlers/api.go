@@ -37,6 +37,12 @@ type Config struct {
 	RevokeOnLogout bool
 	// OTPLimits are the rate limits on sending codes.
 	OTPLimits OTPLimits
+	// CodeText renders the text of the SMS that carries a code to a user of an app; nil
+	// leaves it to the sender.
+	CodeText func(appID, code string) string
+	// CodeTTL is how long a code lives, told to senders so that a provider can drop an
+	// SMS it could not deliver in time.
+	CodeTTL time.Duration
 	// Discovery limits contact look-ups (PROTOCOL.md §5).
 	Discovery Discovery
 	// Notifications are the texts of notifications to other users.

@@ -83,7 +83,11 @@ func (a *API) sendCode(ctx context.Context, c *call, num phone.Number, appID str
 		a.logError(ctx, "otp store unavailable", zap.Error(err))
 		return tempFail("login", c.now, "")
 	}
-	if err := a.Sender.SendOTP(ctx, otp.Delivery{Phone: num.Digits, Code: code, AppID: appID}); err != nil {
+	d := otp.Delivery{Phone: num.Digits, Code: code, AppID: appID, TTL: a.Config.CodeTTL}
+	if a.Config.CodeText != nil {
+		d.Text = a.Config.CodeText(appID, code)
+	}
+	if err := a.Sender.SendOTP(ctx, d); err != nil {
 		a.logError(ctx, "otp delivery failed", zap.Error(err))
 		return tempFail("login", c.now, "Could not send the code. Please try again later.")
 	}

@@ -20,6 +20,8 @@ type Metrics struct {
 	mesiboLatency *prometheus.HistogramVec
 	outboxDepth   prometheus.Gauge
 	outboxLag     prometheus.Gauge
+	deliveries    *prometheus.CounterVec
+	deliveryTime  *prometheus.HistogramVec
 }
 
 // OTP events.
@@ -28,6 +30,13 @@ const (
 	OTPVerified    = "verified"
 	OTPFailed      = "failed"
 	OTPRateLimited = "rate_limited"
+)
+
+// Outcomes of one attempt to deliver a code.
+const (
+	DeliveryOK      = "ok"
+	DeliveryRefused = "refused" // the provider said no; the same request would be refused again
+	DeliveryError   = "error"   // no answer, a server error, or throttled
 )
 
 // New registers the collectors in reg, or reuses those another handler of the same
@@ -54,6 +63,13 @@ func New(reg prometheus.Registerer) *Metrics {
 		outboxLag: register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: ns, Name: "outbox_lag_seconds", Help: "Age of the oldest notification waiting in the outbox.",
 		})),
+		deliveries: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "otp_deliveries_total", Help: "Attempts to deliver a code, retries included, by sender and outcome (ok, refused, error).",
+		}, []string{"sender", "outcome"})),
+		deliveryTime: register(reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "otp_delivery_duration_seconds", Help: "Latency of attempts to deliver a code, by sender.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}, []string{"sender"})),
 	}
 }
 
@@ -97,6 +113,15 @@ func (m *Metrics) MesiboCall(op string, took time.Duration, err error) {
 	}
 	m.mesiboCalls.WithLabelValues(op, outcome).Inc()
 	m.mesiboLatency.WithLabelValues(op).Observe(took.Seconds())
+}
+
+// OTPDelivery records one attempt of a code sender (the module's name) and its outcome
+// (DeliveryOK, DeliveryRefused or DeliveryError).
+func (m *Metrics) OTPDelivery(sender, outcome string, took time.Duration) {
+	if m != nil {
+		m.deliveries.WithLabelValues(sender, outcome).Inc()
+		m.deliveryTime.WithLabelValues(sender).Observe(took.Seconds())
+	}
 }
 
 // Outbox sets the outbox gauges.

@@ -215,6 +215,10 @@ type Delivery struct {
 	Phone string `json:"phone"`
 	Code  string `json:"code"`
 	AppID string `json:"appid"`
+	// Text is the message that carries the code, from the app's template.
+	Text string `json:"text,omitempty"`
+	// TTL is how long the code lives: a message still undelivered by then is useless.
+	TTL time.Duration `json:"-"`
 }
 
 // Sender delivers codes: an SMS gateway, a webhook, or the log in development.

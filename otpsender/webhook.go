@@ -9,11 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
-	"strconv"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -25,7 +21,7 @@ import (
 // webhook secret, so the receiver can tell our requests from forged ones.
 const SignatureHeader = "X-Messenger-Signature"
 
-// Webhook POSTs each code as JSON {"phone","code","appid"} to a URL, for an SMS gateway
+// Webhook POSTs each code as JSON {"phone","code","appid","text"} to a URL, for an SMS gateway
 // or any service that delivers it. A 2xx answer means delivered.
 type Webhook struct {
 	// URL receives the POST. Placeholders such as {env.SMS_HOOK} are replaced at load.
@@ -38,10 +34,9 @@ type Webhook struct {
 	// Default 2.
 	Retries *int `json:"retries,omitempty"`
 
-	url     string
-	secret  []byte
-	retries int
-	client  *http.Client
+	url    string
+	secret []byte
+	deliverer
 }
 
 // CaddyModule returns the Caddy module information.
@@ -53,38 +48,20 @@ func (Webhook) CaddyModule() caddy.ModuleInfo {
 }
 
 // Provision resolves placeholders and sets defaults.
-func (w *Webhook) Provision(_ caddy.Context) error {
+func (w *Webhook) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	w.url = repl.ReplaceKnown(w.URL, "")
 	w.secret = []byte(repl.ReplaceKnown(w.Secret, ""))
-	if w.Timeout <= 0 {
-		w.Timeout = caddy.Duration(5 * time.Second)
-	}
-	w.retries = 2
-	if w.Retries != nil {
-		w.retries = *w.Retries
-	}
-	w.client = &http.Client{
-		// Enough idle connections that a burst of codes reuses them instead of dialling
-		// (and, for https, handshaking) for most deliveries.
-		Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, MaxIdleConnsPerHost: 32, IdleConnTimeout: 90 * time.Second},
-		Timeout:   time.Duration(w.Timeout),
-		// A redirect would re-post the code somewhere else: never follow one.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	w.deliverer = newDeliverer(ctx, "webhook", w.Timeout, w.Retries)
 	return nil
 }
 
-// Validate checks the URL.
+// Validate checks the URL and the retries.
 func (w *Webhook) Validate() error {
-	u, err := url.Parse(w.url)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("otp webhook: url must be an absolute http(s) URL")
+	if err := w.checkURL(w.url); err != nil {
+		return err
 	}
-	if w.retries < 0 {
-		return fmt.Errorf("otp webhook: retries must not be negative")
-	}
-	return nil
+	return w.checkRetries()
 }
 
 // SendOTP posts the code, retrying failed attempts with a short backoff.
@@ -96,49 +73,30 @@ func (w *Webhook) SendOTP(ctx context.Context, d otp.Delivery) error {
 	mac := hmac.New(sha256.New, w.secret)
 	mac.Write(body)
 	signature := "sha256=" + hex.EncodeToString(mac.Sum(nil))
-
-	backoff := 200 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		err = w.post(ctx, body, signature)
-		if err == nil || attempt >= w.retries || errors.Is(err, errPermanent) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(backoff):
-		}
-		backoff *= 2
-	}
+	return w.deliver(ctx, func(ctx context.Context) error { return w.attempt(ctx, body, signature) })
 }
 
-var errPermanent = errors.New("refused")
-
-func (w *Webhook) post(ctx context.Context, body []byte, signature string) error {
+// attempt makes one attempt. Unlike the gateways, the webhook retries every failure but a
+// 4xx: the receiver is the operator's own, which can tell a repeated code by its body.
+func (w *Webhook) attempt(ctx context.Context, body []byte, signature string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("otp webhook: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(SignatureHeader, signature)
-	resp, err := w.client.Do(req)
-	if err != nil {
-		// Without the URL (it may carry an API key) and never the body (it holds the code).
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return fmt.Errorf("otp webhook: %w", err)
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	status, _, err := w.deliverer.post(req)
+	var f *failure
 	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+	case errors.As(err, &f):
+		f.retry = true
+		return f
+	case status >= 200 && status < 300:
 		return nil
-	case resp.StatusCode >= 500:
-		return fmt.Errorf("otp webhook: status %d", resp.StatusCode)
 	}
-	return fmt.Errorf("otp webhook: status %d: %w", resp.StatusCode, errPermanent)
+	f = w.statusFailure(status, "")
+	f.retry, f.refused = status >= 500, status < 500
+	return f
 }
 
 // UnmarshalCaddyfile sets up the sender from Caddyfile tokens. Syntax:
@@ -159,28 +117,14 @@ func (w *Webhook) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			if !d.AllArgs(&w.Secret) {
 				return d.ArgErr()
 			}
-		case "timeout":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			dur, err := caddy.ParseDuration(s)
-			if err != nil {
-				return d.Errf("timeout: %v", err)
-			}
-			w.Timeout = caddy.Duration(dur)
-		case "retries":
-			var s string
-			if !d.AllArgs(&s) {
-				return d.ArgErr()
-			}
-			n, err := strconv.Atoi(s)
-			if err != nil || n < 0 {
-				return d.Errf("retries: want a number >= 0, got %q", s)
-			}
-			w.Retries = &n
 		default:
-			return d.Errf("unknown subdirective %q", d.Val())
+			ok, err := unmarshalAttempts(d, &w.Timeout, &w.Retries)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return d.Errf("unknown subdirective %q", d.Val())
+			}
 		}
 	}
 	return nil
@@ -191,5 +135,6 @@ var (
 	_ otp.Sender            = (*Webhook)(nil)
 	_ caddy.Provisioner     = (*Webhook)(nil)
 	_ caddy.Validator       = (*Webhook)(nil)
+	_ caddy.CleanerUpper    = (*Webhook)(nil)
 	_ caddyfile.Unmarshaler = (*Webhook)(nil)
 )

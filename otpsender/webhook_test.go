@@ -20,19 +20,6 @@ import (
 	"github.com/caddy-messenger/messenger/otp"
 )
 
-func provisioned(t *testing.T, w *Webhook) *Webhook {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel)
-	if err := w.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
 func TestWebhookSignsAndRetries(t *testing.T) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -52,12 +39,16 @@ func TestWebhookSignsAndRetries(t *testing.T) {
 	}))
 	defer srv.Close()
 	t.Setenv("HOOK_SECRET", "s3cret")
-	w := provisioned(t, &Webhook{URL: srv.URL, Secret: "{env.HOOK_SECRET}"})
+	w := &Webhook{URL: srv.URL, Secret: "{env.HOOK_SECRET}"}
+	reg := provisioned(t, w)
 	if err := w.SendOTP(context.Background(), otp.Delivery{Phone: "919812345678", Code: "123456", AppID: "app"}); err != nil {
 		t.Fatalf("delivered on the third try, got %v", err)
 	}
 	if calls.Load() != 3 {
 		t.Fatalf("calls %d, want 3", calls.Load())
+	}
+	if got := deliveries(reg, "webhook"); got != "error=2 ok=1" {
+		t.Fatalf("deliveries %s", got)
 	}
 }
 
@@ -70,7 +61,8 @@ func TestWebhookFailures(t *testing.T) {
 	}))
 	defer srv.Close()
 	none := 0
-	w := provisioned(t, &Webhook{URL: srv.URL, Timeout: caddy.Duration(time.Second)})
+	w := &Webhook{URL: srv.URL, Timeout: caddy.Duration(time.Second)}
+	provisioned(t, w)
 	err := w.SendOTP(context.Background(), otp.Delivery{Phone: "1", Code: "987654"})
 	if err == nil || calls.Load() != 1 {
 		t.Fatalf("a 4xx is final: err %v after %d calls", err, calls.Load())
@@ -80,7 +72,8 @@ func TestWebhookFailures(t *testing.T) {
 	}
 	status = http.StatusInternalServerError
 	calls.Store(0)
-	w = provisioned(t, &Webhook{URL: srv.URL, Retries: &none})
+	w = &Webhook{URL: srv.URL, Retries: &none}
+	provisioned(t, w)
 	if err := w.SendOTP(context.Background(), otp.Delivery{}); err == nil || calls.Load() != 1 {
 		t.Fatalf("retries 0: err %v after %d calls", err, calls.Load())
 	}
