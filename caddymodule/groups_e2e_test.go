@@ -524,8 +524,16 @@ func TestGroupBadInput(t *testing.T) {
 	for _, enc := range encodings {
 		a := e.call(enc, map[string]any{"op": "setgroup", "token": tok, "gid": "Optional(0)", "name": "Swift", "m": phoneB})
 		expectOK(t, a, "setgroup")
-		if gid := gidOf(t, a); gid <= 0 || a.str("members") != members(1, phoneA, phoneB) {
+		gid := gidOf(t, a)
+		if gid <= 0 || a.str("members") != members(1, phoneA, phoneB) {
 			t.Fatalf("%s: setgroup with gid Optional(0): %s", enc, a.raw)
+		}
+		// It edits the group with gid=Optional(<gid>): the same group, renamed.
+		groups := e.count("SELECT COUNT(*) FROM `groups`")
+		a = e.call(enc, map[string]any{"op": "setgroup", "token": tok, "gid": fmt.Sprintf("Optional(%d)", gid), "name": "Swift 2"})
+		expectOK(t, a, "setgroup")
+		if gidOf(t, a) != gid || a.str("name") != "Swift 2" || e.count("SELECT COUNT(*) FROM `groups`") != groups {
+			t.Fatalf("%s: setgroup with gid Optional(%d): %s", enc, gid, a.raw)
 		}
 	}
 	// One JSON request carries m as an array with numbers and strings.

@@ -216,6 +216,9 @@ func (a *API) handle(ctx context.Context, req *Request) *Response {
 		o = unknownOp
 	}
 	c := &call{req: req, now: a.Now(), token: req.Get("token")}
+	if c.token == "" {
+		c.token = req.Get("auth") // the current Swift app's chat attachments
+	}
 	if o.auth != noToken && !wellFormedToken(c.token) {
 		return refusal(c)
 	}

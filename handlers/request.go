@@ -249,14 +249,22 @@ func intval(s string) (n int64, exact bool) {
 // maxGID is the largest group id: the groups table's unsigned 32-bit gid.
 const maxGID = math.MaxUint32
 
-// GID reads the gid field (PROTOCOL.md §2): as Int reads any number, so that the Swift
-// app's "Optional(0)" is 0 (a new group). code is the answer to a gid that is no group
-// id: MISSINGPARA for a JSON object or array, BADGROUP for a number beyond any gid.
+// GID reads the gid field (PROTOCOL.md §2) as Int reads any number, inside the 2021
+// Swift app's "Optional(…)": "Optional(0)" is 0 (a new group), "Optional(12)" group 12.
+// code is the answer to a gid that is no group id: MISSINGPARA for a JSON object or
+// array, BADGROUP for a number beyond any gid.
 func (req *Request) GID() (gid int64, code string) {
 	if req.objects["gid"] || req.lists["gid"] != nil {
 		return 0, CodeMissingPara
 	}
-	n, exact := intval(req.Get("gid"))
+	v := req.Get("gid")
+	if inner, ok := strings.CutPrefix(v, "Optional("); ok {
+		// The 2021 Swift app sends String(describing: groupid): Optional(0) for a new
+		// group, Optional(123) for group 123. The original read both as 0 (a new group);
+		// the app means group 123.
+		v = inner
+	}
+	n, exact := intval(v)
 	if !exact || n > maxGID {
 		return 0, CodeBadGroup
 	}

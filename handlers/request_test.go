@@ -145,6 +145,8 @@ func TestGID(t *testing.T) {
 		code string
 	}{
 		"Optional(0)":    {`{"gid":"Optional(0)"}`, 0, ""},
+		"Optional(12)":   {`{"gid":"Optional(12)"}`, 12, ""},
+		"Optional(nil)":  {`{"gid":"Optional(nil)"}`, 0, ""},
 		"number":         {`{"gid":42}`, 42, ""},
 		"float":          {`{"gid":42.0}`, 42, ""},
 		"string":         {`{"gid":"42"}`, 42, ""},

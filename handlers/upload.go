@@ -49,7 +49,10 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 			a.discardPicture(photo)
 			return resp
 		}
-		record = map[string]any{"photo": g.Photo, "phone": "", "gid": itoa(g.GID), "name": g.Name, "status": "", "ts": g.TS}
+		// members: the Android apps read the answer as a group record, members included
+		// (the original sent none, and those apps crashed removing a group picture).
+		record = map[string]any{"photo": g.Photo, "phone": "", "gid": itoa(g.GID), "name": g.Name, "status": "", "ts": g.TS,
+			"members": g.Members}
 	} else {
 		compose, wake := wakeAfter(a, a.profileNotification("", ""))
 		u, err := a.Store.UpdateProfile(ctx, c.caller, store.ProfileChange{Photo: photo}, c.now, compose)
