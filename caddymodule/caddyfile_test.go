@@ -136,7 +136,8 @@ func TestExampleCaddyfile(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: adapt: %v", form.name, err)
 		}
-		for _, want := range []string{`"handler":"messenger"`, `"sender":"log"`, `"handler":"file_server"`, `"app_token":"{env.MESIBO_APP_TOKEN}"`} {
+		for _, want := range []string{`"handler":"messenger"`, `"sender":"log"`, `"handler":"file_server"`, `"app_token":"{env.MESIBO_APP_TOKEN}"`,
+			`"read_timeout":300000000000`, `"read_header_timeout":10000000000`, `"idle_timeout":120000000000`} {
 			if !strings.Contains(string(out), want) {
 				t.Errorf("adapted config lacks %s:\n%s", want, out)
 			}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -269,5 +271,26 @@ func TestTwoProcesses(t *testing.T) {
 	time.Sleep(2500 * time.Millisecond) // a poll round of both workers
 	if n := len(e.mesibo.Messages()); n != 10 || e.count("SELECT COUNT(*) FROM messenger_outbox") != 0 {
 		t.Fatalf("messages %d (want 10, each once), outbox %d", n, e.count("SELECT COUNT(*) FROM messenger_outbox"))
+	}
+}
+
+// TestStalledBodyIsCut: hardening defect 10. A client that announces a body and then
+// goes silent holds its connection only as long as the server's read_body timeout (set in
+// Caddyfile.example): here 1s, so the answer, or the end of the connection, comes within
+// a few seconds rather than never.
+func TestStalledBodyIsCut(t *testing.T) {
+	startEnv(t, options{servers: "timeouts {\n\t\t\tread_body 1s\n\t\t\tread_header 1s\n\t\t}"})
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", basePort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	fmt.Fprint(conn, "POST /api.php HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"+
+		"Content-Length: 100\r\n\r\nop=loginui")
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err = io.ReadAll(conn) // an answer and the close, or just the close
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the stalled request was cut after %s (%v), want about 1s", took, err)
 	}
 }

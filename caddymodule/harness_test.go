@@ -120,6 +120,8 @@ type options struct {
 	process  bool   // also run a separate caddy process on basePort+2 (see startProcess)
 	site     string // replaces siteTemplate (same arguments)
 	dbProxy  bool   // reach MariaDB through e.dbProxy, which a test can cut
+	// servers adds lines to the global servers block (timeouts, say).
+	servers string
 	// defaults configures neither database nor redis, whatever the run: the embedded
 	// store in Caddy's data directory ($XDG_DATA_HOME, a temporary folder) and codes
 	// and limits in memory.
@@ -144,7 +146,10 @@ func envPort() int {
 	return 9080
 }
 
-var globalOptions = fmt.Sprintf(`{
+// globalOptions are the Caddyfile's global options; servers adds lines to its servers
+// block.
+func globalOptions(servers string) string {
+	return fmt.Sprintf(`{
 	skip_install_trust
 	admin localhost:%d
 	http_port %d
@@ -153,12 +158,14 @@ var globalOptions = fmt.Sprintf(`{
 	servers {
 		# Tests speak for other client addresses with X-Forwarded-For.
 		trusted_proxies static 127.0.0.1/32 ::1/128
+		%s
 	}
 	log {
 		level ERROR
 	}
 }
-`, adminPort, basePort, basePort+363)
+`, adminPort, basePort, basePort+363, servers)
+}
 
 // siteTemplate is one site serving the API and the pictures; %[1]s is its address, %[2]s
 // the messenger block, %[3]s the folder holding files/ and thumbs/.
@@ -250,7 +257,7 @@ func startEnv(t testing.TB, o options) *env {
 	if o.site != "" {
 		site = o.site
 	}
-	e.config = globalOptions + fmt.Sprintf(site, siteURL, block, e.files)
+	e.config = globalOptions(o.servers) + fmt.Sprintf(site, siteURL, block, e.files)
 	config := e.config
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment
