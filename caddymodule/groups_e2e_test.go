@@ -7,6 +7,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"maps"
 	"mime/multipart"
 	"net/http"
 	"net/url"
@@ -518,6 +519,36 @@ func TestGroupBadInput(t *testing.T) {
 	expectOK(t, a, "setgroup")
 	if a.str("members") != members(1, phoneA, phoneB, phoneC) {
 		t.Fatalf("JSON setgroup: %s", a.raw)
+	}
+}
+
+// TestSetGroupRemovesAtMesibo (issue 14, defect 6): members that setgroup drops leave
+// the group at mesibo too, whether mesibo's groupset replaces the member list or adds to
+// it (its documentation does not say which).
+func TestSetGroupRemovesAtMesibo(t *testing.T) {
+	for _, adds := range []bool{false, true} {
+		t.Run(fmt.Sprintf("groupset adds %v", adds), func(t *testing.T) {
+			e := startEnv(t, options{extra: roomy})
+			e.mesibo.GroupSetAdds(adds)
+			tok := e.login(form, "+"+phoneA, phoneA)
+			a := e.call(form, map[string]any{"op": "setgroup", "token": tok, "gid": 0, "name": "G", "m": phoneB + "," + phoneC})
+			expectOK(t, a, "setgroup")
+			gid := gidOf(t, a)
+			a = e.call(form, map[string]any{"op": "setgroup", "token": tok, "gid": gid, "m": phoneB})
+			expectOK(t, a, "setgroup")
+			want := members(1, phoneA, phoneB)
+			if a.str("members") != want {
+				t.Fatalf("setgroup answered %s, want members %s", a.raw, want)
+			}
+			local := slices.Sorted(maps.Keys(e.memberRoles(gid)))
+			remote := slices.Sorted(slices.Values(e.mesibo.Groups()[gid].Members))
+			if wantList := []string{phoneA, phoneB}; !slices.Equal(local, wantList) || !slices.Equal(remote, wantList) {
+				t.Errorf("members here %v, at mesibo %v; want %v in both", local, remote, wantList)
+			}
+			if edits := e.mesibo.CallsOf("groupeditmembers"); len(edits) != 1 || edits[0].Fields["m"] != phoneC || edits[0].Fields["delete"] != "1" {
+				t.Errorf("groupeditmembers calls %v, want one removing C", edits)
+			}
+		})
 	}
 }
 

@@ -132,8 +132,9 @@ func (gs *Groups) Create(ctx context.Context, creator string, setup Setup, now t
 // become the actor, setup's members and the owner (unless setup.KeepMembers): members
 // not among them are removed, new ones join as plain members, the others keep their
 // roles. The name (when not empty), type and photo (when set) are stored and ts bumped.
-// Mesibo gets the name and the whole list (groupset). notify's notification goes to the
-// members and the removed.
+// Mesibo gets the name and the whole list (groupset) and, for the removed members,
+// groupeditmembers with delete: its documentation does not say whether groupset with a
+// shorter list removes anyone. notify's notification goes to the members and the removed.
 func (gs *Groups) Change(ctx context.Context, gid int64, actor string, setup Setup, now time.Time, notify Notify) (store.Group, error) {
 	members, err := checkPhones(setup.Members)
 	if err != nil {
@@ -145,10 +146,15 @@ func (gs *Groups) Change(ctx context.Context, gid int64, actor string, setup Set
 			list = union(union([]string{actor}, members), owners(g))
 		}
 		added, removed := minus(list, g.Phones), minus(g.Phones, list)
-		restore := func(ctx context.Context) error { return gs.setAtMesibo(ctx, gid, g.Name, g.Phones) }
+		restore := func(ctx context.Context) error { return gs.setAtMesibo(ctx, gid, g.Name, g.Phones, added) }
 		name := cmp.Or(setup.Name, g.Name)
-		if err := gs.setAtMesibo(ctx, gid, name, list); err != nil {
+		if err := gs.setAtMesibo(ctx, gid, name, list, nil); err != nil {
 			return store.Group{}, err
+		}
+		if len(removed) > 0 {
+			if err := gs.editAtMesibo(ctx, gid, removed, true); err != nil {
+				return store.Group{}, gs.undo(ctx, err, restore)
+			}
 		}
 		edit := store.GroupEdit{GroupChange: store.GroupChange{Type: setup.Type, Photo: setup.Photo}, Add: added, Remove: removed}
 		if setup.Name != "" {
@@ -327,25 +333,29 @@ func (gs *Groups) locked(ctx context.Context, gid int64,
 	return do(ctx, lock, g)
 }
 
-// undo puts mesibo back after the local write failed with err, and returns err, saying
-// whether the undo failed too. The undo has its own time: err may be that the
+// undo puts mesibo back after a later step of a change failed with err, and returns
+// err, saying whether the undo failed too. The undo has its own time: err may be that the
 // change's ran out.
 func (gs *Groups) undo(ctx context.Context, err error, undo func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), changeTimeout)
 	defer cancel()
 	if uerr := undo(ctx); uerr != nil {
-		// Not wrapped: the caller must see a local failure, not a mesibo one.
+		// Not wrapped: the caller must see what failed first, not the undo.
 		return fmt.Errorf("%w (undoing the change at mesibo failed too, the copies differ: %v)", err, uerr)
 	}
 	return err
 }
 
-// setAtMesibo gives mesibo's group gid name and the member list.
-func (gs *Groups) setAtMesibo(ctx context.Context, gid int64, name string, list []string) error {
+// setAtMesibo gives mesibo's group gid name and the member list, and removes the phones
+// of removed, which groupset may have left in.
+func (gs *Groups) setAtMesibo(ctx context.Context, gid int64, name string, list, removed []string) error {
 	if err := gs.mesibo.GroupSet(ctx, mesiboclient.GroupRequest{GID: gid, Name: name, Members: list}); err != nil {
 		return &MesiboError{Op: "groupset", Err: err}
 	}
-	return nil
+	if len(removed) == 0 {
+		return nil
+	}
+	return gs.editAtMesibo(ctx, gid, removed, true)
 }
 
 // editAtMesibo adds phones to mesibo's group gid, or removes them.

@@ -441,6 +441,48 @@ func TestChangeKeepsRoles(t *testing.T) {
 	}
 }
 
+// TestSetGroupRemovesDroppedMembersAtMesibo (issue 14, defect 6): setgroup with a
+// shorter member list removes the dropped members at mesibo with groupeditmembers and
+// delete=1, whether mesibo's groupset replaces the member list or adds to it.
+func TestSetGroupRemovesDroppedMembersAtMesibo(t *testing.T) {
+	for _, mode := range []struct {
+		name string
+		adds bool
+	}{{"groupset replaces", false}, {"groupset adds", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.mesibo.GroupSetAdds(mode.adds)
+			ctx := ctxT(t)
+			g, err := e.groups.Create(ctx, owner, groups.Setup{Name: "G", Members: []string{adminB, memberC}}, now, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.groups.Change(ctx, g.GID, owner, groups.Setup{Members: []string{adminB}}, now, nil); err != nil {
+				t.Fatal(err)
+			}
+			want := sorted(owner, adminB)
+			if local, remote := e.local(g.GID), e.remote(g.GID); !slices.Equal(local, want) || !slices.Equal(remote, want) {
+				t.Errorf("members here %v, at mesibo %v; want %v in both", local, remote, want)
+			}
+			edits := e.mesibo.CallsOf("groupeditmembers")
+			if len(edits) != 1 || edits[0].Fields["m"] != memberC || edits[0].Fields["delete"] != "1" {
+				t.Errorf("groupeditmembers calls %v, want one removing C", edits)
+			}
+			// A change that drops nobody needs no removal.
+			if _, err := e.groups.Change(ctx, g.GID, owner, groups.Setup{Members: []string{adminB, memberD}}, now, nil); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(e.mesibo.CallsOf("groupeditmembers")); n != 1 {
+				t.Errorf("%d groupeditmembers calls after a setgroup that removed nobody, want still 1", n)
+			}
+			want = sorted(owner, adminB, memberD)
+			if local, remote := e.local(g.GID), e.remote(g.GID); !slices.Equal(local, want) || !slices.Equal(remote, want) {
+				t.Errorf("members here %v, at mesibo %v; want %v in both", local, remote, want)
+			}
+		})
+	}
+}
+
 // TestMesiboFailureChangesNothing: when mesibo refuses or fails a change, it is a
 // MesiboError and nothing changed, here or at mesibo.
 func TestMesiboFailureChangesNothing(t *testing.T) {
@@ -455,6 +497,10 @@ func TestMesiboFailureChangesNothing(t *testing.T) {
 		run      func() error
 	}{
 		{"setgroup", "groupset", func() error {
+			return second(e.groups.Change(ctx, gid, owner, groups.Setup{Name: "X", Members: []string{memberE}}, now, notify(owner, "x")))
+		}},
+		// groupset said yes, the removal no: groupset is undone.
+		{"setgroup removing", "groupeditmembers", func() error {
 			return second(e.groups.Change(ctx, gid, owner, groups.Setup{Name: "X", Members: []string{memberE}}, now, notify(owner, "x")))
 		}},
 		{"add", "groupeditmembers", func() error {
@@ -537,7 +583,7 @@ func TestLocalFailureUndoneAtMesibo(t *testing.T) {
 		t.Fatalf("a failed create changed rows:\nbefore %s\nafter %s", before, after)
 	}
 
-	for _, mode := range []bool{false} {
+	for _, mode := range []bool{false, true} {
 		e.mesibo.GroupSetAdds(mode)
 		g := e.team()
 		for _, tc := range []struct {
