@@ -315,7 +315,7 @@ func (gs *Groups) locked(ctx context.Context, gid int64,
 	do func(context.Context, *store.GroupLock, store.Group) (store.Group, error)) (store.Group, error) {
 	lock, err := gs.store.LockGroup(ctx, gid)
 	if errors.Is(err, store.ErrGroupBusy) {
-		return store.Group{}, fmt.Errorf("%w: %w", ErrBusy, err)
+		return store.Group{}, ErrBusy
 	}
 	if err != nil {
 		return store.Group{}, err
@@ -347,15 +347,15 @@ func (gs *Groups) undo(ctx context.Context, err error, undo func(context.Context
 }
 
 // setAtMesibo gives mesibo's group gid name and the member list, and removes the phones
-// of removed, which groupset may have left in.
-func (gs *Groups) setAtMesibo(ctx context.Context, gid int64, name string, list, removed []string) error {
+// of drop, which groupset may have left in.
+func (gs *Groups) setAtMesibo(ctx context.Context, gid int64, name string, list, drop []string) error {
 	if err := gs.mesibo.GroupSet(ctx, mesiboclient.GroupRequest{GID: gid, Name: name, Members: list}); err != nil {
 		return &MesiboError{Op: "groupset", Err: err}
 	}
-	if len(removed) == 0 {
+	if len(drop) == 0 {
 		return nil
 	}
-	return gs.editAtMesibo(ctx, gid, removed, true)
+	return gs.editAtMesibo(ctx, gid, drop, true)
 }
 
 // editAtMesibo adds phones to mesibo's group gid, or removes them.
