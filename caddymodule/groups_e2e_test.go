@@ -7,15 +7,18 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"maps"
 	"mime/multipart"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/caddy-messenger/messenger/internal/testenv"
 	"github.com/caddy-messenger/messenger/mesiboclient/mesibotest"
 )
 
@@ -76,24 +79,7 @@ func (e *env) callWithFile(fields map[string]string, part, filename string, data
 }
 
 // memberRoles reads the members rows of gid: phone → role.
-func (e *env) memberRoles(gid int64) map[string]int {
-	e.t.Helper()
-	rows, err := e.db.Query("SELECT phone, role FROM members WHERE gid = ?", gid)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var p string
-		var r int
-		if err := rows.Scan(&p, &r); err != nil {
-			e.t.Fatal(err)
-		}
-		out[p] = r
-	}
-	return out
-}
+func (e *env) memberRoles(gid int64) map[string]int { return testenv.MemberRoles(e.t, e.db, gid) }
 
 // syncedGroup runs a delta sync (getcontacts without phones, from since) for token and
 // returns the record of group gid in it, or nil.
@@ -542,4 +528,153 @@ func TestGroupBadInput(t *testing.T) {
 	if a.str("members") != members(1, phoneA, phoneB, phoneC) {
 		t.Fatalf("JSON setgroup: %s", a.raw)
 	}
+}
+
+// TestSetGroupRemovesAtMesibo (issue 14, defect 6): members that setgroup drops leave
+// the group at mesibo too, whether mesibo's groupset replaces the member list or adds to
+// it (its documentation does not say which).
+func TestSetGroupRemovesAtMesibo(t *testing.T) {
+	for _, adds := range []bool{false, true} {
+		t.Run(fmt.Sprintf("groupset adds %v", adds), func(t *testing.T) {
+			e := startEnv(t, options{extra: roomy})
+			e.mesibo.GroupSetAdds(adds)
+			tok := e.login(form, "+"+phoneA, phoneA)
+			a := e.call(form, map[string]any{"op": "setgroup", "token": tok, "gid": 0, "name": "G", "m": phoneB + "," + phoneC})
+			expectOK(t, a, "setgroup")
+			gid := gidOf(t, a)
+			a = e.call(form, map[string]any{"op": "setgroup", "token": tok, "gid": gid, "m": phoneB})
+			expectOK(t, a, "setgroup")
+			want := members(1, phoneA, phoneB)
+			if a.str("members") != want {
+				t.Fatalf("setgroup answered %s, want members %s", a.raw, want)
+			}
+			local := slices.Sorted(maps.Keys(e.memberRoles(gid)))
+			remote := slices.Sorted(slices.Values(e.mesibo.Groups()[gid].Members))
+			if wantList := []string{phoneA, phoneB}; !slices.Equal(local, wantList) || !slices.Equal(remote, wantList) {
+				t.Errorf("members here %v, at mesibo %v; want %v in both", local, remote, wantList)
+			}
+			if edits := e.mesibo.CallsOf("groupeditmembers"); len(edits) != 1 || edits[0].Fields["m"] != phoneC || edits[0].Fields["delete"] != "1" {
+				t.Errorf("groupeditmembers calls %v, want one removing C", edits)
+			}
+		})
+	}
+}
+
+// TestGroupBurstLeavesOthersAlone (issue 14, defect 4): while 50 editmembers on one group
+// queue behind a slow mesibo, another user's profile and getcontacts keep answering OK at
+// their usual latency, and the group ends the same here and at mesibo, holding exactly
+// the members whose change was answered OK.
+func TestGroupBurstLeavesOthersAlone(t *testing.T) {
+	e := startEnv(t, options{extra: roomy + "\n\t\top_timeout 5s"})
+	tokA := e.login(form, "+"+phoneA, phoneA)
+	tokB := e.login(form, "+"+phoneB, phoneB)
+	expectOK(t, e.call(form, map[string]any{"op": "getcontacts", "token": tokB, "phones": phoneA}), "getcontacts")
+	a := e.call(form, map[string]any{"op": "setgroup", "token": tokA, "name": "Busy", "m": phoneC})
+	expectOK(t, a, "setgroup")
+	gid := gidOf(t, a)
+	e.mesibo.FailAll("groupeditmembers", mesibotest.Failure{Delay: 500 * time.Millisecond})
+
+	const burst = 50
+	type result struct {
+		phone, code string
+		err         error
+	}
+	results := make(chan result, burst)
+	var wg sync.WaitGroup
+	for i := range burst {
+		p := fmt.Sprintf("9198123457%02d", i)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body, _, err := e.post(map[string]any{"op": "editmembers", "token": tokA, "gid": gid, "m": p})
+			results <- result{p, fmt.Sprint(body["error"]), err}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+
+	// B works on while the burst runs: every answer OK, none slow. Usual latency is
+	// milliseconds; the bound is generous for a loaded test machine.
+	const slow = 2500 * time.Millisecond
+	var worst time.Duration
+	calls, failed, slowCalls := 0, 0, 0
+	start := time.Now()
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		for _, fields := range []map[string]any{
+			{"op": "profile", "token": tokB, "name": fmt.Sprintf("B %d", calls)},
+			{"op": "getcontacts", "token": tokB, "ts": 0},
+		} {
+			body, took, err := e.post(fields)
+			calls++
+			worst = max(worst, took)
+			if took > slow {
+				slowCalls++
+			}
+			if err != nil || body["result"] != "OK" {
+				failed++
+				t.Errorf("%s during the burst: %v %v after %s", fields["op"], body, err, took)
+			}
+		}
+	}
+	t.Logf("the burst took %s; another user's %d calls meanwhile: %d failed, %d over %s, the slowest %s",
+		time.Since(start).Round(time.Millisecond), calls, failed, slowCalls, slow, worst)
+	if worst > slow {
+		t.Errorf("another user's call took %s during the burst, want under %s", worst, slow)
+	}
+
+	close(results)
+	want := []string{phoneA, phoneC}
+	codes := map[string]int{}
+	for r := range results {
+		if r.err != nil {
+			t.Fatalf("editmembers %s: %v", r.phone, r.err)
+		}
+		codes[r.code]++
+		if r.code == "<nil>" {
+			want = append(want, r.phone)
+		}
+	}
+	t.Logf("editmembers answers: %v", codes)
+	for code := range codes {
+		if code != "<nil>" && code != "TEMPFAIL" {
+			t.Errorf("editmembers answered %s %d times; want OK, or TEMPFAIL for a change that did not get its turn", code, codes[code])
+		}
+	}
+	slices.Sort(want)
+	var local []string
+	for p := range e.memberRoles(gid) {
+		local = append(local, p)
+	}
+	slices.Sort(local)
+	remote := slices.Sorted(slices.Values(e.mesibo.Groups()[gid].Members))
+	if !slices.Equal(local, want) || !slices.Equal(remote, want) {
+		t.Errorf("after the burst: members here %v,\nat mesibo %v,\nwant those answered OK %v", local, remote, want)
+	}
+}
+
+// patientClient waits for answers longer than any op may take, so that slow answers are
+// measured rather than cut.
+var patientClient = &http.Client{Timeout: time.Minute}
+
+// post sends fields as a form from any goroutine and returns the decoded answer and how
+// long it took.
+func (e *env) post(fields map[string]any) (map[string]any, time.Duration, error) {
+	flat := url.Values{}
+	for k, v := range fields {
+		flat.Set(k, fmt.Sprint(v))
+	}
+	start := time.Now()
+	resp, err := patientClient.PostForm(apiURL, flat)
+	if err != nil {
+		return nil, time.Since(start), err
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	return body, time.Since(start), err
 }

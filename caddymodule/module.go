@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	_ "github.com/caddy-messenger/messenger/authenticators" // the login methods
+	"github.com/caddy-messenger/messenger/groups"
 	"github.com/caddy-messenger/messenger/handlers"
 	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/metrics"
@@ -275,6 +276,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		},
 		Store:    deps.store,
 		Mesibo:   deps.mesibo,
+		Groups:   groups.New(deps.store, deps.mesibo),
 		Codes:    deps.codes,
 		Limiter:  deps.limiter,
 		Sender:   sender,

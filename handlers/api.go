@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/caddy-messenger/messenger/groups"
 	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/mesiboclient"
 	"github.com/caddy-messenger/messenger/metrics"
@@ -95,6 +96,7 @@ type API struct {
 	Config  Config
 	Store   *store.Store
 	Mesibo  *mesiboclient.Client
+	Groups  *groups.Groups
 	Codes   otp.Codes
 	Limiter *ratelimit.Limiter
 	Sender  otp.Sender

@@ -8,22 +8,24 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/groups"
 	"github.com/caddy-messenger/messenger/phone"
 	"github.com/caddy-messenger/messenger/store"
 )
 
 // The group ops (PROTOCOL.md §3: setgroup, getgroup, editmembers, setadmin, delgroup).
 // Authorisation, the member rules and the order of the local and the mesibo writes are the
-// store's (store/groupedit.go); here requests are read, phones normalised, and errors
-// turned into the codes the apps know:
+// groups package's; here requests are read, phones normalised, and errors turned into the
+// codes the apps know:
 //
 //   - gid missing (or members missing where required), or a member that is not a valid
 //     phone number: MISSINGPARA (errmsg names the number);
 //   - no such group, caller not an admin/owner where that is needed, or not a member for
 //     delgroup: BADGROUP; getgroup by a non-member (or of a missing group): NOTMEMBER;
 //   - mesibo refused the change: BADGROUP (or BADAPP when it refused the app token);
-//     mesibo unreachable: BADAPP. Nothing was changed locally in either case.
+//     mesibo unreachable: BADAPP. Nothing was changed locally in either case;
+//   - other changes of the group were ahead and the request's time (op_timeout) ran
+//     out before its turn: TEMPFAIL. Nothing was changed.
 //
 // An admin asking to remove or demote the owner is not refused: the owner is skipped and
 // the answer is OK with the members as they are (a no-op when the owner was the only one
@@ -59,7 +61,7 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 	if resp != nil {
 		return resp
 	}
-	setup := store.GroupSetup{Name: name, Members: members, KeepMembers: gid > 0 && !req.Sent("m")}
+	setup := groups.Setup{Name: name, Members: members, KeepMembers: gid > 0 && !req.Sent("m")}
 	if req.Sent("type") {
 		typ := req.Int("type")
 		if typ < 0 || typ > 255 {
@@ -78,9 +80,9 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 	var g store.Group
 	var err error
 	if gid == 0 {
-		g, err = a.Store.CreateGroup(ctx, c.caller.Phone, setup, c.now, a.groupService(), compose)
+		g, err = a.Groups.Create(ctx, c.caller.Phone, setup, c.now, compose)
 	} else {
-		g, err = a.Store.ChangeGroup(ctx, gid, c.caller.Phone, setup, c.now, a.groupService(), compose)
+		g, err = a.Groups.Change(ctx, gid, c.caller.Phone, setup, c.now, compose)
 	}
 	if resp := a.groupFailure(ctx, "setgroup", c, err); resp != nil {
 		a.discardPicture(photo)
@@ -101,16 +103,14 @@ func (a *API) getGroup(ctx context.Context, c *call) *Response {
 	if resp != nil {
 		return resp
 	}
-	g, role, err := a.Store.GroupFor(ctx, gid, c.caller.Phone)
+	g, err := a.Groups.Get(ctx, gid, c.caller.Phone)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		// As for a non-member: a stranger learns nothing about which groups exist.
+	case errors.Is(err, groups.ErrNoGroup), errors.Is(err, groups.ErrNotMember):
+		// The same for both: a stranger learns nothing about which groups exist.
 		return fail("getgroup", c.now, CodeNotMember, "")
 	case err != nil:
 		a.logError(ctx, "getgroup failed", zap.Error(err))
 		return fail("getgroup", c.now, CodeDBError, "")
-	case role == store.NotMember:
-		return fail("getgroup", c.now, CodeNotMember, "")
 	}
 	answer := a.groupAnswer("getgroup", c, g)
 	answer.Body["name"] = g.Name
@@ -133,7 +133,7 @@ func (a *API) editMembers(ctx context.Context, c *call) *Response {
 	if remove {
 		subject = subjectSilent
 	}
-	g, err := a.Store.EditMembers(ctx, gid, c.caller.Phone, phones, remove, c.now, a.groupService(), a.groupNotification(c.caller.Phone, subject))
+	g, err := a.Groups.EditMembers(ctx, gid, c.caller.Phone, phones, remove, c.now, a.groupNotification(c.caller.Phone, subject))
 	if resp := a.groupFailure(ctx, "editmembers", c, err); resp != nil {
 		return resp
 	}
@@ -149,7 +149,7 @@ func (a *API) setAdmin(ctx context.Context, c *call) *Response {
 	if resp != nil {
 		return resp
 	}
-	g, err := a.Store.SetAdmin(ctx, gid, c.caller.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(c.caller.Phone, subjectSilent))
+	g, err := a.Groups.SetAdmin(ctx, gid, c.caller.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(c.caller.Phone, subjectSilent))
 	if resp := a.groupFailure(ctx, "setadmin", c, err); resp != nil {
 		return resp
 	}
@@ -163,8 +163,9 @@ func (a *API) delGroup(ctx context.Context, c *call) *Response {
 	if resp != nil {
 		return resp
 	}
-	// The store decides between deleting and leaving. A deleted group is notified as a
-	// group without members ("0:"); after a leave the remaining members are told silently.
+	// The groups package decides between deleting and leaving. A deleted group is
+	// notified as a group without members ("0:"); after a leave the remaining members
+	// are told silently.
 	deleted := a.groupNotification(c.caller.Phone, subjectGroupDeleted)
 	left := a.groupNotification(c.caller.Phone, subjectSilent)
 	compose := func(g store.Group) store.Notification {
@@ -173,7 +174,7 @@ func (a *API) delGroup(ctx context.Context, c *call) *Response {
 		}
 		return left(g)
 	}
-	_, _, err := a.Store.DeleteOrLeave(ctx, gid, c.caller.Phone, c.now, a.groupService(), compose)
+	_, _, err := a.Groups.DeleteOrLeave(ctx, gid, c.caller.Phone, c.now, compose)
 	if resp := a.groupFailure(ctx, "delgroup", c, err); resp != nil {
 		return resp
 	}
@@ -247,17 +248,19 @@ func (a *API) memberPhones(op string, c *call, raw []string) ([]string, *Respons
 	return phones, nil
 }
 
-// groupFailure maps a store error of a group op to its answer; nil when err is nil.
+// groupFailure maps an error of a group op to its answer; nil when err is nil.
 func (a *API) groupFailure(ctx context.Context, op string, c *call, err error) *Response {
-	var svc *store.ServiceError
+	var mesiboErr *groups.MesiboError
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotAdmin), errors.Is(err, store.ErrNotGroupMember):
+	case errors.Is(err, groups.ErrNoGroup), errors.Is(err, groups.ErrNotAdmin), errors.Is(err, groups.ErrNotMember):
 		return fail(op, c.now, CodeBadGroup, "")
-	case errors.Is(err, store.ErrBadPhone):
+	case errors.Is(err, groups.ErrBadPhone):
 		return fail(op, c.now, CodeMissingPara, "")
-	case errors.As(err, &svc):
+	case errors.Is(err, groups.ErrBusy):
+		return tempFail(op, c.now, "The group is busy with other changes. Please try again.")
+	case errors.As(err, &mesiboErr):
 		a.logError(ctx, "mesibo group call failed", zap.String("op", op), zap.Error(err))
 		if requestRefused(err) {
 			return fail(op, c.now, CodeBadGroup, "The messaging service refused the change.")
@@ -266,37 +269,6 @@ func (a *API) groupFailure(ctx context.Context, op string, c *call, err error) *
 	}
 	a.logError(ctx, op+" failed", zap.Error(err))
 	return fail(op, c.now, CodeDBError, "")
-}
-
-// groupService is mesibo as the store's GroupService.
-func (a *API) groupService() store.GroupService { return mesiboGroups{a.Mesibo} }
-
-// mesiboGroups is mesibo's side of the group ops.
-type mesiboGroups struct{ c *mesiboclient.Client }
-
-var _ store.GroupService = mesiboGroups{}
-
-func (m mesiboGroups) CreateGroup(ctx context.Context, name string, members []string) (int64, error) {
-	return m.c.GroupAdd(ctx, mesiboclient.GroupRequest{Name: name, Members: members})
-}
-
-func (m mesiboGroups) SetGroup(ctx context.Context, gid int64, name string, members []string) error {
-	return m.c.GroupSet(ctx, mesiboclient.GroupRequest{GID: gid, Name: name, Members: members})
-}
-
-func (m mesiboGroups) EditMembers(ctx context.Context, gid int64, members []string, remove bool) error {
-	return m.c.GroupEditMembers(ctx, gid, members, remove)
-}
-
-// DeleteGroup treats "no such group" as done: a group mesibo no longer has must still be
-// deletable here.
-func (m mesiboGroups) DeleteGroup(ctx context.Context, gid int64) error {
-	err := m.c.GroupDelete(ctx, gid)
-	var refused *mesiboclient.RefusedError
-	if errors.As(err, &refused) && refused.Code == CodeBadGroup {
-		return nil
-	}
-	return err
 }
 
 // unescapeOnce URL-decodes s once; s stays as it is when it is not valid URL encoding.

@@ -66,13 +66,9 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 
 // changeGroup applies change to a group the caller administers and notifies its members.
 func (a *API) changeGroup(op string, ctx context.Context, c *call, gid int64, change store.GroupChange, subject string) (store.Group, *Response) {
-	g, err := a.Store.UpdateGroupInfo(ctx, gid, c.caller.Phone, change, c.now, a.groupNotification(c.caller.Phone, subject))
-	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrNotAdmin):
-		return g, fail(op, c.now, CodeBadGroup, "")
-	case err != nil:
-		a.logError(ctx, op+" failed", zap.Error(err))
-		return g, fail(op, c.now, CodeDBError, "")
+	g, err := a.Groups.SetInfo(ctx, gid, c.caller.Phone, change, c.now, a.groupNotification(c.caller.Phone, subject))
+	if resp := a.groupFailure(ctx, op, c, err); resp != nil {
+		return g, resp
 	}
 	a.wake()
 	return g, nil

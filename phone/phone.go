@@ -21,6 +21,25 @@ type Number struct {
 	CC int
 }
 
+// The lengths of an international number's digits: E.164 allows at most 15; shorter than
+// 7 is no subscriber's number.
+const (
+	minDigits = 7
+	maxDigits = 15
+)
+
+// IsDigits reports whether s is already a number in this package's form: international
+// digits, no leading zero, of a possible length. It does not consult the numbering plan,
+// as Lenient does not.
+func IsDigits(s string) bool {
+	return possibleLength(s) && s[0] != '0' && allDigits(s) == s
+}
+
+// possibleLength reports whether digits are as many as an international number has.
+func possibleLength(digits string) bool {
+	return len(digits) >= minDigits && len(digits) <= maxDigits
+}
+
 // Digits strips everything but digits from s, then leading zeros, so "+91 98123-45678",
 // "0091 9812345678" and "919812345678" all become "919812345678".
 func Digits(s string) string { return strings.TrimLeft(allDigits(s), "0") }
@@ -41,7 +60,7 @@ func allDigits(s string) string {
 // its country.
 func Parse(s string) (Number, error) {
 	digits := Digits(s)
-	if len(digits) < 7 || len(digits) > 15 {
+	if !possibleLength(digits) {
 		return Number{}, ErrInvalid
 	}
 	return valid(phonenumbers.Parse("+"+digits, ""))
@@ -66,7 +85,7 @@ func Lenient(s string) (Number, error) {
 		return n, nil
 	}
 	digits := Digits(s)
-	if len(digits) < 7 || len(digits) > 15 {
+	if !possibleLength(digits) {
 		return Number{}, ErrInvalid
 	}
 	n := Number{Digits: digits}

@@ -69,3 +69,29 @@ func TestParseContact(t *testing.T) {
 		t.Error("a national number without the uploader's country was accepted")
 	}
 }
+
+func TestIsDigits(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{"919812345678", true},
+		{"15550100999", true}, // fictional, as review numbers are
+		{"1234567", true},
+		{"123456789012345", true},
+		{"123456", false},
+		{"1234567890123456", false},
+		{"0919812345678", false},
+		{"+919812345678", false},
+		{"91 9812345678", false},
+		{"1) OR 1=1 --", false},
+		{"９１９８１２３４５６７８", false}, // full-width digits
+		{"", false},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			if got := IsDigits(tc.in); got != tc.want {
+				t.Errorf("IsDigits(%q) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}

@@ -52,8 +52,10 @@ func populatedEmbedded(t *testing.T) *store.Store {
 		}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.CreateGroup(ctx, "919800000101", store.GroupSetup{Name: "Team", Members: []string{"919800000102", "919800000103"}},
-		now, newFakeGroups(), func(g store.Group) store.Notification { return store.Notification{From: "100", Body: []byte("{}")} }); err != nil {
+	if _, err := s.InsertGroup(ctx, store.NewGroup{GID: 7001, Name: "Team", Owner: "919800000101", Members: []string{"919800000102", "919800000103"}},
+		now, func(g store.Group) store.Notification {
+			return store.Notification{From: "100", To: g.Phones, Body: []byte("{}")}
+		}); err != nil {
 		t.Fatal(err)
 	}
 	return s

@@ -4,12 +4,10 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // Member roles (PROTOCOL.md §3).
@@ -33,6 +31,17 @@ type Group struct {
 	Members string
 	// Phones are the member phones in the same order.
 	Phones []string
+	// Roles maps each member phone to its role. Only a read of the one group fills it
+	// (Store.Group, GroupLock), not the records of a sync.
+	Roles map[string]int
+}
+
+// Role is phone's role in g, NotMember if none. g must come from a read that fills Roles.
+func (g Group) Role(phone string) int {
+	if r, ok := g.Roles[phone]; ok {
+		return r
+	}
+	return NotMember
 }
 
 // addMembers fills in the member lists of groups, in one query whatever their number.
@@ -94,16 +103,6 @@ func (m memberList) phones() []string {
 	return out
 }
 
-// role is phone's role, or NotMember.
-func (m memberList) role(phone string) int {
-	for _, x := range m.members {
-		if x.phone == phone {
-			return x.role
-		}
-	}
-	return NotMember
-}
-
 // String is the protocol's "ADMINCOUNT:PHONE,..." form; "0:" for no members.
 func (m memberList) String() string {
 	return strconv.Itoa(m.admins) + ":" + strings.Join(m.phones(), ",")
@@ -142,18 +141,18 @@ func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]*membe
 	return lists, nil
 }
 
-// GroupFor returns group gid with its members, and the role phone has in it (NotMember
-// if none). A missing group is ErrNotFound.
-func (s *Store) GroupFor(ctx context.Context, gid int64, phone string) (Group, int, error) {
-	return groupFor(ctx, s.fixed, gid, phone)
+// Group returns group gid with its members and their roles. A missing group is
+// ErrNotFound.
+func (s *Store) Group(ctx context.Context, gid int64) (Group, error) {
+	return groupFor(ctx, s.fixed, gid)
 }
 
-// groupFor reads a group and its members inside q, in one query, with phone's role.
-func groupFor(ctx context.Context, q querier, gid int64, phone string) (Group, int, error) {
+// groupFor reads a group and its members inside q, in one query.
+func groupFor(ctx context.Context, q querier, gid int64) (Group, error) {
 	rows, err := q.QueryContext(ctx, "SELECT COALESCE(g.name, ''), COALESCE(g.photo, ''), g.type, COALESCE(g.ts, 0), m.phone, COALESCE(m.role, 0)"+
 		" FROM `groups` g LEFT JOIN members m ON m.gid = g.gid WHERE g.gid = ?", gid)
 	if err != nil {
-		return Group{}, NotMember, fmt.Errorf("store: group: %w", err)
+		return Group{}, fmt.Errorf("store: group: %w", err)
 	}
 	defer rows.Close()
 	g := Group{GID: gid}
@@ -163,7 +162,7 @@ func groupFor(ctx context.Context, q querier, gid int64, phone string) (Group, i
 		var phone sql.NullString // NULL: a group without members
 		var role int
 		if err := rows.Scan(&g.Name, &g.Photo, &g.Type, &g.TS, &phone, &role); err != nil {
-			return Group{}, NotMember, fmt.Errorf("store: group: %w", err)
+			return Group{}, fmt.Errorf("store: group: %w", err)
 		}
 		found = true
 		if phone.Valid {
@@ -171,58 +170,16 @@ func groupFor(ctx context.Context, q querier, gid int64, phone string) (Group, i
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return Group{}, NotMember, fmt.Errorf("store: group: %w", err)
+		return Group{}, fmt.Errorf("store: group: %w", err)
 	}
 	if !found {
-		return Group{}, NotMember, ErrNotFound
+		return Group{}, ErrNotFound
 	}
 	list.sort()
 	g.Members, g.Phones = list.String(), list.phones()
-	return g, list.role(phone), nil
-}
-
-// GroupChange is what a profile or upload op sets on a group; nil fields stay.
-type GroupChange struct {
-	Name  *string
-	Photo *string
-}
-
-// ErrNotAdmin means the acting phone is neither an admin nor the owner of the group (or
-// not in it at all).
-var ErrNotAdmin = errors.New("not a group admin")
-
-// UpdateGroupInfo applies change to group gid if actor is an admin or its owner, bumps
-// its ts and queues compose's notification to the members, in one transaction with the
-// group row locked. A missing group is ErrNotFound; a plain member or stranger ErrNotAdmin.
-func (s *Store) UpdateGroupInfo(ctx context.Context, gid int64, actor string, change GroupChange, now time.Time,
-	compose func(Group) Notification) (Group, error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return Group{}, fmt.Errorf("store: update group: %w", err)
-	}
-	defer tx.Rollback()
-	current, err := lockGroup(ctx, tx, gid)
-	if err != nil {
-		return Group{}, err
-	}
-	if current.role(actor) < RoleAdmin {
-		return Group{}, ErrNotAdmin
-	}
-	if _, err := tx.ExecContext(ctx, "UPDATE `groups` SET name = COALESCE(?, name), photo = COALESCE(?, photo), ts = ? WHERE gid = ?",
-		change.Name, change.Photo, nextTS(current.TS, now), gid); err != nil {
-		return Group{}, fmt.Errorf("store: update group: %w", err)
-	}
-	g, _, err := groupFor(ctx, tx, gid, actor)
-	if err != nil {
-		return Group{}, err
-	}
-	if compose != nil {
-		if err := enqueue(ctx, tx, compose(g), now); err != nil {
-			return Group{}, err
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return Group{}, fmt.Errorf("store: update group: %w", err)
+	g.Roles = make(map[string]int, len(list.members))
+	for _, m := range list.members {
+		g.Roles[m.phone] = m.role
 	}
 	return g, nil
 }

@@ -26,8 +26,8 @@ import (
 // start, so write transactions run one after another; that serialises the store's
 // read-modify-write changes as MySQL's row locks (SELECT ... FOR UPDATE) do, only more
 // coarsely, and SKIP LOCKED has nothing to skip. Reads outside transactions go on
-// beside a writer (WAL). A group change holds the write lock while mesibo answers, so
-// other writes wait for it (at most busy_timeout); reads do not.
+// beside a writer (WAL). A group change asks mesibo outside any transaction, in its
+// group's turn (grouplock.go), so no write waits for mesibo.
 
 // sqliteRewrites maps MySQL forms to SQLite's. The longer " FOR UPDATE SKIP LOCKED" comes
 // first: a Replacer tries its pairs in argument order at each position.

@@ -37,6 +37,10 @@ type Store struct {
 	// migrate brings the schema up to date, in the database's own dialect.
 	migrate  func(ctx context.Context) error
 	embedded bool
+	// groupLocks serialises the changes of each group (grouplock.go); lockPrefix names
+	// this database in the MySQL named locks.
+	groupLocks groupLocks
+	lockPrefix string
 
 	migrateMu sync.Mutex
 	migrated  atomic.Bool
@@ -83,6 +87,7 @@ func (s *Store) LimitConnections(n int) {
 	}
 	s.db.SetMaxOpenConns(n)
 	s.db.SetMaxIdleConns(n)
+	s.groupLocks.setConnBound(n)
 }
 
 // Embedded reports whether this is the single-instance SQLite store.
@@ -120,7 +125,10 @@ func openMySQL(dsn string) (*Store, error) {
 	db.SetMaxOpenConns(DefaultMaxConns)
 	db.SetMaxIdleConns(DefaultMaxConns)
 	db.SetConnMaxLifetime(30 * time.Minute)
-	return &Store{db: db, fixed: &prepared{db: db}, migrate: func(ctx context.Context) error { return migrateMySQL(ctx, cfg) }}, nil
+	s := &Store{db: db, fixed: &prepared{db: db}, migrate: func(ctx context.Context) error { return migrateMySQL(ctx, cfg) },
+		lockPrefix: lockPrefix(cfg.DBName)}
+	s.groupLocks.setConnBound(DefaultMaxConns)
+	return s, nil
 }
 
 // Close closes the pool.

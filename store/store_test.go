@@ -1134,17 +1134,13 @@ func TestSyncSince(t *testing.T) {
 	if err := s.SaveContacts(ctx, 41, book, false); err != nil {
 		t.Fatal(err)
 	}
-	svc := newFakeGroups()
-	for _, g := range []struct {
-		creator string
-		members []string
-		ts      int64
-	}{
-		{me, []string{phoneOf(42)}, 150},             // 7001
-		{phoneOf(42), []string{me, phoneOf(43)}, 50}, // 7002
-		{phoneOf(44), []string{phoneOf(45)}, 400},    // 7003, without the caller
+	for _, g := range []store.NewGroup{
+		{GID: 7001, Name: "G", Owner: me, Members: []string{phoneOf(42)}},
+		{GID: 7002, Name: "G", Owner: phoneOf(42), Members: []string{me, phoneOf(43)}},
+		{GID: 7003, Name: "G", Owner: phoneOf(44), Members: []string{phoneOf(45)}}, // without the caller
 	} {
-		if _, err := s.CreateGroup(ctx, g.creator, store.GroupSetup{Name: "G", Members: g.members}, time.Unix(g.ts, 0), svc, nil); err != nil {
+		ts := map[int64]int64{7001: 150, 7002: 50, 7003: 400}[g.GID]
+		if _, err := s.InsertGroup(ctx, g, time.Unix(ts, 0), nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -186,3 +186,26 @@ func Dump(t testing.TB, db *sql.DB, query string) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// MemberRoles reads the members rows of group gid: phone → role.
+func MemberRoles(t testing.TB, db *sql.DB, gid int64) map[string]int {
+	t.Helper()
+	rows, err := db.Query("SELECT phone, role FROM members WHERE gid = ?", gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var p string
+		var r int
+		if err := rows.Scan(&p, &r); err != nil {
+			t.Fatal(err)
+		}
+		out[p] = r
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}

@@ -37,6 +37,8 @@ type Server struct {
 	nextUID  int64
 	nextGID  int64
 	nextMID  int64
+	// groupSetAdds: groupset adds its members rather than replacing the list.
+	groupSetAdds bool
 }
 
 // Call is one request as the fake received it.
@@ -170,6 +172,15 @@ func (s *Server) Reset() {
 	defer s.mu.Unlock()
 	s.failNext = nil
 	s.failAll = map[string]Failure{}
+}
+
+// GroupSetAdds makes groupset add the members it lists to the group's members (adds
+// set) instead of replacing them with the list (the default). Mesibo's documentation
+// does not say which it does, so clients are tested against both.
+func (s *Server) GroupSetAdds(adds bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.groupSetAdds = adds
 }
 
 // ForgetUsers loses every user and starts uids again from the first, as a messaging
@@ -428,7 +439,9 @@ func (s *Server) handle(q request) map[string]any {
 			if _, has := q.lookup("flag", "flag"); has {
 				g.Flag = int(q.int("flag", "flag"))
 			}
-			if m, has := q.lookup("m", "m"); has {
+			if m, has := q.lookup("m", "m"); has && s.groupSetAdds {
+				g.Members = addMembers(g.Members, members(m))
+			} else if has {
 				g.Members = members(m)
 			}
 		case "groupeditmembers":
@@ -436,11 +449,7 @@ func (s *Server) handle(q request) map[string]any {
 			if q.isTrue("delete", "delete") {
 				g.Members = slices.DeleteFunc(g.Members, func(a string) bool { return slices.Contains(edit, a) })
 			} else {
-				for _, a := range edit {
-					if !slices.Contains(g.Members, a) {
-						g.Members = append(g.Members, a)
-					}
-				}
+				g.Members = addMembers(g.Members, edit)
 			}
 		}
 		s.groups[gid] = g
@@ -448,6 +457,16 @@ func (s *Server) handle(q request) map[string]any {
 		return refuse(q.Op, "BADOP")
 	}
 	return ok
+}
+
+// addMembers is list with the addresses of add that it lacks appended.
+func addMembers(list, add []string) []string {
+	for _, a := range add {
+		if !slices.Contains(list, a) {
+			list = append(list, a)
+		}
+	}
+	return list
 }
 
 func refuse(op, code string) map[string]any {

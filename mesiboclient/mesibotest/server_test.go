@@ -118,3 +118,30 @@ func TestConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupSetModes: groupset replaces the member list, or with GroupSetAdds adds to it;
+// groupeditmembers with delete removes either way.
+func TestGroupSetModes(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		adds     bool
+		afterSet string
+	}{
+		{"replaces", false, "[b]"},
+		{"adds", true, "[a c b]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mesibotest.NewServer(t, "app")
+			s.GroupSetAdds(tc.adds)
+			form(t, s, url.Values{"op": {"groupadd"}, "token": {"app"}, "name": {"g"}, "m": {"a,c"}})
+			form(t, s, url.Values{"op": {"groupset"}, "token": {"app"}, "gid": {"5001"}, "m": {"b"}})
+			if got := fmt.Sprint(s.Groups()[5001].Members); got != tc.afterSet {
+				t.Errorf("after groupset: %s, want %s", got, tc.afterSet)
+			}
+			form(t, s, url.Values{"op": {"groupeditmembers"}, "token": {"app"}, "gid": {"5001"}, "m": {"a,c"}, "delete": {"1"}})
+			if got := fmt.Sprint(s.Groups()[5001].Members); got != "[b]" {
+				t.Errorf("after groupeditmembers delete: %s, want [b]", got)
+			}
+		})
+	}
+}
