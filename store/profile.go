@@ -68,8 +68,15 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 }
 
 // setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.
-// COALESCE keeps a column whose new value is NULL (not sent).
-const setProfile = `SET name = COALESCE(?, name), status = COALESCE(?, status), photo = COALESCE(?, photo), ts = ?`
+// COALESCE keeps a column whose new value is NULL (not sent). ts is nextUserTS.
+const setProfile = `SET name = COALESCE(?, name), status = COALESCE(?, status), photo = COALESCE(?, photo), ` + nextUserTS
+
+// nextUserTS sets a user's ts for a change at the bound time: that second, but always
+// past the stored ts, so that every change of a user, however many in one second, has
+// a ts of its own, growing with the order of the changes (PROTOCOL.md §4). It is
+// computed in the statement that writes the row, so concurrent changes of one user
+// never share one.
+const nextUserTS = `ts = GREATEST(?, COALESCE(ts, 0) + 1)`
 
 func setProfileArgs(change ProfileChange, now time.Time, more ...any) []any {
 	return append([]any{change.Name, change.Status, change.Photo, now.Unix()}, more...)
@@ -132,7 +139,7 @@ func (change ProfileChange) appliedTo(u User, now time.Time) User {
 	if change.Photo != nil {
 		u.Photo = *change.Photo
 	}
-	u.TS = now.Unix()
+	u.TS = nextTS(u.TS, now) // as nextUserTS computes it from the row as read
 	return u
 }
 

@@ -99,7 +99,8 @@ func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notif
 // upsertUser stores l's user and reports whether it is new. The phone is unique: a
 // number that mesibo gave a new uid keeps its row and profile. One upsert, which locks
 // the row exclusively at once (an INSERT IGNORE then UPDATE would take a shared lock
-// first, and two logins of one number deadlock upgrading it).
+// first, and two logins of one number deadlock upgrading it). A known user's ts grows as
+// with every change (nextUserTS), never back.
 func (s *Store) upsertUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) {
 	// MySQL tells an insert by its affected-row count (1; an update counts 2, no change
 	// 0). SQLite counts 1 for both, but runs one write transaction at a time, so a look
@@ -111,7 +112,7 @@ func (s *Store) upsertUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool
 		}
 	}
 	res, err := tx.ExecContext(ctx, `INSERT INTO users (uid, phone, cc, ts, name) VALUES (?, ?, ?, ?, NULLIF(?, ''))
-		ON DUPLICATE KEY UPDATE uid = VALUES(uid), cc = VALUES(cc), ts = VALUES(ts),
+		ON DUPLICATE KEY UPDATE uid = VALUES(uid), cc = VALUES(cc), ts = GREATEST(VALUES(ts), COALESCE(ts, 0) + 1),
 		name = CASE WHEN name IS NULL OR name = '' THEN VALUES(name) ELSE name END`,
 		l.UID, l.Phone, l.CC, l.TS, l.Name)
 	if err != nil {
