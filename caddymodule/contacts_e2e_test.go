@@ -441,6 +441,8 @@ func TestProfileChangesNotifyWatchersOnly(t *testing.T) {
 
 	contactsOf(t, e.call(form, map[string]any{"op": "getcontacts", "token": bob, "phones": "919812353001"}))
 	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": ada, "status": "watched"}), "profile")
+	// Sent before the next change, which would otherwise replace it if both waited.
+	waitFor(t, "the first notification", func() bool { return len(e.mesibo.Messages()) == 1 })
 	picture := e.upload(map[string]any{"op": "upload", "token": ada, "profile": 1}, "b.png", pictures(t)["png"])
 	expectOK(t, picture, "upload")
 	waitFor(t, "two notifications", func() bool { return len(e.mesibo.Messages()) == 2 })
