@@ -144,8 +144,8 @@ type MesiboConfig struct {
 // the order of the changes; different users and groups go in parallel.
 type OutboxConfig struct {
 	// Concurrency is how many notifications this instance has on their way to mesibo at
-	// once, each about another user or group. Default 64, which delivers several hundred
-	// a second at a remote round trip of 100 ms (docs/performance.md).
+	// once, each about another user or group, so at most this many a round trip to
+	// mesibo (docs/performance.md has the rates measured). Default 128, at most 512.
 	Concurrency int `json:"concurrency,omitempty"`
 	// MaxBackoff caps the wait between two attempts of one notification while mesibo
 	// fails. Default 5m.
@@ -221,8 +221,8 @@ const (
 	defaultEndpoint    = "https://api.mesibo.com/backend/"
 	maxOTPTTL          = 10 * time.Minute
 	// maxOutboxConcurrency bounds the deliveries in flight: each holds a connection to
-	// mesibo, and one claim locks as many rows.
-	maxOutboxConcurrency = 1024
+	// mesibo, and one claim locks as many rows and names as many queues in one IN list.
+	maxOutboxConcurrency = 512
 )
 
 // Provision resolves placeholders, sets defaults, loads the code sender and takes the

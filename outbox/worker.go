@@ -26,9 +26,8 @@ import (
 const MessageExpiry = time.Hour
 
 // DefaultConcurrency is how many deliveries a worker keeps in flight unless told
-// otherwise: enough for several hundred notifications a second at a remote API's
-// round trip (docs/performance.md).
-const DefaultConcurrency = 64
+// otherwise (docs/performance.md has the rates it reaches).
+const DefaultConcurrency = 128
 
 // claimGap is the least time between two claims while deliveries finish: the slots
 // freed meanwhile are filled by one claim rather than one claim each.

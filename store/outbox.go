@@ -1,7 +1,6 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
@@ -105,22 +104,50 @@ const MaxDeliveryTime = DefaultOutboxLease / 2
 // never get the same queue, and moving the runs' next attempt a lease ahead keeps them
 // from other workers until the lease runs out; no transaction or connection is held
 // while mesibo answers. (At REPEATABLE READ the claim would also lock the gap at the end
-// of the table, and every request queueing a notification would wait for it.) The rows
-// behind a queue's first one need no lock: while that row exists, no other worker can
-// claim them.
-func (s *Store) ClaimOutbox(ctx context.Context, runs, runLength int, lease time.Duration, now time.Time) ([]OutboxRun, error) {
+// of the table, and every request queueing a notification would wait for it.)
+//
+// At READ COMMITTED the locking read sees the rows committed while it runs, but its
+// NOT EXISTS sees the table as it was when it began: a row queued meanwhile may look
+// first of its queue though an earlier one, queued with it or just before, exists. So
+// the runs are read by a second statement, which sees those, and a queue whose first
+// row is not the one locked is left alone (its locks go with the commit, unchanged).
+func (s *Store) ClaimOutbox(ctx context.Context, runs, runLength int, lease time.Duration, now time.Time) (out []OutboxRun, err error) {
+	err = retryDeadlocks(func() error {
+		out, err = s.claimOutbox(ctx, runs, runLength, lease, now)
+		return err
+	})
+	return out, err
+}
+
+// retryDeadlocks runs fn, which must be one transaction, again (three times in all)
+// while MySQL rolls it back as a deadlock's victim. Claims and settlements can deadlock
+// with each other in InnoDB's index locks, where the rows they lock never overlap: a
+// claim's scan of the due rows locks the index entry after the last one, which may be
+// the first of a run that is being settled.
+func retryDeadlocks(fn func() error) error {
+	var err error
+	for range 3 {
+		if err = fn(); !isDeadlock(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// claimOutbox is one attempt of ClaimOutbox.
+func (s *Store) claimOutbox(ctx context.Context, runs, runLength int, lease time.Duration, now time.Time) ([]OutboxRun, error) {
 	claimed := time.Now()
 	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	defer tx.Rollback()
-	queues, err := claimQueues(ctx, tx, runs, now)
-	if err != nil || len(queues) == 0 {
+	heads, err := claimHeads(ctx, tx, runs, now)
+	if err != nil || len(heads) == 0 {
 		return nil, err
 	}
-	out, err := readRuns(ctx, tx, queues, runLength)
-	if err != nil {
+	out, err := lockRuns(ctx, tx, heads, runLength)
+	if err != nil || len(out) == 0 {
 		return nil, err
 	}
 	leaseValue := now.Add(lease).UnixMilli()
@@ -151,64 +178,78 @@ func (s *Store) ClaimOutbox(ctx context.Context, runs, runLength int, lease time
 	return out, nil
 }
 
-// claimQueues locks the first rows of up to limit queues that are due, oldest due
-// first, skipping rows other workers are claiming, and returns their queues.
-func claimQueues(ctx context.Context, tx *sql.Tx, limit int, now time.Time) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT o.queue FROM messenger_outbox o
+// head is the first row of a queue, as a claim locked it.
+type head struct {
+	queue string
+	id    int64
+}
+
+// claimHeads locks the first rows of up to limit queues that are due, oldest due
+// first, skipping rows other workers are claiming.
+func claimHeads(ctx context.Context, tx *sql.Tx, limit int, now time.Time) ([]head, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT o.queue, o.id FROM messenger_outbox o
 		WHERE o.next_attempt <= ? AND NOT EXISTS (SELECT 1 FROM messenger_outbox e WHERE e.queue = o.queue AND e.id < o.id)
 		ORDER BY o.next_attempt, o.id LIMIT ? FOR UPDATE SKIP LOCKED`, now.UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	defer rows.Close()
-	var queues []string
+	var heads []head
 	for rows.Next() {
-		var q string
-		if err := rows.Scan(&q); err != nil {
+		var h head
+		if err := rows.Scan(&h.queue, &h.id); err != nil {
 			return nil, fmt.Errorf("store: outbox claim: %w", err)
 		}
-		queues = append(queues, q)
+		heads = append(heads, h)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
-	return queues, nil
+	return heads, nil
 }
 
-// readRuns reads the first runLength rows of each queue, in id order, in one statement
-// of one index range per queue (a deep queue is not read whole).
-func readRuns(ctx context.Context, tx *sql.Tx, queues []string, runLength int) ([]OutboxRun, error) {
-	parts := make([]string, len(queues))
-	args := make([]any, 0, 2*len(queues))
-	for i, q := range queues {
-		parts[i] = fmt.Sprintf(`SELECT * FROM (SELECT id, queue, replaceable, from_addr, to_addrs, body, created, attempts
-			FROM messenger_outbox WHERE queue = ? ORDER BY id LIMIT ?) AS run%d`, i)
-		args = append(args, q, runLength)
+// lockRuns locks and reads the first runLength rows of the heads' queues, in id order,
+// and returns the runs of the queues whose first row is still the head locked. The rows
+// are numbered within their queue on the (queue, id) index alone, and only those wanted
+// are read whole (a temporary table of whole rows, text and blob columns, would go to
+// disk). A row another claim holds (it took it for a head, and will let it go) is
+// skipped, and the run ends before it: no claim ever waits for a lock, so claims never
+// deadlock.
+func lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int) ([]OutboxRun, error) {
+	args := make([]any, 0, len(heads)+1)
+	for _, h := range heads {
+		args = append(args, h.queue)
 	}
-	rows, err := tx.QueryContext(ctx, strings.Join(parts, " UNION ALL "), args...)
+	rows, err := tx.QueryContext(ctx, `SELECT r.n, o.id, o.queue, o.replaceable, o.from_addr, o.to_addrs, o.body, o.created, o.attempts
+		FROM messenger_outbox o JOIN (SELECT id, ROW_NUMBER() OVER (PARTITION BY queue ORDER BY id) AS n
+			FROM messenger_outbox WHERE queue IN (`+placeholders(len(heads), "?")+`)) AS r ON r.id = o.id
+		WHERE r.n <= ? ORDER BY o.queue, r.n FOR UPDATE SKIP LOCKED`, append(args, runLength)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox claim: read runs: %w", err)
 	}
 	defer rows.Close()
-	byQueue := make(map[string][]OutboxMessage, len(queues))
+	byQueue := make(map[string][]OutboxMessage, len(heads))
 	for rows.Next() {
 		var m OutboxMessage
+		var n int
 		var queue string
 		var created int64
-		if err := rows.Scan(&m.ID, &queue, &m.replaceable, &m.From, &m.To, &m.Body, &created, &m.Attempts); err != nil {
+		if err := rows.Scan(&n, &m.ID, &queue, &m.replaceable, &m.From, &m.To, &m.Body, &created, &m.Attempts); err != nil {
 			return nil, fmt.Errorf("store: outbox claim: read runs: %w", err)
 		}
-		m.Created = time.Unix(created, 0)
-		byQueue[queue] = append(byQueue[queue], m)
+		if run := byQueue[queue]; n == len(run)+1 { // the run so far has no gap
+			m.Created = time.Unix(created, 0)
+			byQueue[queue] = append(run, m)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: outbox claim: read runs: %w", err)
 	}
-	out := make([]OutboxRun, 0, len(queues))
-	for _, q := range queues {
-		msgs := byQueue[q]
-		slices.SortFunc(msgs, func(a, b OutboxMessage) int { return cmp.Compare(a.ID, b.ID) })
-		out = append(out, OutboxRun{Queue: q, Messages: msgs})
+	out := make([]OutboxRun, 0, len(heads))
+	for _, h := range heads {
+		if msgs := byQueue[h.queue]; len(msgs) > 0 && msgs[0].ID == h.id {
+			out = append(out, OutboxRun{Queue: h.queue, Messages: msgs})
+		}
 	}
 	return out, nil
 }
@@ -273,10 +314,22 @@ func (s *Store) DeliverRun(ctx context.Context, run OutboxRun, deliver func(Outb
 }
 
 // settle ends a run: it deletes the delivered rows, counts a failed attempt on the first
-// of rest when failure is set, and makes rest due at next.
+// of rest when failure is set, and makes rest due at next. One transaction at READ
+// COMMITTED, like the claims: at REPEATABLE READ the DELETE would also lock gaps of the
+// due index that claims move rows into.
 func (s *Store) settle(ctx context.Context, run OutboxRun, delivered []int64, rest []OutboxMessage, failure error, next int64) error {
+	return retryDeadlocks(func() error { return s.settleOnce(ctx, run, delivered, rest, failure, next) })
+}
+
+// settleOnce is one attempt of settle.
+func (s *Store) settleOnce(ctx context.Context, run OutboxRun, delivered []int64, rest []OutboxMessage, failure error, next int64) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	if err != nil {
+		return fmt.Errorf("store: outbox settle: %w", err)
+	}
+	defer tx.Rollback()
 	if err := chunks(delivered, func(ids []int64) error {
-		_, err := s.db.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id IN ("+placeholders(len(ids), "?")+") AND next_attempt = ?",
+		_, err := tx.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id IN ("+placeholders(len(ids), "?")+") AND next_attempt = ?",
 			append(anys(ids), run.lease)...)
 		return err
 	}); err != nil {
@@ -287,7 +340,7 @@ func (s *Store) settle(ctx context.Context, run OutboxRun, delivered []int64, re
 		if len(msg) > 250 {
 			msg = msg[:250]
 		}
-		if _, err := s.fixed.ExecContext(ctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
+		if _, err := tx.ExecContext(ctx, `UPDATE messenger_outbox SET attempts = attempts + 1, next_attempt = ?, last_error = ?
 			WHERE id = ? AND next_attempt = ?`, next, msg, rest[0].ID, run.lease); err != nil {
 			return fmt.Errorf("store: outbox reschedule: %w", err)
 		}
@@ -297,8 +350,11 @@ func (s *Store) settle(ctx context.Context, run OutboxRun, delivered []int64, re
 	for i, m := range rest {
 		ids[i] = m.ID
 	}
-	if err := setNextAttempt(ctx, s.db, ids, next, run.lease); err != nil {
+	if err := setNextAttempt(ctx, tx, ids, next, run.lease); err != nil {
 		return fmt.Errorf("store: outbox release: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("store: outbox settle: %w", err)
 	}
 	return nil
 }

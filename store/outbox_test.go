@@ -137,6 +137,91 @@ func TestOutboxWorkersNeverShareARow(t *testing.T) {
 	}
 }
 
+// TestOutboxClaimsWhileQueueing: rows queued while workers claim (a claim's
+// statement may lock rows committed after it began, whose earlier rows it cannot see)
+// are still delivered once each, a queue's in order, never two of one queue at once.
+func TestOutboxClaimsWhileQueueing(t *testing.T) {
+	dsn := testenv.Database(t)
+	s1, s2 := openStore(t, dsn), openStore(t, dsn)
+	if err := s1.Ready(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	db := testenv.Open(t, dsn)
+	const queues, perQueue = 300, 4
+	var mu sync.Mutex
+	sent := map[string][]string{}
+	inFlight := map[string]bool{}
+	deliver := func(m store.OutboxMessage) error {
+		var q, note string
+		fmt.Sscanf(m.To, "%s %s", &q, &note)
+		mu.Lock()
+		if inFlight[q] {
+			t.Errorf("two rows of %s in flight at once", q)
+		}
+		inFlight[q] = true
+		mu.Unlock()
+		time.Sleep(time.Millisecond)
+		mu.Lock()
+		inFlight[q] = false
+		sent[q] = append(sent[q], note)
+		mu.Unlock()
+		return nil
+	}
+	done := make(chan struct{})
+	go func() { // a queue's rows are queued together, as one request's several recipients' rows are
+		defer close(done)
+		for q := range queues {
+			args := []any{}
+			for note := range perQueue {
+				args = append(args, fmt.Sprint("user:", q), fmt.Sprintf("user:%d %d", q, note))
+			}
+			if _, err := db.Exec(`INSERT INTO messenger_outbox (queue, from_addr, to_addrs, body) VALUES
+				(?, '100', ?, '{}'), (?, '100', ?, '{}'), (?, '100', ?, '{}'), (?, '100', ?, '{}')`, args...); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		s := []*store.Store{s1, s2}[i%2]
+		wg.Go(func() {
+			for {
+				runs, err := s.ClaimOutbox(context.Background(), 8, 20, store.DefaultOutboxLease, time.Now())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				select {
+				case <-done:
+					if len(runs) == 0 && count(t, db, "SELECT COUNT(*) FROM messenger_outbox") == 0 {
+						return
+					}
+				default:
+				}
+				var runners sync.WaitGroup
+				for _, r := range runs {
+					runners.Go(func() {
+						if _, err := s.DeliverRun(context.Background(), r, deliver, never); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+				runners.Wait()
+			}
+		})
+	}
+	wg.Wait()
+	if len(sent) != queues {
+		t.Errorf("%d queues delivered, want %d", len(sent), queues)
+	}
+	for q, notes := range sent {
+		if !slices.Equal(notes, []string{"0", "1", "2", "3"}) {
+			t.Errorf("%s delivered as %v", q, notes)
+		}
+	}
+}
+
 // TestOutboxLaterRowWaitsForEarlier: a queue's rows are claimed together, from its first
 // one; while they are out, or the first backs off, no worker gets a later row of that
 // queue, however it is due; another queue goes on.

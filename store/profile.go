@@ -112,7 +112,7 @@ func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change
 	res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+
 		" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+") AND "+nobodyWatches,
 		setProfileArgs(change, now, token)...)
-	if myErr := (*mysql.MySQLError)(nil); errors.As(err, &myErr) && myErr.Number == mysqlDeadlock {
+	if isDeadlock(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -127,6 +127,12 @@ func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change
 
 // mysqlDeadlock is MySQL's ER_LOCK_DEADLOCK: the statement's transaction was rolled back.
 const mysqlDeadlock = 1213
+
+// isDeadlock reports whether err is MySQL rolling back a deadlock's victim.
+func isDeadlock(err error) bool {
+	myErr := (*mysql.MySQLError)(nil)
+	return errors.As(err, &myErr) && myErr.Number == mysqlDeadlock
+}
 
 // appliedTo is u after change at now.
 func (change ProfileChange) appliedTo(u User, now time.Time) User {
