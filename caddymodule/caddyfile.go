@@ -59,7 +59,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			added_to_group   <text>
 //		}
 //		outbox {
-//			concurrency <n>                   (notifications in flight, default 64)
+//			concurrency <n>                   (notifications in flight, default 128)
 //			max_backoff <duration>            (default 5m)
 //		}
 //		max_body_size   <size>
