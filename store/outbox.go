@@ -213,8 +213,7 @@ func claimHeads(ctx context.Context, tx *sql.Tx, limit int, now time.Time) ([]he
 // are numbered within their queue on the (queue, id) index alone, and only those wanted
 // are read whole (a temporary table of whole rows, text and blob columns, would go to
 // disk). A row another claim holds (it took it for a head, and will let it go) is
-// skipped, and the run ends before it: no claim ever waits for a lock, so claims never
-// deadlock.
+// skipped, and the run ends before it: a claim never waits for a row another holds.
 func lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int) ([]OutboxRun, error) {
 	args := make([]any, 0, len(heads)+1)
 	for _, h := range heads {
