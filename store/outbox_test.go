@@ -57,58 +57,60 @@ func ids(run store.OutboxRun) []int64 {
 	return out
 }
 
-// TestOutboxWorkersNeverShareARow: four workers (two stores, as two instances would
-// have) drain 300 rows of 60 queues; each row is delivered exactly once, a queue's rows
-// in the order they were queued, and never two of one queue at the same time.
-func TestOutboxWorkersNeverShareARow(t *testing.T) {
-	dsn := testenv.Database(t)
+// deliveries records what workers deliver, by queue, from rows whose to_addrs is
+// "QUEUE NOTE", and fails the test when two rows of one queue are in flight at once.
+type deliveries struct {
+	t        *testing.T
+	mu       sync.Mutex
+	inFlight map[string]bool
+	notes    map[string][]string
+}
+
+func (d *deliveries) deliver(m store.OutboxMessage) error {
+	var q, note string
+	fmt.Sscanf(m.To, "%s %s", &q, &note)
+	d.mu.Lock()
+	if d.inFlight[q] {
+		d.t.Errorf("two rows of %s in flight at once", q)
+	}
+	d.inFlight[q] = true
+	d.mu.Unlock()
+	time.Sleep(time.Millisecond) // a network call, so claims overlap
+	d.mu.Lock()
+	d.inFlight[q] = false
+	d.notes[q] = append(d.notes[q], note)
+	d.mu.Unlock()
+	return nil
+}
+
+// drain runs four workers, two on each of two stores of the migrated database dsn (as
+// two instances would), each claiming up to 5 queues' runs of up to runLength rows at a
+// time, until queued is closed and the outbox is empty; it returns what was delivered,
+// by queue.
+func drain(t *testing.T, dsn string, db *sql.DB, runLength int, queued <-chan struct{}) map[string][]string {
 	s1, s2 := openStore(t, dsn), openStore(t, dsn)
-	if err := s1.Ready(ctxT(t)); err != nil {
-		t.Fatal(err)
-	}
-	db := testenv.Open(t, dsn)
-	queueOf := map[int64]string{}
-	for i := range 300 {
-		q := fmt.Sprintf("user:%d", i%60)
-		queueOf[queueRow(t, db, q, fmt.Sprint(i), false)] = q
-	}
-	var mu sync.Mutex
-	seen := map[int64]int{}
-	sent := map[string][]int64{}
-	inFlight := map[string]bool{}
-	deliver := func(m store.OutboxMessage) error {
-		q := queueOf[m.ID]
-		mu.Lock()
-		if inFlight[q] {
-			t.Errorf("two rows of %s in flight at once", q)
-		}
-		inFlight[q] = true
-		mu.Unlock()
-		time.Sleep(time.Millisecond) // a network call, so claims overlap
-		mu.Lock()
-		inFlight[q] = false
-		seen[m.ID]++
-		sent[q] = append(sent[q], m.ID)
-		mu.Unlock()
-		return nil
-	}
+	d := &deliveries{t: t, inFlight: map[string]bool{}, notes: map[string][]string{}}
 	var wg sync.WaitGroup
 	for i := range 4 {
 		s := []*store.Store{s1, s2}[i%2]
 		wg.Go(func() {
 			for {
-				runs, err := s.ClaimOutbox(context.Background(), 5, 3, store.DefaultOutboxLease, time.Now())
+				runs, err := s.ClaimOutbox(context.Background(), 5, runLength, store.DefaultOutboxLease, time.Now())
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				if len(runs) == 0 && count(t, db, "SELECT COUNT(*) FROM messenger_outbox") == 0 {
-					return
+				select {
+				case <-queued:
+					if len(runs) == 0 && count(t, db, "SELECT COUNT(*) FROM messenger_outbox") == 0 {
+						return
+					}
+				default:
 				}
 				var runners sync.WaitGroup
 				for _, r := range runs {
 					runners.Go(func() {
-						if _, err := s.DeliverRun(context.Background(), r, deliver, never); err != nil {
+						if _, err := s.DeliverRun(context.Background(), r, d.deliver, never); err != nil {
 							t.Error(err)
 						}
 					})
@@ -118,58 +120,56 @@ func TestOutboxWorkersNeverShareARow(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if len(seen) != 300 {
-		t.Fatalf("delivered %d distinct rows, want 300", len(seen))
+	return d.notes
+}
+
+// wantNotes checks that each of queues got the notes 0 to perQueue-1, in that order.
+func wantNotes(t *testing.T, got map[string][]string, queues, perQueue int) {
+	t.Helper()
+	var want []string
+	for note := range perQueue {
+		want = append(want, fmt.Sprint(note))
 	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Fatalf("row %d delivered %d times", id, n)
+	if len(got) != queues {
+		t.Errorf("%d queues delivered, want %d", len(got), queues)
+	}
+	for q, notes := range got {
+		if !slices.Equal(notes, want) {
+			t.Errorf("%s delivered as %v, want %v", q, notes, want)
 		}
-	}
-	for q, order := range sent {
-		if !slices.IsSorted(order) || len(order) != 5 {
-			t.Errorf("%s delivered as %v, want 5 rows in id order", q, order)
-		}
-	}
-	depth, _, err := s1.OutboxStats(context.Background(), time.Now())
-	if err != nil || depth != 0 {
-		t.Fatalf("depth %d, %v", depth, err)
 	}
 }
 
-// TestOutboxClaimsWhileQueueing: rows queued while workers claim (a claim's
-// statement may lock rows committed after it began, whose earlier rows it cannot see)
-// are still delivered once each, a queue's in order, never two of one queue at once.
-func TestOutboxClaimsWhileQueueing(t *testing.T) {
+// TestOutboxWorkersNeverShareARow: four workers of two instances drain 300 rows of 60
+// queues (runs of 3, so queues are claimed again); each row is delivered exactly once, a
+// queue's rows in the order queued, never two of one queue at the same time.
+func TestOutboxWorkersNeverShareARow(t *testing.T) {
 	dsn := testenv.Database(t)
-	s1, s2 := openStore(t, dsn), openStore(t, dsn)
-	if err := s1.Ready(ctxT(t)); err != nil {
+	db := testenv.Open(t, dsn)
+	if err := openStore(t, dsn).Ready(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	db := testenv.Open(t, dsn)
-	const queues, perQueue = 300, 4
-	var mu sync.Mutex
-	sent := map[string][]string{}
-	inFlight := map[string]bool{}
-	deliver := func(m store.OutboxMessage) error {
-		var q, note string
-		fmt.Sscanf(m.To, "%s %s", &q, &note)
-		mu.Lock()
-		if inFlight[q] {
-			t.Errorf("two rows of %s in flight at once", q)
-		}
-		inFlight[q] = true
-		mu.Unlock()
-		time.Sleep(time.Millisecond)
-		mu.Lock()
-		inFlight[q] = false
-		sent[q] = append(sent[q], note)
-		mu.Unlock()
-		return nil
+	for i := range 300 {
+		queueRow(t, db, fmt.Sprint("user:", i%60), fmt.Sprintf("user:%d %d", i%60, i/60), false)
 	}
-	done := make(chan struct{})
-	go func() { // a queue's rows are queued together, as one request's several recipients' rows are
-		defer close(done)
+	queued := make(chan struct{})
+	close(queued)
+	wantNotes(t, drain(t, dsn, db, 3, queued), 60, 5)
+}
+
+// TestOutboxClaimsWhileQueueing: rows queued while workers claim (a claim's statement
+// may lock rows committed after it began, whose earlier rows it cannot see) are still
+// delivered once each, a queue's in order, never two of one queue at once.
+func TestOutboxClaimsWhileQueueing(t *testing.T) {
+	dsn := testenv.Database(t)
+	db := testenv.Open(t, dsn)
+	if err := openStore(t, dsn).Ready(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	const queues, perQueue = 300, 4
+	queued := make(chan struct{})
+	go func() { // a queue's rows are queued together, as a notification's chunks of recipients are
+		defer close(queued)
 		for q := range queues {
 			args := []any{}
 			for note := range perQueue {
@@ -182,44 +182,7 @@ func TestOutboxClaimsWhileQueueing(t *testing.T) {
 			}
 		}
 	}()
-	var wg sync.WaitGroup
-	for i := range 4 {
-		s := []*store.Store{s1, s2}[i%2]
-		wg.Go(func() {
-			for {
-				runs, err := s.ClaimOutbox(context.Background(), 8, 20, store.DefaultOutboxLease, time.Now())
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				select {
-				case <-done:
-					if len(runs) == 0 && count(t, db, "SELECT COUNT(*) FROM messenger_outbox") == 0 {
-						return
-					}
-				default:
-				}
-				var runners sync.WaitGroup
-				for _, r := range runs {
-					runners.Go(func() {
-						if _, err := s.DeliverRun(context.Background(), r, deliver, never); err != nil {
-							t.Error(err)
-						}
-					})
-				}
-				runners.Wait()
-			}
-		})
-	}
-	wg.Wait()
-	if len(sent) != queues {
-		t.Errorf("%d queues delivered, want %d", len(sent), queues)
-	}
-	for q, notes := range sent {
-		if !slices.Equal(notes, []string{"0", "1", "2", "3"}) {
-			t.Errorf("%s delivered as %v", q, notes)
-		}
-	}
+	wantNotes(t, drain(t, dsn, db, 20, queued), queues, perQueue)
 }
 
 // TestOutboxLaterRowWaitsForEarlier: a queue's rows are claimed together, from its first
