@@ -57,6 +57,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			new_user_message <text>
 //			added_to_group   <text>
 //		}
+//		outbox {
+//			concurrency <n>                   (notifications in flight, default 128)
+//			max_backoff <duration>            (default 5m)
+//		}
 //		max_body_size   <size>
 //		download_url    <url>
 //		upload_url      <url>
@@ -136,6 +140,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "notifications":
 			err = block(d, map[string]*string{"new_user": &h.Notifications.NewUser,
 				"new_user_message": &h.Notifications.NewUserMessage, "added_to_group": &h.Notifications.AddedToGroup})
+		case "outbox":
+			err = h.unmarshalOutbox(d)
 		case "download_url":
 			err = oneArg(d, &h.DownloadURL)
 		case "upload_url":
@@ -274,6 +280,27 @@ func (h *Handler) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 		rl.OTPGlobal = append(rl.OTPGlobal, rule)
 	default:
 		return d.Errf("rate_limit: unknown scope %q (want otp_phone, otp_ip or otp_global)", scope)
+	}
+	return nil
+}
+
+func (h *Handler) unmarshalOutbox(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "concurrency":
+			err = intArg(d, &h.Outbox.Concurrency)
+		case "max_backoff":
+			err = durationArg(d, &h.Outbox.MaxBackoff)
+		default:
+			return d.Errf("outbox: unknown subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

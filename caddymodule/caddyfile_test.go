@@ -54,6 +54,10 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 			title "Title"
 		}
 		google_maps_key key
+		outbox {
+			concurrency 16
+			max_backoff 30s
+		}
 		token_expiry 720h
 		revoke_on_logout
 		ops login GetContacts
@@ -84,6 +88,20 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		time.Duration(h.TokenExpiry) != 720*time.Hour || !h.RevokeOnLogout || len(h.Ops) != 2 || h.Ops[1] != "GetContacts" || !h.PassUnknownOps {
 		t.Errorf("rest: %+v", h)
 	}
+	if h.Outbox.Concurrency != 16 || time.Duration(h.Outbox.MaxBackoff) != 30*time.Second {
+		t.Errorf("outbox: %+v", h.Outbox)
+	}
+}
+
+// TestOutboxCaddyfileJSON: the outbox block's names are its JSON names.
+func TestOutboxCaddyfileJSON(t *testing.T) {
+	out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\nmesibo {\napp_token x\n}\notp {\nsender log\n}\noutbox {\nconcurrency 8\nmax_backoff 1m\n}\n}\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"outbox":{"concurrency":8,"max_backoff":60000000000}`) {
+		t.Errorf("adapted outbox block: %s", out)
+	}
 }
 
 func TestCaddyfileErrors(t *testing.T) {
@@ -107,6 +125,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		"otp with options":  "messenger {\n authenticator phone_otp {\n x\n }\n}",
 		"identity no arg":   "messenger {\n authenticator caddy_identity\n}",
 		"ops without ops":   "messenger {\n ops\n}",
+		"unknown in outbox": "messenger {\n outbox {\n bogus 1\n }\n}",
+		"no concurrency":    "messenger {\n outbox {\n concurrency 0\n }\n}",
+		"bad backoff":       "messenger {\n outbox {\n max_backoff later\n }\n}",
+		"outbox argument":   "messenger {\n outbox 8\n}",
 	} {
 		var h caddymodule.Handler
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
@@ -165,12 +187,13 @@ func TestExampleCaddyfile(t *testing.T) {
 
 func TestValidateRefusesIncompleteConfig(t *testing.T) {
 	for name, block := range map[string]string{
-		"no token":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
-		"no sender":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
-		"long ttl":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
-		"unknown op": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nops login frobnicate",
-		"pass alone": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
-		"bad test":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
+		"no token":       "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
+		"no sender":      "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
+		"long ttl":       "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
+		"unknown op":     "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nops login frobnicate",
+		"pass alone":     "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
+		"many in flight": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\noutbox {\nconcurrency 5000\n}",
+		"bad test":       "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
 	} {
 		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
 		if err != nil {

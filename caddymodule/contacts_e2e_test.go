@@ -97,8 +97,14 @@ func TestContactSync(t *testing.T) {
 		t.Fatalf("Cyd's matches %v", keys(c))
 	}
 
-	// Delta: nothing changed since the last sync; then Bob changes his status.
+	// Delta: nothing changed since the last sync; then Bob changes his status. The sync
+	// resumes from the latest ts it saw: Bob's, when his login and his profile change fell
+	// in one second (each change has a ts of its own, so the second is a second ahead).
 	last := a.body["ts"].(float64)
+	for _, r := range got {
+		ts, _ := strconv.ParseFloat(r["ts"].(string), 64)
+		last = max(last, ts)
+	}
 	time.Sleep(1100 * time.Millisecond) // ts has one-second resolution
 	if d := contactsOf(t, e.call(query, map[string]any{"op": "getcontacts", "token": ada, "ts": int64(last)})); len(d) != 0 {
 		t.Fatalf("delta without changes: %v", keys(d))
@@ -441,6 +447,8 @@ func TestProfileChangesNotifyWatchersOnly(t *testing.T) {
 
 	contactsOf(t, e.call(form, map[string]any{"op": "getcontacts", "token": bob, "phones": "919812353001"}))
 	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": ada, "status": "watched"}), "profile")
+	// Sent before the next change, which would otherwise replace it if both waited.
+	waitFor(t, "the first notification", func() bool { return len(e.mesibo.Messages()) == 1 })
 	picture := e.upload(map[string]any{"op": "upload", "token": ada, "profile": 1}, "b.png", pictures(t)["png"])
 	expectOK(t, picture, "upload")
 	waitFor(t, "two notifications", func() bool { return len(e.mesibo.Messages()) == 2 })

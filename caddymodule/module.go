@@ -91,6 +91,8 @@ type Handler struct {
 	MaxPicturePixels int64 `json:"max_picture_pixels,omitempty"`
 	// Notifications are the texts of notifications to other users.
 	Notifications handlers.Notifications `json:"notifications,omitempty"`
+	// Outbox sets how this instance delivers the queued notifications.
+	Outbox OutboxConfig `json:"outbox,omitempty"`
 	// Ops, when set, are the only ops this handler answers; requests for the other ops
 	// go on to the next handler of the route untouched (body included), so the module can
 	// take over an existing backend op by op (php_fastcgi or reverse_proxy after it).
@@ -136,6 +138,19 @@ type MesiboConfig struct {
 	AppToken string `json:"app_token,omitempty"`
 	// Timeout bounds one call. Default 10s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// OutboxConfig sets how this instance delivers the notifications that wait in the
+// outbox. Notifications about one user's profile or one group go one after another, in
+// the order of the changes; different users and groups go in parallel.
+type OutboxConfig struct {
+	// Concurrency is how many notifications this instance has on their way to mesibo at
+	// once, each about another user or group, so at most this many a round trip to
+	// mesibo (docs/performance.md has the rates measured). Default 128, at most 512.
+	Concurrency int `json:"concurrency,omitempty"`
+	// MaxBackoff caps the wait between two attempts of one notification while mesibo
+	// fails. Default 5m.
+	MaxBackoff caddy.Duration `json:"max_backoff,omitempty"`
 }
 
 // OTPConfig sets the rules for login codes.
@@ -213,6 +228,9 @@ const (
 	defaultTokenExpiry = 365 * 24 * time.Hour
 	defaultEndpoint    = "https://api.mesibo.com/backend/"
 	maxOTPTTL          = 10 * time.Minute
+	// maxOutboxConcurrency bounds the deliveries in flight: each holds a connection to
+	// mesibo, and one claim locks as many rows and names as many queues in one IN list.
+	maxOutboxConcurrency = 512
 )
 
 // Provision resolves placeholders, sets defaults, loads the code sender and takes the
@@ -294,6 +312,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// One worker per loaded config; it stops with the config's context on reload.
 	worker := outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
 	worker.Metrics = m
+	worker.Concurrency, worker.MaxBackoff = h.Outbox.Concurrency, time.Duration(h.Outbox.MaxBackoff)
 	h.api.Outbox = worker.Wake
 	workerCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -393,6 +412,12 @@ func (h *Handler) setDefaults() {
 	if n.AddedToGroup == "" {
 		n.AddedToGroup = "You have been added to the group %GROUP%"
 	}
+	if h.Outbox.Concurrency <= 0 {
+		h.Outbox.Concurrency = outbox.DefaultConcurrency
+	}
+	if h.Outbox.MaxBackoff <= 0 {
+		h.Outbox.MaxBackoff = caddy.Duration(5 * time.Minute)
+	}
 	if h.OpTimeout <= 0 {
 		h.OpTimeout = caddy.Duration(30 * time.Second)
 	}
@@ -431,6 +456,9 @@ func (h *Handler) Validate() error {
 	}
 	if h.Mesibo.AppToken == "" {
 		errs = append(errs, errors.New("mesibo app_token is required (e.g. {env.MESIBO_APP_TOKEN}); it is empty"))
+	}
+	if h.Outbox.Concurrency > maxOutboxConcurrency {
+		errs = append(errs, fmt.Errorf("outbox concurrency %d: at most %d", h.Outbox.Concurrency, maxOutboxConcurrency))
 	}
 	if time.Duration(h.Mesibo.Timeout) > store.MaxDeliveryTime {
 		// An outbox worker's claim must outlast one delivery.

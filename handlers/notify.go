@@ -40,10 +40,11 @@ func (b notificationBody) bytes() []byte {
 	return data
 }
 
-// profileNotification tells a user's contacts about the user's new profile.
+// profileNotification tells a user's contacts about the user's new profile. Without a
+// subject or text it is a silent update of the contact, which a newer one replaces.
 func (a *API) profileNotification(subject, msg string) func(store.User) store.Notification {
 	return func(u store.User) store.Notification {
-		return store.Notification{From: u.Phone, Queue: "user:" + u.Phone, Body: notificationBody{
+		return store.Notification{From: u.Phone, Queue: "user:" + u.Phone, Replaceable: subject == "" && msg == "", Body: notificationBody{
 			Subject: subject, Msg: msg, Name: u.Name, Phone: u.Phone, Status: u.Status,
 			Photo: u.Photo, TS: u.TS, TN: a.Media.Thumbnail(u.Photo),
 		}.bytes()}

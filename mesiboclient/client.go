@@ -131,11 +131,14 @@ func New(cfg Config) (*Client, error) {
 		c.timeout = DefaultTimeout
 	}
 	if c.hc == nil {
+		// As many idle connections are kept as calls may be in flight (the outbox
+		// worker's up to 512 notifications and the requests' calls): a connection
+		// closed after its call would cost a new TLS handshake for the next.
 		c.own = &http.Transport{
 			Proxy:                 http.ProxyFromEnvironment,
 			DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   5 * time.Second,
-			MaxIdleConnsPerHost:   32,
+			MaxIdleConnsPerHost:   maxIdleConns,
 			IdleConnTimeout:       90 * time.Second,
 			ForceAttemptHTTP2:     true,
 			ExpectContinueTimeout: time.Second,
@@ -149,6 +152,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	return c, nil
 }
+
+// maxIdleConns is the most idle connections to mesibo a Client keeps.
+const maxIdleConns = 1024
 
 // Close releases the idle connections of the Client's own transport. A caller-supplied
 // HTTPClient is left alone because others may share it.

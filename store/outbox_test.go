@@ -2,100 +2,297 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
+	"github.com/golang-migrate/migrate/v4"
+	"github.com/golang-migrate/migrate/v4/database"
+	migratemysql "github.com/golang-migrate/migrate/v4/database/mysql"
+	migratesqlite "github.com/golang-migrate/migrate/v4/database/sqlite"
+	"github.com/golang-migrate/migrate/v4/source/iofs"
+
 	"github.com/caddy-messenger/messenger/internal/testenv"
+	"github.com/caddy-messenger/messenger/migrations"
 	"github.com/caddy-messenger/messenger/store"
 )
 
-func outboxStore(t *testing.T) (*store.Store, string) {
+// queueRow inserts an outbox row of queue to the phones to, due now, and returns its id.
+func queueRow(t *testing.T, db *sql.DB, queue, to string, replaceable bool) int64 {
 	t.Helper()
-	dsn := testenv.Database(t)
-	s, err := store.Open(dsn)
+	res, err := db.Exec("INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created) VALUES (?, ?, '100', ?, ?, ?)",
+		queue, replaceable, to, fmt.Sprintf(`{"to":%q}`, to), time.Now().Unix())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
-	if err := s.Ready(context.Background()); err != nil {
+	id, err := res.LastInsertId()
+	if err != nil {
 		t.Fatal(err)
 	}
-	return s, dsn
+	return id
 }
 
-// TestOutboxWorkersNeverShareARow: four workers (two stores, as two instances would
-// have) drain 300 rows; each is delivered exactly once.
-func TestOutboxWorkersNeverShareARow(t *testing.T) {
-	s1, dsn := outboxStore(t)
-	s2, err := store.Open(dsn)
+func never(int) time.Duration { return time.Hour }
+
+// claimAll claims up to runs queues with the default lease at now.
+func claimAll(t *testing.T, s *store.Store, runs int, now time.Time) []store.OutboxRun {
+	t.Helper()
+	out, err := s.ClaimOutbox(context.Background(), runs, 20, store.DefaultOutboxLease, now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s2.Close()
-	db := testenv.Open(t, dsn)
-	for i := range 300 {
-		if _, err := db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', ?, ?)", fmt.Sprint(i), "{}"); err != nil {
-			t.Fatal(err)
-		}
+	return out
+}
+
+func ids(run store.OutboxRun) []int64 {
+	var out []int64
+	for _, m := range run.Messages {
+		out = append(out, m.ID)
 	}
-	var mu sync.Mutex
-	seen := map[int64]int{}
-	deliver := func(m store.OutboxMessage) error {
-		time.Sleep(time.Millisecond) // a network call, so claims overlap
-		mu.Lock()
-		seen[m.ID]++
-		mu.Unlock()
-		return nil
+	return out
+}
+
+// deliveries records what workers deliver, by queue, from rows whose to_addrs is
+// "QUEUE NOTE", and fails the test when two rows of one queue are in flight at once.
+type deliveries struct {
+	t        *testing.T
+	mu       sync.Mutex
+	inFlight map[string]bool
+	notes    map[string][]string
+}
+
+func (d *deliveries) deliver(m store.OutboxMessage) error {
+	var q, note string
+	fmt.Sscanf(m.To, "%s %s", &q, &note)
+	d.mu.Lock()
+	if d.inFlight[q] {
+		d.t.Errorf("two rows of %s in flight at once", q)
 	}
+	d.inFlight[q] = true
+	d.mu.Unlock()
+	time.Sleep(time.Millisecond) // a network call, so claims overlap
+	d.mu.Lock()
+	d.inFlight[q] = false
+	d.notes[q] = append(d.notes[q], note)
+	d.mu.Unlock()
+	return nil
+}
+
+// drain runs four workers, two on each of two stores of the migrated database dsn (as
+// two instances would), each claiming up to 5 queues' runs of up to runLength rows at a
+// time, until queued is closed and the outbox is empty; it returns what was delivered,
+// by queue.
+func drain(t *testing.T, dsn string, db *sql.DB, runLength int, queued <-chan struct{}) map[string][]string {
+	s1, s2 := openStore(t, dsn), openStore(t, dsn)
+	d := &deliveries{t: t, inFlight: map[string]bool{}, notes: map[string][]string{}}
 	var wg sync.WaitGroup
 	for i := range 4 {
 		s := []*store.Store{s1, s2}[i%2]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
-				n, err := s.DeliverDue(context.Background(), 20, time.Now(), deliver, func(int) time.Duration { return time.Second })
+				runs, err := s.ClaimOutbox(context.Background(), 5, runLength, store.DefaultOutboxLease, time.Now())
 				if err != nil {
 					t.Error(err)
 					return
 				}
-				if n == 0 {
-					return
+				select {
+				case <-queued:
+					if len(runs) == 0 && count(t, db, "SELECT COUNT(*) FROM messenger_outbox") == 0 {
+						return
+					}
+				default:
 				}
+				var runners sync.WaitGroup
+				for _, r := range runs {
+					runners.Go(func() {
+						if _, err := s.DeliverRun(context.Background(), r, d.deliver, never); err != nil {
+							t.Error(err)
+						}
+					})
+				}
+				runners.Wait()
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	if len(seen) != 300 {
-		t.Fatalf("delivered %d distinct rows, want 300", len(seen))
+	return d.notes
+}
+
+// wantNotes checks that each of queues got the notes 0 to perQueue-1, in that order.
+func wantNotes(t *testing.T, got map[string][]string, queues, perQueue int) {
+	t.Helper()
+	var want []string
+	for note := range perQueue {
+		want = append(want, fmt.Sprint(note))
 	}
-	for id, n := range seen {
-		if n != 1 {
-			t.Fatalf("row %d delivered %d times", id, n)
+	if len(got) != queues {
+		t.Errorf("%d queues delivered, want %d", len(got), queues)
+	}
+	for q, notes := range got {
+		if !slices.Equal(notes, want) {
+			t.Errorf("%s delivered as %v, want %v", q, notes, want)
 		}
-	}
-	depth, _, err := s1.OutboxStats(context.Background(), time.Now())
-	if err != nil || depth != 0 {
-		t.Fatalf("depth %d, %v", depth, err)
 	}
 }
 
-// TestOutboxFailureReschedules: a failed delivery ends the batch and pushes the row back.
-func TestOutboxFailureReschedules(t *testing.T) {
-	s, dsn := outboxStore(t)
+// TestOutboxWorkersNeverShareARow: four workers of two instances drain 300 rows of 60
+// queues (runs of 3, so queues are claimed again); each row is delivered exactly once, a
+// queue's rows in the order queued, never two of one queue at the same time.
+func TestOutboxWorkersNeverShareARow(t *testing.T) {
+	dsn := testenv.Database(t)
 	db := testenv.Open(t, dsn)
-	for i := range 3 {
-		db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', ?, '{}')", fmt.Sprint(i))
+	if err := openStore(t, dsn).Ready(ctxT(t)); err != nil {
+		t.Fatal(err)
 	}
+	for i := range 300 {
+		queueRow(t, db, fmt.Sprint("user:", i%60), fmt.Sprintf("user:%d %d", i%60, i/60), false)
+	}
+	queued := make(chan struct{})
+	close(queued)
+	wantNotes(t, drain(t, dsn, db, 3, queued), 60, 5)
+}
+
+// TestOutboxClaimsWhileQueueing: rows queued while workers claim (a claim's statement
+// may lock rows committed after it began, whose earlier rows it cannot see) are still
+// delivered once each, a queue's in order, never two of one queue at once.
+func TestOutboxClaimsWhileQueueing(t *testing.T) {
+	dsn := testenv.Database(t)
+	db := testenv.Open(t, dsn)
+	if err := openStore(t, dsn).Ready(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	const queues, perQueue = 300, 4
+	queued := make(chan struct{})
+	go func() { // a queue's rows are queued together, as a notification's chunks of recipients are
+		defer close(queued)
+		for q := range queues {
+			args := []any{}
+			for note := range perQueue {
+				args = append(args, fmt.Sprint("user:", q), fmt.Sprintf("user:%d %d", q, note))
+			}
+			if _, err := db.Exec(`INSERT INTO messenger_outbox (queue, from_addr, to_addrs, body) VALUES
+				(?, '100', ?, '{}'), (?, '100', ?, '{}'), (?, '100', ?, '{}'), (?, '100', ?, '{}')`, args...); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	wantNotes(t, drain(t, dsn, db, 20, queued), queues, perQueue)
+}
+
+// TestOutboxLaterRowWaitsForEarlier: a queue's rows are claimed together, from its first
+// one; while they are out, or the first backs off, no worker gets a later row of that
+// queue, however it is due; another queue goes on.
+func TestOutboxLaterRowWaitsForEarlier(t *testing.T) {
+	s, db := readyStore(t)
+	a1 := queueRow(t, db, "user:1", "2", false)
+	b1 := queueRow(t, db, "group:7", "2,3", false)
+	a2 := queueRow(t, db, "user:1", "2", false)
+	now := time.Now()
+	runs := claimAll(t, s, 1, now)
+	if len(runs) != 1 || runs[0].Queue != "user:1" || !slices.Equal(ids(runs[0]), []int64{a1, a2}) {
+		t.Fatalf("first claim %+v, want user:1's two rows", runs)
+	}
+	a3 := queueRow(t, db, "user:1", "2", false) // queued while the run is out
+	if runs := claimAll(t, s, 10, now); len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{b1}) {
+		t.Fatalf("second claim %+v, want only group:7's row", runs)
+	}
+	// The first row fails: it backs off, and the rows behind it wait with it.
+	n, err := s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error { return errors.New("mesibo down") },
+		func(int) time.Duration { return time.Minute })
+	if err != nil || n != 0 {
+		t.Fatalf("DeliverRun = %d, %v", n, err)
+	}
+	if runs := claimAll(t, s, 10, now.Add(30*time.Second)); len(runs) != 0 {
+		t.Fatalf("claimed %+v while the queue's first row backs off", runs)
+	}
+	runs = claimAll(t, s, 10, now.Add(90*time.Second)) // group:7's run is still out
+	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{a1, a2, a3}) || runs[0].Messages[0].Attempts != 1 {
+		t.Fatalf("claim after the backoff %+v, want user:1's three rows, the first tried once", runs)
+	}
+}
+
+// TestOutboxOrderAcrossRetries: a queue of ten rows whose deliveries fail now and then is
+// delivered in the order queued, every row once after its last failure.
+func TestOutboxOrderAcrossRetries(t *testing.T) {
+	s, db := readyStore(t)
+	var want []int64
+	for i := range 10 {
+		want = append(want, queueRow(t, db, "user:1", "2", false))
+		queueRow(t, db, fmt.Sprintf("user:%d", 100+i), "2", false)
+	}
+	now := time.Now()
+	var got []int64
+	calls := 0
+	for round := 0; len(got) < 10 && round < 100; round++ {
+		now = now.Add(time.Minute) // past every backoff and lease
+		for _, r := range claimAll(t, s, 3, now) {
+			if _, err := s.DeliverRun(context.Background(), r, func(m store.OutboxMessage) error {
+				if calls++; calls%3 == 0 {
+					return errors.New("flaky")
+				}
+				if r.Queue == "user:1" {
+					got = append(got, m.ID)
+				}
+				return nil
+			}, func(int) time.Duration { return time.Second }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("delivered %v, want %v", got, want)
+	}
+}
+
+// TestOutboxCoalescing: of a user's silent updates to the same recipients, a claim keeps
+// only the newest; a new-user message (not replaceable), an update to other recipients,
+// and other queues' rows are all kept, in order.
+func TestOutboxCoalescing(t *testing.T) {
+	s, db := readyStore(t)
+	joined := queueRow(t, db, "user:1", "2,3", false)
+	var renames []int64
+	for range 5 {
+		renames = append(renames, queueRow(t, db, "user:1", "2,3", true))
+	}
+	fewer := queueRow(t, db, "user:1", "2", true)
+	renames = append(renames, queueRow(t, db, "user:1", "3,2", true)) // the same set in another order
+	other := queueRow(t, db, "user:9", "2,3", true)
+	runs := claimAll(t, s, 10, time.Now())
+	if len(runs) != 2 {
+		t.Fatalf("claimed %d runs, want 2", len(runs))
+	}
+	if want := []int64{joined, fewer, renames[5]}; !slices.Equal(ids(runs[0]), want) || runs[0].Superseded != 5 {
+		t.Errorf("user:1's run %v superseding %d, want %v superseding 5", ids(runs[0]), runs[0].Superseded, want)
+	}
+	if !slices.Equal(ids(runs[1]), []int64{other}) || runs[1].Superseded != 0 {
+		t.Errorf("user:9's run %v", ids(runs[1]))
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 4 {
+		t.Errorf("%d rows left, want the 4 to send", n)
+	}
+}
+
+// TestOutboxFailureReschedules: a failed delivery ends the run and pushes its row back,
+// counting the attempt and keeping the error; the queue's other rows wait behind it.
+func TestOutboxFailureReschedules(t *testing.T) {
+	s, db := readyStore(t)
+	for i := range 3 {
+		queueRow(t, db, "user:1", fmt.Sprint(i), false)
+	}
+	queueRow(t, db, "user:2", "9", false)
 	calls := 0
 	now := time.Now()
-	n, err := s.DeliverDue(context.Background(), 10, now, func(store.OutboxMessage) error { calls++; return errors.New("mesibo down") },
+	runs := claimAll(t, s, 1, now)
+	n, err := s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error { calls++; return errors.New("mesibo down") },
 		func(attempts int) time.Duration { return time.Duration(attempts) * time.Minute })
 	if err != nil || n != 0 || calls != 1 {
-		t.Fatalf("n=%d calls=%d err=%v: the batch must stop at the first failure", n, calls, err)
+		t.Fatalf("n=%d calls=%d err=%v: the run must stop at the first failure", n, calls, err)
 	}
 	var attempts int
 	var next int64
@@ -104,33 +301,39 @@ func TestOutboxFailureReschedules(t *testing.T) {
 	if attempts != 1 || next < now.Add(59*time.Second).UnixMilli() || lastErr != "mesibo down" {
 		t.Fatalf("attempts %d next %d err %q", attempts, next, lastErr)
 	}
-	// The failed row is not due; the other two are delivered.
-	n, err = s.DeliverDue(context.Background(), 10, now, func(store.OutboxMessage) error { return nil }, nil)
-	if err != nil || n != 2 {
+	if waiting := count(t, db, "SELECT COUNT(*) FROM messenger_outbox WHERE queue = 'user:1' AND attempts = 0 AND next_attempt = ?", next); waiting != 2 {
+		t.Errorf("%d of the rows behind the failed one wait with it, want 2", waiting)
+	}
+	// The failed queue is not due; the other is delivered.
+	runs = claimAll(t, s, 10, now)
+	if len(runs) != 1 || runs[0].Queue != "user:2" {
+		t.Fatalf("claimed %+v, want only user:2", runs)
+	}
+	if n, err := s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error { return nil }, nil); err != nil || n != 1 {
 		t.Fatalf("delivered %d, %v", n, err)
 	}
 	depth, oldest, _ := s.OutboxStats(context.Background(), now.Add(time.Hour))
-	if depth != 1 || oldest < 59*time.Minute {
+	if depth != 3 || oldest < 59*time.Minute {
 		t.Fatalf("depth %d oldest %s", depth, oldest)
 	}
 }
 
-// TestOutboxClaimDoesNotBlockWriters: while a worker holds a batch (mesibo is slow),
-// requests can still queue notifications.
+// TestOutboxClaimDoesNotBlockWriters: while a worker holds a run (mesibo is slow),
+// requests can still queue notifications, also of the same queue.
 func TestOutboxClaimDoesNotBlockWriters(t *testing.T) {
-	s, dsn := outboxStore(t)
-	db := testenv.Open(t, dsn)
-	db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '1', '{}')")
+	s, db := readyStore(t)
+	queueRow(t, db, "user:1", "1", false)
 	claimed := make(chan struct{})
 	release := make(chan struct{})
-	go s.DeliverDue(context.Background(), 10, time.Now(), func(store.OutboxMessage) error {
+	runs := claimAll(t, s, 10, time.Now())
+	go s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error {
 		close(claimed)
 		<-release
 		return nil
 	}, nil)
 	<-claimed
 	start := time.Now()
-	_, err := db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '2', '{}')")
+	_, err := db.Exec("INSERT INTO messenger_outbox (queue, from_addr, to_addrs, body) VALUES ('user:1', '100', '2', '{}')")
 	took := time.Since(start)
 	close(release)
 	if err != nil || took > time.Second {
@@ -138,62 +341,65 @@ func TestOutboxClaimDoesNotBlockWriters(t *testing.T) {
 	}
 }
 
-// TestOutboxStopHandsBatchBack: a worker stopped mid-batch (a config reload cancels its
+// TestOutboxStopHandsRunBack: a worker stopped mid-run (a config reload cancels its
 // context) leaves the undelivered rows due at once for the next worker, not leased, and
 // counts no attempt for the one it was sending.
-func TestOutboxStopHandsBatchBack(t *testing.T) {
-	s, dsn := outboxStore(t)
-	db := testenv.Open(t, dsn)
+func TestOutboxStopHandsRunBack(t *testing.T) {
+	s, db := readyStore(t)
 	for i := range 5 {
-		db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', ?, '{}')", fmt.Sprint(i))
+		queueRow(t, db, "group:5", fmt.Sprint(i), false)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	now := time.Now()
 	sent := 0
-	n, err := s.DeliverDue(ctx, 10, now, func(store.OutboxMessage) error {
+	runs := claimAll(t, s, 10, now)
+	n, err := s.DeliverRun(ctx, runs[0], func(store.OutboxMessage) error {
 		if sent++; sent == 2 {
 			cancel() // the reload arrives while the second is on its way
 			return ctx.Err()
 		}
 		return nil
-	}, func(int) time.Duration { return time.Hour })
+	}, never)
 	if err != nil || n != 1 {
 		t.Fatalf("delivered %d, %v; want 1", n, err)
 	}
 	if due := count(t, db, "SELECT COUNT(*) FROM messenger_outbox WHERE next_attempt <= ? AND attempts = 0", now.UnixMilli()); due != 4 {
 		t.Errorf("%d rows due again after the stop, want 4", due)
 	}
-	n, err = s.DeliverDue(context.Background(), 10, now, func(store.OutboxMessage) error { return nil }, nil)
-	if err != nil || n != 4 {
-		t.Errorf("the next worker delivered %d, %v; want 4", n, err)
+	runs = claimAll(t, s, 10, now)
+	if len(runs) != 1 || len(runs[0].Messages) != 4 {
+		t.Fatalf("the next worker claimed %+v; want the 4 rows", runs)
 	}
 }
 
 // TestOutboxStaleWorkerCannotUndoANewClaim: a worker that outlives its lease (its
-// delivery hung) finds the row claimed again by another; its late bookkeeping must not
+// delivery hung) finds its queue claimed again by another; its late bookkeeping must not
 // touch the other's claim.
 func TestOutboxStaleWorkerCannotUndoANewClaim(t *testing.T) {
-	s, dsn := outboxStore(t)
-	db := testenv.Open(t, dsn)
-	db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '1', '{}')")
-	db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body) VALUES ('100', '2', '{}')")
+	s, db := readyStore(t)
+	queueRow(t, db, "user:1", "1", false)
+	queueRow(t, db, "user:1", "2", false)
 	start := time.Now()
 	inFirst := make(chan struct{})
 	finishFirst := make(chan struct{})
 	var wg sync.WaitGroup
+	runA := claimAll(t, s, 10, start)
 	wg.Go(func() {
 		// Worker A: its first delivery fails late, after the lease ran out.
-		s.DeliverDue(context.Background(), 10, start, func(m store.OutboxMessage) error {
+		s.DeliverRun(context.Background(), runA[0], func(m store.OutboxMessage) error {
 			close(inFirst)
 			<-finishFirst
 			return errors.New("timed out")
-		}, func(int) time.Duration { return time.Hour })
+		}, never)
 	})
 	<-inFirst
-	// Worker B, three minutes later by its clock: both leases have run out.
+	// Worker B, three minutes later by its clock: A's lease has run out.
+	runB := claimAll(t, s, 10, start.Add(3*time.Minute))
+	if len(runB) != 1 || len(runB[0].Messages) != 2 {
+		t.Fatalf("worker B claimed %+v; want both rows", runB)
+	}
 	var claimedByB []int64
-	later := start.Add(3 * time.Minute)
-	n, err := s.DeliverDue(context.Background(), 10, later, func(m store.OutboxMessage) error {
+	n, err := s.DeliverRun(context.Background(), runB[0], func(m store.OutboxMessage) error {
 		claimedByB = append(claimedByB, m.ID)
 		if len(claimedByB) == 1 {
 			close(finishFirst) // A now reschedules and releases, too late
@@ -206,5 +412,178 @@ func TestOutboxStaleWorkerCannotUndoANewClaim(t *testing.T) {
 	}
 	if left := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); left != 0 {
 		t.Errorf("%d rows left: worker A's late reschedule or release overwrote B's claim", left)
+	}
+}
+
+// TestOutboxMigrationKeepsRows: rows queued before migration 4 (no queue) are kept by
+// it, and delivered, in their order, as one queue.
+func TestOutboxMigrationKeepsRows(t *testing.T) {
+	dsn := testenv.Database(t)
+	migrateTo(t, dsn, 3)
+	db := testenv.Open(t, dsn)
+	for i := range 3 {
+		if _, err := db.Exec("INSERT INTO messenger_outbox (from_addr, to_addrs, body, created) VALUES ('100', ?, '{}', ?)",
+			fmt.Sprint(i), time.Now().Unix()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := store.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	runs := claimAll(t, s, 10, time.Now())
+	if len(runs) != 1 || runs[0].Queue != "" || len(runs[0].Messages) != 3 {
+		t.Fatalf("claimed %+v, want the 3 old rows as one run", runs)
+	}
+	for i, msg := range runs[0].Messages {
+		if msg.To != fmt.Sprint(i) {
+			t.Errorf("row %d of the run is to %q", i, msg.To)
+		}
+	}
+}
+
+// migrateTo brings the database at dsn to the schema of migration version.
+func migrateTo(t *testing.T, dsn string, version uint) {
+	t.Helper()
+	dialect := "mysql"
+	if testenv.Embedded() {
+		dialect = "sqlite"
+	}
+	source, err := iofs.New(migrations.FS, dialect)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var driver database.Driver
+	if testenv.Embedded() {
+		driver, err = migratesqlite.WithInstance(testenv.Open(t, dsn), &migratesqlite.Config{})
+	} else {
+		cfg, perr := mysql.ParseDSN(dsn)
+		if perr != nil {
+			t.Fatal(perr)
+		}
+		cfg.MultiStatements = true // the migration files hold several statements
+		driver, err = migratemysql.WithInstance(testenv.Open(t, cfg.FormatDSN()), &migratemysql.Config{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := migrate.NewWithInstance("iofs", source, dialect, driver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Migrate(version); err != nil {
+		t.Fatalf("migrate to %d: %v", version, err)
+	}
+}
+
+// TestProfileTSGrowsWithEveryChange: every change of a user's profile has a ts of its own,
+// growing with the order of the changes, also many in one second, also concurrent ones
+// (PROTOCOL.md §4); the notifications queued carry them in queue order; a login does not
+// move ts back.
+func TestProfileTSGrowsWithEveryChange(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := context.Background()
+	const second = 1_800_000_000
+	for uid, phone := range map[int64]string{31: "919812340031", 32: "919812340032", 33: "919812340033"} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: second}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, 32, []string{"919812340031"}, false); err != nil { // 32 watches 31
+		t.Fatal(err)
+	}
+	compose := func(u store.User) store.Notification {
+		return store.Notification{From: u.Phone, Queue: "user:" + u.Phone, Replaceable: true, Body: fmt.Appendf(nil, "%d", u.TS)}
+	}
+	at := time.Unix(second, 0)
+	watched, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 31))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answered []int64
+	for i := range 5 { // one after another, all in one second
+		name := fmt.Sprint("name ", i)
+		u, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Name: &name}, at, compose)
+		if err != nil {
+			t.Fatal(err)
+		}
+		answered = append(answered, u.TS)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := range 10 { // at once
+		wg.Go(func() {
+			status := fmt.Sprint("status ", i)
+			u, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at, compose)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			mu.Lock()
+			answered = append(answered, u.TS)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if want := []int64{second + 1, second + 2, second + 3, second + 4, second + 5}; !slices.Equal(answered[:5], want) {
+		t.Errorf("one after another: ts %v, want %v", answered[:5], want)
+	}
+	slices.Sort(answered)
+	if len(slices.Compact(answered)) != 15 {
+		t.Errorf("15 changes answered with ts %v: some share one", answered)
+	}
+	rows, err := db.Query("SELECT queue, replaceable, body FROM messenger_outbox ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var queued []int64
+	for rows.Next() {
+		var queue, body string
+		var replaceable bool
+		if err := rows.Scan(&queue, &replaceable, &body); err != nil {
+			t.Fatal(err)
+		}
+		if queue != "user:919812340031" || !replaceable {
+			t.Errorf("queued in %q, replaceable %v", queue, replaceable)
+		}
+		var ts int64
+		fmt.Sscan(body, &ts)
+		queued = append(queued, ts)
+	}
+	if len(queued) != 15 || !slices.IsSorted(queued) || len(slices.Compact(slices.Clone(queued))) != 15 {
+		t.Errorf("notifications in queue order carry ts %v, want 15 growing", queued)
+	}
+	var stored int64
+	db.QueryRow("SELECT ts FROM users WHERE uid = 31").Scan(&stored)
+	if stored != second+15 {
+		t.Errorf("stored ts %d, want %d", stored, second+15)
+	}
+
+	// Nobody watches 33: the one-statement way grows ts the same way.
+	for i := range 3 {
+		status := fmt.Sprint("alone ", i)
+		if ok, err := s.UpdateUnwatchedProfile(ctx, fmt.Sprintf("%064d", 33), store.ProfileChange{Status: &status}, at); err != nil || !ok {
+			t.Fatalf("UpdateUnwatchedProfile = %v, %v", ok, err)
+		}
+	}
+	db.QueryRow("SELECT ts FROM users WHERE uid = 33").Scan(&stored)
+	if stored != second+3 {
+		t.Errorf("unwatched user's ts %d after 3 changes in its login's second, want %d", stored, second+3)
+	}
+	// A new login in the same second is a change too, not a step back.
+	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 33, Phone: "919812340033", Token: fmt.Sprintf("%064d", 34),
+		Expiry: time.Now().Add(time.Hour), TS: second}, nil); err != nil {
+		t.Fatal(err)
+	}
+	db.QueryRow("SELECT ts FROM users WHERE uid = 33").Scan(&stored)
+	if stored != second+4 {
+		t.Errorf("ts %d after a login, want %d", stored, second+4)
 	}
 }

@@ -68,8 +68,15 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 }
 
 // setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.
-// COALESCE keeps a column whose new value is NULL (not sent).
-const setProfile = `SET name = COALESCE(?, name), status = COALESCE(?, status), photo = COALESCE(?, photo), ts = ?`
+// COALESCE keeps a column whose new value is NULL (not sent). ts is nextUserTS.
+const setProfile = `SET name = COALESCE(?, name), status = COALESCE(?, status), photo = COALESCE(?, photo), ` + nextUserTS
+
+// nextUserTS sets a user's ts for a change at the bound time: that second, but always
+// past the stored ts, so that every change of a user, however many in one second, has
+// a ts of its own, growing with the order of the changes (PROTOCOL.md §4). It is
+// computed in the statement that writes the row, so concurrent changes of one user
+// never share one.
+const nextUserTS = `ts = GREATEST(?, COALESCE(ts, 0) + 1)`
 
 func setProfileArgs(change ProfileChange, now time.Time, more ...any) []any {
 	return append([]any{change.Name, change.Status, change.Photo, now.Unix()}, more...)
@@ -105,7 +112,7 @@ func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change
 	res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+
 		" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+") AND "+nobodyWatches,
 		setProfileArgs(change, now, token)...)
-	if myErr := (*mysql.MySQLError)(nil); errors.As(err, &myErr) && myErr.Number == mysqlDeadlock {
+	if isDeadlock(err) {
 		return false, nil
 	}
 	if err != nil {
@@ -121,6 +128,12 @@ func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change
 // mysqlDeadlock is MySQL's ER_LOCK_DEADLOCK: the statement's transaction was rolled back.
 const mysqlDeadlock = 1213
 
+// isDeadlock reports whether err is MySQL rolling back a deadlock's victim.
+func isDeadlock(err error) bool {
+	myErr := (*mysql.MySQLError)(nil)
+	return errors.As(err, &myErr) && myErr.Number == mysqlDeadlock
+}
+
 // appliedTo is u after change at now.
 func (change ProfileChange) appliedTo(u User, now time.Time) User {
 	if change.Name != nil {
@@ -132,7 +145,7 @@ func (change ProfileChange) appliedTo(u User, now time.Time) User {
 	if change.Photo != nil {
 		u.Photo = *change.Photo
 	}
-	u.TS = now.Unix()
+	u.TS = nextTS(u.TS, now) // as nextUserTS computes it from the row as read
 	return u
 }
 

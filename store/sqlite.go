@@ -37,6 +37,7 @@ var sqliteRewrites = strings.NewReplacer(
 	" FOR UPDATE SKIP LOCKED", "",
 	" FOR UPDATE", "",
 	"UTC_TIMESTAMP()", "datetime('now')",
+	"GREATEST(", "MAX(", // SQLite's MAX of two or more arguments is a scalar function
 )
 
 // insertedValue is MySQL's VALUES(col) inside ON DUPLICATE KEY UPDATE, SQLite's excluded.col.

@@ -21,7 +21,7 @@ import (
 var wantTables = []string{"contacts", "groups", "members", "messenger_outbox", "names", "notifytokens", "schema_migrations", "tokens", "users"}
 
 // latestVersion is the number of the newest migration.
-const latestVersion = 3
+const latestVersion = 4
 
 // Columns of the original tables (PROTOCOL.md §6), in the original's order.
 var wantColumns = map[string]string{

@@ -174,8 +174,9 @@ func saveUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) 
 			return false, fmt.Errorf("store: save user: %w", err)
 		}
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE users SET uid = ?, cc = ?, ts = ?,
-		name = CASE WHEN name IS NULL OR name = '' THEN NULLIF(?, '') ELSE name END WHERE phone = ?`,
+	// A known user's ts grows with every change, never back.
+	_, err = tx.ExecContext(ctx, "UPDATE users SET uid = ?, cc = ?, "+nextUserTS+
+		", name = CASE WHEN name IS NULL OR name = '' THEN NULLIF(?, '') ELSE name END WHERE phone = ?",
 		l.UID, l.CC, l.TS, l.Name, l.Phone)
 	if err != nil {
 		return false, fmt.Errorf("store: save user: %w", err)

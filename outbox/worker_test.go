@@ -1,0 +1,263 @@
+package outbox_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/caddy-messenger/messenger/internal/testenv"
+	"github.com/caddy-messenger/messenger/mesiboclient"
+	"github.com/caddy-messenger/messenger/mesiboclient/mesibotest"
+	"github.com/caddy-messenger/messenger/outbox"
+	"github.com/caddy-messenger/messenger/store"
+)
+
+const appToken = "outbox-test-app-token"
+
+// fake is a mesibo fake behind a server that counts the calls in flight.
+type fake struct {
+	*mesibotest.Server
+	url      string
+	inFlight atomic.Int32
+	maxSeen  atomic.Int32
+}
+
+func newFake(t testing.TB) *fake {
+	f := &fake{Server: mesibotest.NewServer(t, appToken)}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := f.inFlight.Add(1)
+		defer f.inFlight.Add(-1)
+		for seen := f.maxSeen.Load(); n > seen && !f.maxSeen.CompareAndSwap(seen, n); seen = f.maxSeen.Load() {
+		}
+		f.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	f.url = srv.URL + "/backend/"
+	return f
+}
+
+// sent returns the notes of the messages the fake accepted, by queue, in arrival order.
+func (f *fake) sent(t testing.TB) map[string][]int {
+	t.Helper()
+	out := map[string][]int{}
+	for _, c := range f.Messages() {
+		var body struct {
+			Queue string `json:"queue"`
+			Note  int    `json:"note"`
+		}
+		msg := c.Fields["message"].(map[string]any)
+		if err := json.Unmarshal([]byte(msg["message"].(string)), &body); err != nil {
+			t.Fatal(err)
+		}
+		out[body.Queue] = append(out[body.Queue], body.Note)
+	}
+	return out
+}
+
+// open returns a store on a database of the test's own and a pool for its rows.
+func open(t testing.TB) (*store.Store, *sql.DB, string) {
+	t.Helper()
+	dsn := testenv.Database(t)
+	s, err := store.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if err := s.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, testenv.Open(t, dsn), dsn
+}
+
+// queue inserts the notification numbered note of queue, as the store queues one.
+func queue(t testing.TB, db *sql.DB, q string, note int, replaceable bool) {
+	t.Helper()
+	body := fmt.Sprintf(`{"queue":%q,"note":%d}`, q, note)
+	if _, err := db.Exec(`INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
+		VALUES (?, ?, '100', '919800000001,919800000002', ?, ?, ?)`, q, replaceable, body, time.Now().Unix(), time.Now().UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func worker(t testing.TB, s *store.Store, f *fake, timeout time.Duration) *outbox.Worker {
+	t.Helper()
+	m, err := mesiboclient.New(mesiboclient.Config{Endpoint: f.url, AppToken: appToken, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	w := outbox.New(s, m, zaptest.NewLogger(t))
+	w.Poll, w.MaxBackoff = 100*time.Millisecond, 200*time.Millisecond
+	return w
+}
+
+// start runs w until the test ends or the returned func is called.
+func start(t testing.TB, w *outbox.Worker) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(ctx) }()
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	t.Cleanup(stop)
+	return stop
+}
+
+func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func depth(t testing.TB, db *sql.DB) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM messenger_outbox").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func upTo(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// TestWorkerDeliversQueuesInParallelInOrder: with mesibo slow, a worker has several
+// queues' notifications in flight at once, never more than its concurrency, and each
+// queue's arrive in the order queued.
+func TestWorkerDeliversQueuesInParallelInOrder(t *testing.T) {
+	s, db, _ := open(t)
+	f := newFake(t)
+	f.FailAll("message", mesibotest.Failure{Delay: 50 * time.Millisecond}) // slow, then answered
+	for note := range 5 {
+		for q := range 12 {
+			queue(t, db, fmt.Sprint("group:", q), note, false)
+		}
+	}
+	w := worker(t, s, f, 5*time.Second)
+	w.Concurrency = 8
+	start(t, w)
+	waitFor(t, "60 notifications", 20*time.Second, func() bool { return len(f.Messages()) == 60 })
+	for q, notes := range f.sent(t) {
+		if !slices.Equal(notes, upTo(5)) {
+			t.Errorf("%s arrived as %v", q, notes)
+		}
+	}
+	if most := f.maxSeen.Load(); most < 2 || most > 8 {
+		t.Errorf("at most %d deliveries in flight, want 2 to 8", most)
+	}
+	waitFor(t, "an empty outbox", 5*time.Second, func() bool { return depth(t, db) == 0 })
+}
+
+// TestWorkerOutageKeepsOrder: notifications queued while mesibo is down arrive in order
+// once it is back: a group's every one, and of a user's silent updates at least the last.
+func TestWorkerOutageKeepsOrder(t *testing.T) {
+	s, db, _ := open(t)
+	f := newFake(t)
+	f.FailAll("message", mesibotest.Failure{Status: http.StatusServiceUnavailable})
+	w := worker(t, s, f, 5*time.Second)
+	start(t, w)
+	for note := range 10 {
+		queue(t, db, "user:919800000009", note, true)
+		queue(t, db, "group:77", note, false)
+		w.Wake()
+		time.Sleep(30 * time.Millisecond) // the worker tries and fails in between
+	}
+	waitFor(t, "failed attempts", 5*time.Second, func() bool { return len(f.CallsOf("message")) >= 2 })
+	f.Reset()
+	waitFor(t, "the group's notifications", 10*time.Second, func() bool { return len(f.sent(t)["group:77"]) == 10 })
+	waitFor(t, "an empty outbox", 5*time.Second, func() bool { return depth(t, db) == 0 })
+	sent := f.sent(t)
+	if !slices.Equal(sent["group:77"], upTo(10)) {
+		t.Errorf("the group's arrived as %v", sent["group:77"])
+	}
+	user := sent["user:919800000009"]
+	if len(user) == 0 || user[len(user)-1] != 9 || !slices.IsSorted(user) || len(slices.Compact(slices.Clone(user))) != len(user) {
+		t.Errorf("the user's arrived as %v, want growing and ending on 9", user)
+	}
+}
+
+// TestWorkerProbesWhileMesiboFails: while every delivery fails, the worker tries one
+// queue at a time rather than all it could have in flight.
+func TestWorkerProbesWhileMesiboFails(t *testing.T) {
+	s, db, _ := open(t)
+	f := newFake(t)
+	f.FailAll("message", mesibotest.Failure{Status: http.StatusBadGateway})
+	for q := range 100 {
+		queue(t, db, fmt.Sprint("user:", q), 0, true)
+	}
+	w := worker(t, s, f, 5*time.Second)
+	w.Concurrency = 16
+	start(t, w)
+	time.Sleep(time.Second)
+	// The first claim takes 16 queues, which all fail; then one queue at a time, a
+	// Poll (100ms) after the last failure. Without that, the worker would keep 16 in
+	// flight, each row tried again every MaxBackoff (200ms).
+	if calls := len(f.CallsOf("message")); calls < 16 || calls > 16+12 {
+		t.Errorf("%d calls to mesibo in its first second down", calls)
+	}
+	f.Reset()
+	waitFor(t, "all 100 after mesibo is back", 10*time.Second, func() bool { return len(f.Messages()) == 100 })
+}
+
+// TestWorkerAbandonedRunIsDeliveredByAnother: instance A claims the rows and hangs
+// mid-delivery (it died, as far as the others can tell); instance B, on the same
+// database, delivers them once A's lease has run out, each queue in order, and A's late
+// bookkeeping changes nothing.
+func TestWorkerAbandonedRunIsDeliveredByAnother(t *testing.T) {
+	sA, db, dsn := open(t)
+	for note := range 4 {
+		for q := range 3 {
+			queue(t, db, fmt.Sprint("group:", q), note, false)
+		}
+	}
+	hung := newFake(t)
+	hung.FailAll("message", mesibotest.Failure{Delay: time.Hour}) // never answers
+	a := worker(t, sA, hung, time.Minute)
+	const lease = 2 * time.Second
+	// Its three deliveries hang, so A claims nothing more, as a dead instance would not.
+	a.Lease, a.Concurrency = lease, 3
+	claimedByA := time.Now()
+	stopA := start(t, a)
+	waitFor(t, "A's deliveries in flight", 5*time.Second, func() bool { return hung.inFlight.Load() == 3 })
+
+	sB, err := store.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sB.Close() })
+	up := newFake(t)
+	b := worker(t, sB, up, 5*time.Second)
+	start(t, b)
+	waitFor(t, "B's deliveries", 10*time.Second, func() bool { return len(up.Messages()) == 12 })
+	if took := time.Since(claimedByA); took < lease {
+		t.Errorf("B delivered A's rows %s after A claimed them, within A's lease", took)
+	}
+	for q, notes := range up.sent(t) {
+		if !slices.Equal(notes, upTo(4)) {
+			t.Errorf("%s arrived as %v", q, notes)
+		}
+	}
+	waitFor(t, "an empty outbox", 5*time.Second, func() bool { return depth(t, db) == 0 })
+	stopA() // A's calls end now, long after its lease; its bookkeeping must find nothing
+	if n := depth(t, db); n != 0 || len(up.Messages()) != 12 || len(hung.Messages()) != 0 {
+		t.Errorf("after A came back: %d rows, B sent %d, A sent %d", n, len(up.Messages()), len(hung.Messages()))
+	}
+}
