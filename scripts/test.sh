@@ -14,8 +14,12 @@ CREATE USER IF NOT EXISTS 'messenger_test'@'localhost' IDENTIFIED BY 'messenger_
 CREATE USER IF NOT EXISTS 'messenger_test'@'127.0.0.1' IDENTIFIED BY 'messenger_test';
 GRANT ALL PRIVILEGES ON \`messenger\\_test\\_%\`.* TO 'messenger_test'@'localhost';
 GRANT ALL PRIVILEGES ON \`messenger\\_test\\_%\`.* TO 'messenger_test'@'127.0.0.1';"
-# Databases left behind by an interrupted run.
-for db in $(mariadb -h127.0.0.1 -umessenger_test -pmessenger_test -N -e "SHOW DATABASES LIKE 'messenger\\_test\\_%'"); do
+# Databases left behind by an interrupted run: those whose tables are all over two hours
+# old (a run on this machine right now keeps its own).
+for db in $(mariadb -h127.0.0.1 -umessenger_test -pmessenger_test -N -e "
+	SELECT s.SCHEMA_NAME FROM information_schema.SCHEMATA s LEFT JOIN information_schema.TABLES t ON t.TABLE_SCHEMA = s.SCHEMA_NAME
+	WHERE s.SCHEMA_NAME LIKE 'messenger\\_test\\_%' GROUP BY s.SCHEMA_NAME
+	HAVING COALESCE(MAX(t.CREATE_TIME), NOW()) < NOW() - INTERVAL 2 HOUR"); do
 	mariadb -h127.0.0.1 -umessenger_test -pmessenger_test -e "DROP DATABASE \`$db\`"
 done
 
