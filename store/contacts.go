@@ -116,7 +116,7 @@ func (s *Store) SaveContacts(ctx context.Context, uid int64, phones []string, re
 		for _, p := range chunk {
 			args = append(args, uid, p)
 		}
-		_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO contacts (uid, phone) VALUES "+placeholders(len(chunk), "(?,?)"), args...)
+		_, err := tx.ExecContext(ctx, s.d.insertIgnore+" INTO contacts (uid, phone) VALUES "+placeholders(len(chunk), "(?,?)"), args...)
 		return err
 	})
 	if err != nil {
@@ -187,7 +187,7 @@ func (s *Store) SyncSince(ctx context.Context, token string, since int64, userLi
 		SELECT 1, g.gid, 0, 0, COALESCE(g.name, ''), '', COALESCE(g.photo, ''), COALESCE(g.ts, 0), g.type
 		FROM tokens t JOIN users me ON me.uid = t.uid JOIN members m ON m.phone = me.phone
 		JOIN `+"`groups`"+` g ON g.gid = m.gid WHERE `+validToken+` AND g.ts > ?`,
-		token, token, since, token, since)
+		slices.Concat(validTokenArgs(token), validTokenArgs(token), []any{since}, validTokenArgs(token), []any{since})...)
 	if err != nil {
 		return User{}, nil, nil, fmt.Errorf("store: sync: %w", err)
 	}

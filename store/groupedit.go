@@ -114,7 +114,7 @@ func (l *GroupLock) Edit(ctx context.Context, e GroupEdit, now time.Time, notify
 	// The row lock keeps out writers that do not take the group lock (an older
 	// backend on the same database).
 	var ts int64
-	err = tx.QueryRowContext(ctx, "SELECT COALESCE(ts, 0) FROM `groups` WHERE gid = ? FOR UPDATE", l.gid).Scan(&ts)
+	err = tx.QueryRowContext(ctx, "SELECT COALESCE(ts, 0) FROM `groups` WHERE gid = ?"+l.s.d.forUpdate, l.gid).Scan(&ts)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Group{}, ErrNotFound
 	}

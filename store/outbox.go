@@ -137,16 +137,16 @@ func retryDeadlocks(fn func() error) error {
 // claimOutbox is one attempt of ClaimOutbox.
 func (s *Store) claimOutbox(ctx context.Context, runs, runLength int, lease time.Duration, now time.Time) ([]OutboxRun, error) {
 	claimed := time.Now()
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	tx, err := s.db.BeginTx(ctx, s.d.readCommitted)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	defer tx.Rollback()
-	heads, err := claimHeads(ctx, tx, runs, now)
+	heads, err := s.claimHeads(ctx, tx, runs, now)
 	if err != nil || len(heads) == 0 {
 		return nil, err
 	}
-	out, err := lockRuns(ctx, tx, heads, runLength)
+	out, err := s.lockRuns(ctx, tx, heads, runLength)
 	if err != nil || len(out) == 0 {
 		return nil, err
 	}
@@ -186,10 +186,10 @@ type head struct {
 
 // claimHeads locks the first rows of up to limit queues that are due, oldest due
 // first, skipping rows other workers are claiming.
-func claimHeads(ctx context.Context, tx *sql.Tx, limit int, now time.Time) ([]head, error) {
+func (s *Store) claimHeads(ctx context.Context, tx *sql.Tx, limit int, now time.Time) ([]head, error) {
 	rows, err := tx.QueryContext(ctx, `SELECT o.queue, o.id FROM messenger_outbox o
 		WHERE o.next_attempt <= ? AND NOT EXISTS (SELECT 1 FROM messenger_outbox e WHERE e.queue = o.queue AND e.id < o.id)
-		ORDER BY o.next_attempt, o.id LIMIT ? FOR UPDATE SKIP LOCKED`, now.UnixMilli(), limit)
+		ORDER BY o.next_attempt, o.id LIMIT ?`+s.d.skipLocked, now.UnixMilli(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
@@ -214,7 +214,7 @@ func claimHeads(ctx context.Context, tx *sql.Tx, limit int, now time.Time) ([]he
 // are read whole (a temporary table of whole rows, text and blob columns, would go to
 // disk). A row another claim holds (it took it for a head, and will let it go) is
 // skipped, and the run ends before it: a claim never waits for a row another holds.
-func lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int) ([]OutboxRun, error) {
+func (s *Store) lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int) ([]OutboxRun, error) {
 	args := make([]any, 0, len(heads)+1)
 	for _, h := range heads {
 		args = append(args, h.queue)
@@ -222,7 +222,7 @@ func lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int) ([]O
 	rows, err := tx.QueryContext(ctx, `SELECT r.n, o.id, o.queue, o.replaceable, o.from_addr, o.to_addrs, o.body, o.created, o.attempts
 		FROM messenger_outbox o JOIN (SELECT id, ROW_NUMBER() OVER (PARTITION BY queue ORDER BY id) AS n
 			FROM messenger_outbox WHERE queue IN (`+placeholders(len(heads), "?")+`)) AS r ON r.id = o.id
-		WHERE r.n <= ? ORDER BY o.queue, r.n FOR UPDATE SKIP LOCKED`, append(args, runLength)...)
+		WHERE r.n <= ? ORDER BY o.queue, r.n`+s.d.skipLocked, append(args, runLength)...)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox claim: read runs: %w", err)
 	}
@@ -322,7 +322,7 @@ func (s *Store) settle(ctx context.Context, run OutboxRun, delivered []int64, re
 
 // settleOnce is one attempt of settle.
 func (s *Store) settleOnce(ctx context.Context, run OutboxRun, delivered []int64, rest []OutboxMessage, failure error, next int64) error {
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	tx, err := s.db.BeginTx(ctx, s.d.readCommitted)
 	if err != nil {
 		return fmt.Errorf("store: outbox settle: %w", err)
 	}

@@ -75,11 +75,16 @@ const setProfile = `SET name = COALESCE(?, name), status = COALESCE(?, status), 
 // past the stored ts, so that every change of a user, however many in one second, has
 // a ts of its own, growing with the order of the changes (PROTOCOL.md §4). It is
 // computed in the statement that writes the row, so concurrent changes of one user
-// never share one.
-const nextUserTS = `ts = GREATEST(?, COALESCE(ts, 0) + 1)`
+// never share one. It binds the time twice (nextUserTSArgs): the larger of two values is
+// a CASE here, where MySQL and SQLite name the function differently.
+const nextUserTS = `ts = CASE WHEN COALESCE(ts, 0) < ? THEN ? ELSE COALESCE(ts, 0) + 1 END`
+
+// nextUserTSArgs are nextUserTS's arguments for a change at unix.
+func nextUserTSArgs(unix int64) []any { return []any{unix, unix} }
 
 func setProfileArgs(change ProfileChange, now time.Time, more ...any) []any {
-	return append([]any{change.Name, change.Status, change.Photo, now.Unix()}, more...)
+	args := append([]any{change.Name, change.Status, change.Photo}, nextUserTSArgs(now.Unix())...)
+	return append(args, more...)
 }
 
 // updateProfile writes change and ts to the user's row.
@@ -111,7 +116,7 @@ func updateProfile(ctx context.Context, q querier, uid int64, change ProfileChan
 func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (bool, error) {
 	res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+
 		" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+") AND "+nobodyWatches,
-		setProfileArgs(change, now, token)...)
+		setProfileArgs(change, now, validTokenArgs(token)...)...)
 	if isDeadlock(err) {
 		return false, nil
 	}
@@ -169,9 +174,9 @@ func (s *Store) SetNotifyToken(ctx context.Context, uid int64, token string, dev
 	if production {
 		prod = 1
 	}
-	_, err := s.fixed.ExecContext(ctx, `INSERT INTO notifytokens (uid, token, device, production) VALUES (?, ?, ?, ?)
-		ON DUPLICATE KEY UPDATE token = VALUES(token), device = VALUES(device), production = VALUES(production)`,
-		uid, token, device, prod)
+	_, err := s.fixed.ExecContext(ctx, "INSERT INTO notifytokens (uid, token, device, production) VALUES (?, ?, ?, ?) "+
+		s.d.onConflictUpdate+" token = ?, device = ?, production = ?",
+		uid, token, device, prod, token, device, prod)
 	if err != nil {
 		return fmt.Errorf("store: set notify token: %w", err)
 	}

@@ -3,24 +3,18 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 
 	migratesqlite "github.com/golang-migrate/migrate/v4/database/sqlite"
-	"modernc.org/sqlite"
+	_ "modernc.org/sqlite" // the "sqlite" driver
 )
 
 // The embedded store is one SQLite file (pure Go, no cgo) for a developer's laptop or a
 // single small instance. Its schema is migrations/sqlite, table for table the MySQL one.
-//
-// Every statement of this package is written once, in MySQL's dialect; the SQLite
-// connection rewrites the few forms that differ (toSQLite), so that there is one copy of
-// each statement and the handlers never learn which database they talk to.
 //
 // Locking: every transaction begins IMMEDIATE, taking SQLite's one write lock at its
 // start, so write transactions run one after another; that serialises the store's
@@ -29,23 +23,11 @@ import (
 // beside a writer (WAL). A group change asks mesibo outside any transaction, in its
 // group's turn (grouplock.go), so no write waits for mesibo.
 
-// sqliteRewrites maps MySQL forms to SQLite's. The longer " FOR UPDATE SKIP LOCKED" comes
-// first: a Replacer tries its pairs in argument order at each position.
-var sqliteRewrites = strings.NewReplacer(
-	"INSERT IGNORE", "INSERT OR IGNORE",
-	"ON DUPLICATE KEY UPDATE", "ON CONFLICT DO UPDATE SET",
-	" FOR UPDATE SKIP LOCKED", "",
-	" FOR UPDATE", "",
-	"UTC_TIMESTAMP()", "datetime('now')",
-	"GREATEST(", "MAX(", // SQLite's MAX of two or more arguments is a scalar function
-)
-
-// insertedValue is MySQL's VALUES(col) inside ON DUPLICATE KEY UPDATE, SQLite's excluded.col.
-var insertedValue = regexp.MustCompile(`\bVALUES\((\w+)\)`)
-
-// toSQLite translates one statement of this package into SQLite's dialect.
-func toSQLite(query string) string {
-	return insertedValue.ReplaceAllString(sqliteRewrites.Replace(query), "excluded.$1")
+// sqliteDialect is SQLite's side of dialect: BEGIN IMMEDIATE already serialises the
+// writers that FOR UPDATE and the isolation levels order on MySQL.
+var sqliteDialect = dialect{
+	insertIgnore:     "INSERT OR IGNORE",
+	onConflictUpdate: "ON CONFLICT DO UPDATE SET",
 }
 
 var sqliteMigrations sync.Mutex
@@ -65,7 +47,10 @@ func openSQLite(path string) (*Store, error) {
 	// 'YYYY-MM-DD HH:MM:SS...'.
 	dsn := "file:" + path + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 		"&_time_format=sqlite&_txlock=immediate"
-	db := sql.OpenDB(sqliteConnector{dsn: dsn})
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxLifetime(0)
@@ -88,63 +73,5 @@ func openSQLite(path string) (*Store, error) {
 		}
 		return applyMigrations("sqlite", driver)
 	}
-	return &Store{db: db, fixed: &prepared{db: db}, migrate: migrateDB, embedded: true}, nil
+	return &Store{db: db, fixed: &prepared{db: db}, migrate: migrateDB, embedded: true, d: sqliteDialect}, nil
 }
-
-// sqliteConnector opens SQLite connections that speak the store's MySQL forms.
-type sqliteConnector struct{ dsn string }
-
-func (c sqliteConnector) Connect(context.Context) (driver.Conn, error) {
-	conn, err := (&sqlite.Driver{}).Open(c.dsn)
-	if err != nil {
-		return nil, err
-	}
-	return rewritingConn{conn}, nil
-}
-
-func (c sqliteConnector) Driver() driver.Driver { return &sqlite.Driver{} }
-
-// rewritingConn is a modernc.org/sqlite connection that runs every statement through
-// toSQLite first.
-type rewritingConn struct{ driver.Conn }
-
-func (c rewritingConn) Prepare(query string) (driver.Stmt, error) {
-	return c.Conn.Prepare(toSQLite(query))
-}
-
-func (c rewritingConn) PrepareContext(ctx context.Context, query string) (driver.Stmt, error) {
-	return c.Conn.(driver.ConnPrepareContext).PrepareContext(ctx, toSQLite(query))
-}
-
-func (c rewritingConn) ExecContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Result, error) {
-	return c.Conn.(driver.ExecerContext).ExecContext(ctx, toSQLite(query), args)
-}
-
-func (c rewritingConn) QueryContext(ctx context.Context, query string, args []driver.NamedValue) (driver.Rows, error) {
-	return c.Conn.(driver.QueryerContext).QueryContext(ctx, toSQLite(query), args)
-}
-
-// ResetSession and IsValid let database/sql drop a connection that a cancelled
-// context interrupted, as it would without the wrapper.
-func (c rewritingConn) ResetSession(ctx context.Context) error {
-	return c.Conn.(driver.SessionResetter).ResetSession(ctx)
-}
-
-func (c rewritingConn) IsValid() bool { return c.Conn.(driver.Validator).IsValid() }
-
-func (c rewritingConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx, error) {
-	// BEGIN IMMEDIATE already serialises write transactions; SQLite has no isolation
-	// levels to choose from.
-	opts.Isolation = driver.IsolationLevel(sql.LevelDefault)
-	return c.Conn.(driver.ConnBeginTx).BeginTx(ctx, opts)
-}
-
-var (
-	_ driver.Connector          = sqliteConnector{}
-	_ driver.ExecerContext      = rewritingConn{}
-	_ driver.QueryerContext     = rewritingConn{}
-	_ driver.ConnPrepareContext = rewritingConn{}
-	_ driver.ConnBeginTx        = rewritingConn{}
-	_ driver.SessionResetter    = rewritingConn{}
-	_ driver.Validator          = rewritingConn{}
-)

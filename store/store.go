@@ -1,9 +1,9 @@
 // Package store keeps users, tokens, contacts, groups and push tokens in MySQL or
 // MariaDB, in the tables of the original PHP backend, or in an embedded SQLite file for a
 // single instance (see sqlite.go). Every value is bound as a parameter; no request text
-// is ever formatted into SQL. Statements are written in MySQL's dialect; the SQLite
-// connection translates the few forms that differ, so callers never learn which
-// database they talk to.
+// is ever formatted into SQL. Each statement is one text for both databases but for the
+// few pieces they write differently (dialect.go), so callers never learn which database
+// they talk to.
 package store
 
 import (
@@ -14,12 +14,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
-	migratemysql "github.com/golang-migrate/migrate/v4/database/mysql"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"go.uber.org/zap"
 
@@ -37,6 +35,8 @@ type Store struct {
 	// migrate brings the schema up to date, in the database's own dialect.
 	migrate  func(ctx context.Context) error
 	embedded bool
+	// d is how this database writes what MySQL and SQLite write differently.
+	d dialect
 	// groupLocks serialises the changes of each group (grouplock.go); lockPrefix names
 	// this database in the MySQL named locks.
 	groupLocks groupLocks
@@ -93,44 +93,6 @@ func (s *Store) LimitConnections(n int) {
 // Embedded reports whether this is the single-instance SQLite store.
 func (s *Store) Embedded() bool { return s.embedded }
 
-func openMySQL(dsn string) (*Store, error) {
-	cfg, err := mysql.ParseDSN(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("store: parse DSN: %w", err)
-	}
-	// For the statements whose text varies (IN lists), client-side interpolation saves a
-	// prepare round trip per query; the driver escapes every bound value for the
-	// connection's character set. Fixed statements run prepared (prepared.go).
-	cfg.InterpolateParams = true
-	if cfg.Timeout == 0 {
-		cfg.Timeout = 5 * time.Second
-	}
-	if cfg.ReadTimeout == 0 {
-		cfg.ReadTimeout = 30 * time.Second
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = 30 * time.Second
-	}
-	if cfg.Params == nil {
-		cfg.Params = map[string]string{}
-	}
-	// The driver talks utf8mb4 by default, so 4-byte emoji in names survive.
-	// Token expiry times are written and compared in UTC whatever the server's zone.
-	cfg.Params["time_zone"] = "'+00:00'"
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
-	}
-	db := sql.OpenDB(connector)
-	db.SetMaxOpenConns(DefaultMaxConns)
-	db.SetMaxIdleConns(DefaultMaxConns)
-	db.SetConnMaxLifetime(30 * time.Minute)
-	s := &Store{db: db, fixed: &prepared{db: db}, migrate: func(ctx context.Context) error { return migrateMySQL(ctx, cfg) },
-		lockPrefix: lockPrefix(cfg.DBName)}
-	s.groupLocks.setConnBound(DefaultMaxConns)
-	return s, nil
-}
-
 // Close closes the pool.
 func (s *Store) Close() error {
 	s.fixed.close()
@@ -153,28 +115,6 @@ func (s *Store) Ready(ctx context.Context) error {
 	}
 	s.migrated.Store(true)
 	return nil
-}
-
-// migrateMySQL applies the embedded migrations under golang-migrate's GET_LOCK, so that
-// instances starting together apply each migration once.
-func migrateMySQL(ctx context.Context, dsn *mysql.Config) error {
-	cfg := dsn.Clone()
-	cfg.MultiStatements = true // migration files hold several statements
-	cfg.InterpolateParams = false
-	connector, err := mysql.NewConnector(cfg)
-	if err != nil {
-		return fmt.Errorf("store: migrate: %w", err)
-	}
-	db := sql.OpenDB(connector)
-	defer db.Close()
-	if err := db.PingContext(ctx); err != nil {
-		return fmt.Errorf("store: migrate: connect: %w", err)
-	}
-	driver, err := migratemysql.WithInstance(db, &migratemysql.Config{})
-	if err != nil {
-		return fmt.Errorf("store: migrate: %w", err)
-	}
-	return applyMigrations("mysql", driver)
 }
 
 // applyMigrations applies the files of migrations/<dialect> through driver.

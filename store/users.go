@@ -96,20 +96,20 @@ const mysqlDuplicateKey = 1062
 
 func (s *Store) saveLogin(ctx context.Context, l Login, compose func(User) Notification) (u User, isNew bool, err error) {
 	// READ COMMITTED: no gap locks for new users' logins to collide on.
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelReadCommitted})
+	tx, err := s.db.BeginTx(ctx, s.d.readCommitted)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: save login: %w", err)
 	}
 	defer tx.Rollback()
 
-	isNew, err = saveUser(ctx, tx, l)
+	isNew, err = s.saveUser(ctx, tx, l)
 	if err != nil {
 		return User{}, false, err
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO tokens (uid, token, expirytime, ipaddr, device) VALUES (?, ?, ?, ?, ?)
-		ON DUPLICATE KEY UPDATE token = VALUES(token), expirytime = VALUES(expirytime),
-		ipaddr = VALUES(ipaddr), device = VALUES(device)`,
-		l.UID, l.Token, l.Expiry.UTC().Format(timeLayout), l.IPv4, l.Device); err != nil {
+	expiry := l.Expiry.UTC().Format(timeLayout)
+	if _, err := tx.ExecContext(ctx, "INSERT INTO tokens (uid, token, expirytime, ipaddr, device) VALUES (?, ?, ?, ?, ?) "+
+		s.d.onConflictUpdate+" token = ?, expirytime = ?, ipaddr = ?, device = ?",
+		l.UID, l.Token, expiry, l.IPv4, l.Device, l.Token, expiry, l.IPv4, l.Device); err != nil {
 		return User{}, false, fmt.Errorf("store: save token: %w", err)
 	}
 	u, err = scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", l.UID))
@@ -129,8 +129,8 @@ func (s *Store) saveLogin(ctx context.Context, l Login, compose func(User) Notif
 
 // saveUser stores l's user in tx and reports whether it is new. The rows of the uid and
 // of the number are read locked first, so the case is known before anything is written.
-func saveUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) {
-	rows, err := tx.QueryContext(ctx, "SELECT uid, phone FROM users WHERE uid = ? OR phone = ? FOR UPDATE", l.UID, l.Phone)
+func (s *Store) saveUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) {
+	rows, err := tx.QueryContext(ctx, "SELECT uid, phone FROM users WHERE uid = ? OR phone = ?"+s.d.forUpdate, l.UID, l.Phone)
 	if err != nil {
 		return false, fmt.Errorf("store: save user: %w", err)
 	}
@@ -177,7 +177,7 @@ func saveUser(ctx context.Context, tx *sql.Tx, l Login) (isNew bool, err error) 
 	// A known user's ts grows with every change, never back.
 	_, err = tx.ExecContext(ctx, "UPDATE users SET uid = ?, cc = ?, "+nextUserTS+
 		", name = CASE WHEN name IS NULL OR name = '' THEN NULLIF(?, '') ELSE name END WHERE phone = ?",
-		l.UID, l.CC, l.TS, l.Name, l.Phone)
+		append(append([]any{l.UID, l.CC}, nextUserTSArgs(l.TS)...), l.Name, l.Phone)...)
 	if err != nil {
 		return false, fmt.Errorf("store: save user: %w", err)
 	}
@@ -190,8 +190,15 @@ type Caller struct {
 }
 
 // validToken is the condition on a token row (tokens t) that it is the one asked for and
-// has not expired.
-const validToken = `t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > UTC_TIMESTAMP())`
+// has not expired; its arguments are validTokenArgs'. Tokens written by the original
+// backend carry no expiry (a zero date).
+const validToken = `t.token = ? AND (t.expirytime < '1970-01-02' OR t.expirytime > ?)`
+
+// validTokenArgs are validToken's arguments: the token and the time now, in UTC as the
+// expiry times are written.
+func validTokenArgs(token string) []any {
+	return []any{token, time.Now().UTC().Format(timeLayout)}
+}
 
 // callerFrom is the part of a token look-up after its columns: the user (users u) of a
 // valid token (tokens t).
@@ -204,7 +211,7 @@ const nobodyWatches = `NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.ph
 // original backend carry no expiry (a zero date) and stay valid, as they did there.
 func (s *Store) CallerByToken(ctx context.Context, token string) (Caller, error) {
 	var c Caller
-	err := s.fixed.QueryRowContext(ctx, "SELECT "+userColumns+callerFrom, token).Scan(c.fields()...)
+	err := s.fixed.QueryRowContext(ctx, "SELECT "+userColumns+callerFrom, validTokenArgs(token)...).Scan(c.fields()...)
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return Caller{}, ErrNotFound
