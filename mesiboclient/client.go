@@ -89,9 +89,20 @@ type Client struct {
 	observer atomic.Pointer[Observer]
 }
 
-// Observer is told of every attempt: the op, how long it took and its error (nil on
-// success). It is how metrics see the calls.
-type Observer func(op string, took time.Duration, err error)
+// Observer is told of every attempt: the op, how long it took and its outcome: "ok",
+// "refused" (mesibo said no) or "error" (unreachable, timed out, a bad answer).
+type Observer func(op string, took time.Duration, outcome string)
+
+// outcome classifies an attempt's error for an Observer.
+func outcome(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case IsRefused(err):
+		return "refused"
+	}
+	return "error"
+}
 
 // SetObserver replaces the observer (nil for none). The client outlives config reloads;
 // each new config sets the observer that feeds its own metrics.
@@ -352,7 +363,7 @@ func (c *Client) callForm(ctx context.Context, op string, f url.Values) (*answer
 func (c *Client) do(ctx context.Context, op string, body []byte, contentType string) (a *answer, err error) {
 	if o := c.observer.Load(); o != nil {
 		start := time.Now()
-		defer func() { (*o)(op, time.Since(start), err) }()
+		defer func() { (*o)(op, time.Since(start), outcome(err)) }()
 	}
 	return c.attempt(ctx, op, body, contentType)
 }

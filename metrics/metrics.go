@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/caddy-messenger/messenger/mesiboclient"
 )
 
 // Metrics are the messenger's collectors. A nil *Metrics records nothing.
@@ -100,16 +98,9 @@ func (m *Metrics) OTP(event string) {
 
 // MesiboCall records one call to mesibo: ok, refused (mesibo said no) or error
 // (unreachable, timed out, a bad answer). It fits mesiboclient.Observer.
-func (m *Metrics) MesiboCall(op string, took time.Duration, err error) {
+func (m *Metrics) MesiboCall(op string, took time.Duration, outcome string) {
 	if m == nil {
 		return
-	}
-	outcome := "ok"
-	switch {
-	case mesiboclient.IsRefused(err):
-		outcome = "refused"
-	case err != nil:
-		outcome = "error"
 	}
 	m.mesiboCalls.WithLabelValues(op, outcome).Inc()
 	m.mesiboLatency.WithLabelValues(op).Observe(took.Seconds())
