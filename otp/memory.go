@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/caddy-messenger/messenger/internal/sweep"
 )
 
 // MemoryStore keeps codes in process memory, for a single instance without Redis. Its
@@ -28,11 +30,10 @@ func (s *MemoryStore) WithConfig(cfg Config) *MemoryStore { return &MemoryStore{
 // put a second store with another secret over the same state, as two instances of Store
 // share a Redis.
 type memCodes struct {
-	now   func() time.Time // time.Now; tests move it by hand
-	mu    sync.Mutex
-	codes expiring[memCode] // what a Store keeps under its code keys
-	// untilSweep counts down the steps to the next sweep.
-	untilSweep int
+	now    func() time.Time // time.Now; tests move it by hand
+	mu     sync.Mutex
+	codes  expiring[memCode] // what a Store keeps under its code keys
+	sweeps sweep.Countdown
 }
 
 // memCode is a stored code, as the hash under a Store's code key.
@@ -41,20 +42,14 @@ type memCode struct {
 	checks int
 }
 
-// sweepEvery is the least number of steps between two sweeps of expired entries. An
-// entry nobody asks about again is only dropped by a sweep; waiting as many steps as a
-// sweep left entries (but at least sweepEvery) keeps a step's average cost constant, and
-// the maps at most about twice the live entries, or sweepEvery more.
-const sweepEvery = 1024
-
 // lock takes the state for one step and returns the step's time, first sweeping when
 // it is due. The caller unlocks mu.
 func (m *memCodes) lock() time.Time {
 	m.mu.Lock()
 	now := m.now()
-	if m.untilSweep--; m.untilSweep <= 0 {
+	if m.sweeps.Due() {
 		m.codes.sweep(now)
-		m.untilSweep = max(sweepEvery, len(m.codes))
+		m.sweeps.Swept(len(m.codes))
 	}
 	return now
 }

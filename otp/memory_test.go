@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/caddy-messenger/messenger/internal/sweep"
 )
 
 // handClock is a hand-moved time for a MemoryStore, for tests that make no calls in parallel.
@@ -33,7 +35,7 @@ func TestMemorySweepsExpired(t *testing.T) {
 	ctx := ctxT(t)
 	// Each number gets a code and is never seen again, the first hundred a check too.
 	// About 100 codes are live at a time.
-	const numbers = 20 * sweepEvery
+	const numbers = 20 * sweep.Every
 	largest := 0
 	for i := range numbers {
 		phone := strconv.Itoa(910000000000 + i)
@@ -46,12 +48,12 @@ func TestMemorySweepsExpired(t *testing.T) {
 		clock.advance(10 * time.Millisecond)
 		largest = max(largest, s.size())
 	}
-	if largest > 2*sweepEvery {
+	if largest > 2*sweep.Every {
 		t.Errorf("the store grew to %d entries for about 100 live ones (%d numbers in all)", largest, numbers)
 	}
 	// Once everything has expired, the next sweep leaves nothing behind.
 	clock.advance(2 * time.Second)
-	for range sweepEvery {
+	for range sweep.Every {
 		if err := s.Verify(ctx, testPhone, "123456"); !errors.Is(err, ErrBadCode) {
 			t.Fatalf("Verify without a code = %v", err)
 		}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/caddy-messenger/messenger/internal/sweep"
 )
 
 // memoryGCRA is redis_rate v10's AllowN kept in process memory: its Lua script ported
@@ -14,11 +16,10 @@ import (
 // alike on either. Safe for concurrent use; one lock makes each call atomic, as the
 // script is in Redis.
 type memoryGCRA struct {
-	now  func() time.Time // time.Now; tests move it by hand
-	mu   sync.Mutex
-	tats map[string]float64 // each key's theoretical arrival time, in the script's seconds
-	// untilSweep counts down the calls to the next sweep.
-	untilSweep int
+	now    func() time.Time // time.Now; tests move it by hand
+	mu     sync.Mutex
+	tats   map[string]float64 // each key's theoretical arrival time, in the script's seconds
+	sweeps sweep.Countdown
 }
 
 func newMemoryGCRA(now func() time.Time) *memoryGCRA {
@@ -34,12 +35,6 @@ func seconds(t time.Time) float64 {
 	return float64(t.Unix()-jan2017) + float64(t.Nanosecond()/1000)/1e6
 }
 
-// sweepEvery is the least number of calls between two sweeps of reset keys. A key whose
-// state has fully reset is only dropped by a sweep unless it is used again; waiting as
-// many calls as a sweep left keys (but at least sweepEvery) keeps a call's average cost
-// constant, and the map at most about twice the live keys, or sweepEvery more.
-const sweepEvery = 1024
-
 // AllowN is the allowN script of redis_rate v10 (lua.go): GET becomes a map lookup, and
 // a key whose time has come (tat <= now, where the script's SET ... EX would have let it
 // lapse or would treat it as absent anyway) is deleted instead of kept.
@@ -47,13 +42,13 @@ func (m *memoryGCRA) AllowN(_ context.Context, key string, limit redis_rate.Limi
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := seconds(m.now())
-	if m.untilSweep--; m.untilSweep <= 0 {
+	if m.sweeps.Due() {
 		for k, tat := range m.tats {
 			if tat <= now {
 				delete(m.tats, k)
 			}
 		}
-		m.untilSweep = max(sweepEvery, len(m.tats))
+		m.sweeps.Swept(len(m.tats))
 	}
 
 	// redis_rate passes Period as float seconds; the script divides as Lua does, in floats.

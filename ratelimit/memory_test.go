@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
+
+	"github.com/caddy-messenger/messenger/internal/sweep"
 )
 
 // newClockedGCRA returns a memoryGCRA on a clock that the returned func moves (for
@@ -123,7 +125,7 @@ func TestMemorySweepsResetKeys(t *testing.T) {
 	// fall a hair short and refuse it.
 	limit := redis_rate.Limit{Rate: 2, Period: 2 * time.Second, Burst: 2}
 	// One event on each of many keys, 10ms apart: about 100 keys are live at a time.
-	const keys = 20 * sweepEvery
+	const keys = 20 * sweep.Every
 	largest := 0
 	for i := range keys {
 		if res, err := m.AllowN(ctxT(t), "ip:"+strconv.Itoa(i), limit, 1); err != nil || res.Allowed != 1 {
@@ -132,12 +134,12 @@ func TestMemorySweepsResetKeys(t *testing.T) {
 		advance(10 * time.Millisecond)
 		largest = max(largest, m.size())
 	}
-	if largest > 2*sweepEvery {
+	if largest > 2*sweep.Every {
 		t.Errorf("memory grew to %d keys for about 100 live ones (%d keys in all)", largest, keys)
 	}
 	// Once all have reset, the next sweep leaves nothing; peeks store nothing.
 	advance(2 * time.Second)
-	for range sweepEvery {
+	for range sweep.Every {
 		if _, err := m.AllowN(ctxT(t), "peek", limit, 0); err != nil {
 			t.Fatal(err)
 		}
