@@ -127,6 +127,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	t.Setenv("MESIBO_APP_TOKEN", "token")
 	dataHome := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", dataHome)
+	t.Setenv("MESSENGER_DATA", t.TempDir())
 	for _, form := range []struct{ name, dsn, redis string }{
 		{"mysql", "nobody:nothing@tcp(127.0.0.1:1)/none", "redis://127.0.0.1:1/0"},
 		{"embedded", "", ""},
@@ -167,6 +168,7 @@ func TestExampleCaddyfile(t *testing.T) {
 }
 
 func TestValidateRefusesIncompleteConfig(t *testing.T) {
+	t.Chdir(t.TempDir())
 	for name, block := range map[string]string{
 		"no token":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
 		"no sender":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
@@ -188,6 +190,7 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 // TestValidateRefusesNegativeConnections: JSON configs do not pass through the Caddyfile's
 // checks; Validate refuses a negative pool size.
 func TestValidateRefusesNegativeConnections(t *testing.T) {
+	t.Chdir(t.TempDir())
 	out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\ndatabase \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\n}\n}")
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +208,7 @@ func TestValidateRefusesNegativeConnections(t *testing.T) {
 }
 
 func TestAuthenticatorCaddyfile(t *testing.T) {
+	t.Chdir(t.TempDir())
 	var h caddymodule.Handler
 	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("messenger {\n authenticator caddy_identity {http.auth.user.id}\n}")); err != nil {
 		t.Fatal(err)
@@ -233,6 +237,8 @@ func TestAuthenticatorCaddyfile(t *testing.T) {
 	}
 }
 
+// validateJSON provisions a config, as caddy validate does. A storage it sets up (the
+// default is ./data) goes to a temporary working directory.
 func validateJSON(out []byte) error {
 	var cfg caddy.Config
 	if err := json.Unmarshal(out, &cfg); err != nil {
