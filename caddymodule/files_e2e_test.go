@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"image"
 	"image/png"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	"github.com/caddy-messenger/messenger/caddymodule"
 	"github.com/caddy-messenger/messenger/internal/testenv"
 	"github.com/caddy-messenger/messenger/media"
 )
@@ -247,6 +249,65 @@ func TestS3Storage(t *testing.T) {
 	if r := e.get("/files/1700000000-0000000000000000.png"); r.status != 404 {
 		t.Errorf("a missing file: %d", r.status)
 	}
+}
+
+// TestMoveFilesToS3: `caddy messenger-copy --files-from --files-to` moves a
+// deployment's files from its folder into a bucket; a server on that bucket then
+// serves every picture, thumbnail and attachment, and a second copy skips them all.
+func TestMoveFilesToS3(t *testing.T) {
+	e := startEnv(t, options{extra: roomy})
+	ada := e.login(form, "+91 98123 59501", "919812359501")
+	bob := e.login(form, "+91 98123 59502", "919812359502")
+	picture := pictures(t)["jpg"]
+	a := e.upload(map[string]any{"op": "upload", "token": ada, "profile": 1}, "me.jpg", picture)
+	expectOK(t, a, "upload")
+	b := e.upload(map[string]any{"op": "upload", "token": ada}, "doc.pdf", []byte("%PDF-1.4 x"))
+	expectOK(t, b, "upload")
+	doc := strings.TrimPrefix(b.str("file"), siteURL+"/files/")
+
+	s3 := testenv.StartS3(t)
+	for _, want := range []string{"3 copied, 0 already there", "0 copied, 3 already there"} {
+		out := captureStdout(t, func() {
+			if code, err := caddymodule.CmdCopy(copyFlags(t, "--files-from", "file://"+e.files, "--files-to", s3.URL())); code != 0 || err != nil {
+				t.Fatalf("messenger-copy: exit %d, %v", code, err)
+			}
+		})
+		if !strings.HasPrefix(out, "files ") || !strings.HasSuffix(out, " "+want+"\n") {
+			t.Errorf("messenger-copy said %q, want %q", out, want)
+		}
+	}
+	if code, err := caddymodule.CmdCopy(copyFlags(t, "--files-from", "file://"+e.files+"/missing", "--files-to", s3.URL())); code == 0 || err == nil {
+		t.Error("a copy from a missing folder succeeded")
+	}
+
+	e.config = strings.Replace(strings.Replace(e.config, "storage file://"+e.files, "storage "+s3.URL(), 1), e.serve, serveStorage(s3.URL()), 1)
+	e.tester.InitServer(e.config, "caddyfile")
+	rec := contactsOf(t, e.call(form, map[string]any{"op": "getcontacts", "token": bob, "phones": "919812359501"}))["919812359501"]
+	if rec["photo"] != a.str("photo") || rec["tn"] != a.str("tn") {
+		t.Errorf("Bob's record of Ada after the move: %v", rec)
+	}
+	if f := e.get("/files/" + a.str("photo")); f.status != 200 || !bytes.Equal(f.body, picture) {
+		t.Errorf("the picture after the move: %d", f.status)
+	}
+	if f := e.get("/files/" + doc); f.status != 200 || string(f.body) != "%PDF-1.4 x" {
+		t.Errorf("the attachment after the move: %d", f.status)
+	}
+}
+
+// captureStdout is what f prints.
+func captureStdout(t *testing.T, f func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	defer func() { os.Stdout = stdout }()
+	f()
+	w.Close()
+	out, _ := io.ReadAll(r)
+	return string(out)
 }
 
 func sorted(s []string) []string {

@@ -133,10 +133,10 @@ func (s *Store) SavePicture(ctx context.Context, r io.ReaderAt, size int64, now 
 
 	name = newName(now, ext)
 	// The thumbnail first: a picture whose name is answered always has one.
-	if err := s.write(ctx, s.thumbs, name, bytes.NewReader(buf.Bytes())); err != nil {
+	if err := write(ctx, s.thumbs, name, bytes.NewReader(buf.Bytes())); err != nil {
 		return "", err
 	}
-	if err := s.write(ctx, s.files, name, io.NewSectionReader(r, 0, size)); err != nil {
+	if err := write(ctx, s.files, name, io.NewSectionReader(r, 0, size)); err != nil {
 		deleteIfAny(context.WithoutCancel(ctx), s.thumbs, name)
 		return "", err
 	}
@@ -201,7 +201,7 @@ func (s *Store) SaveAttachment(ctx context.Context, r io.ReaderAt, size int64, c
 		return "", fmt.Errorf("reading an attachment: %w", err)
 	}
 	name = newName(now, attachmentExt(head, clientName))
-	if err := s.write(ctx, s.files, name, io.NewSectionReader(r, 0, size)); err != nil {
+	if err := write(ctx, s.files, name, io.NewSectionReader(r, 0, size)); err != nil {
 		return "", err
 	}
 	return name, nil

@@ -638,7 +638,7 @@ func TestThumbnail(t *testing.T) {
 			t.Fatal("no thumbnail for a saved picture")
 		}
 		// Names in the original PHP backend's own format are still served.
-		if err := s.write(ctxT(t), s.thumbs, "u123_photo.jpeg", strings.NewReader("legacy")); err != nil {
+		if err := write(ctxT(t), s.thumbs, "u123_photo.jpeg", strings.NewReader("legacy")); err != nil {
 			t.Fatal(err)
 		}
 		if got := s.Thumbnail(ctxT(t), "u123_photo.jpeg"); got != base64.StdEncoding.EncodeToString([]byte("legacy")) {
@@ -673,7 +673,7 @@ func TestThumbnailCache(t *testing.T) {
 	var names []string
 	for i := range 1000 {
 		name := fmt.Sprintf("1700000000-%016x.jpg", i)
-		if err := s.write(ctxT(t), s.thumbs, name, strings.NewReader("tn"+strconv.Itoa(i))); err != nil {
+		if err := write(ctxT(t), s.thumbs, name, strings.NewReader("tn"+strconv.Itoa(i))); err != nil {
 			t.Fatal(err)
 		}
 		names = append(names, name)
@@ -685,7 +685,7 @@ func TestThumbnailCache(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(base, "thumbs")); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.write(ctxT(t), s.thumbs, "1700000000-ffffffffffffffff.jpg", strings.NewReader("late")); err != nil {
+	if err := write(ctxT(t), s.thumbs, "1700000000-ffffffffffffffff.jpg", strings.NewReader("late")); err != nil {
 		t.Fatal(err)
 	}
 	tns := s.Thumbnails(ctxT(t), names)
@@ -908,5 +908,36 @@ func BenchmarkSavePicture(b *testing.B) {
 		b.StopTimer()
 		s.Remove(context.Background(), name)
 		b.StartTimer()
+	}
+}
+
+// TestCopyFiles: a folder's files and thumbnails are copied into a bucket, each as it
+// was; a second copy skips them all; what is not a plain name stays behind.
+func TestCopyFiles(t *testing.T) {
+	from, to := newStore(t), newS3Store(t)
+	picture := encodePNG(t, bandsImage(30, 20))
+	name, err := save(t, from, picture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := from.SaveAttachment(ctxT(t), strings.NewReader("%PDF-1.4"), 8, "a.pdf", testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := write(ctxT(t), from.files, "tn/legacy.jpg", strings.NewReader("nested")); err != nil {
+		t.Fatal(err)
+	}
+	copied, skipped, err := CopyFiles(ctxT(t), from.Storage, to.Storage)
+	if err != nil || copied != 3 || skipped != 0 {
+		t.Fatalf("CopyFiles = %d copied, %d skipped, %v", copied, skipped, err)
+	}
+	if got := keys(t, to); !slices.Equal(got, sorted("files/"+name, "files/"+doc, "thumbs/"+name)) {
+		t.Errorf("the bucket holds %v", got)
+	}
+	if !bytes.Equal(read(t, to.files, name), picture) || !bytes.Equal(read(t, to.thumbs, name), read(t, from.thumbs, name)) {
+		t.Error("copies differ")
+	}
+	if copied, skipped, err := CopyFiles(ctxT(t), from.Storage, to.Storage); err != nil || copied != 0 || skipped != 3 {
+		t.Errorf("again: %d copied, %d skipped, %v", copied, skipped, err)
 	}
 }

@@ -20,7 +20,7 @@ func TestFileServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		page := []byte("<html><script>alert(1)</script></html>")
-		if err := s.write(ctxT(t), s.files, "legacy.html", bytes.NewReader(page)); err != nil {
+		if err := write(ctxT(t), s.files, "legacy.html", bytes.NewReader(page)); err != nil {
 			t.Fatal(err)
 		}
 		srv := httptest.NewServer(FileServer{Storage: s.Storage})

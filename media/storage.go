@@ -137,7 +137,7 @@ func deleteIfAny(ctx context.Context, a area, name string) error {
 
 // write stores r under name in a; the object appears whole or not at all (a file
 // store renames a finished temp file; an object store commits the upload).
-func (s *Storage) write(ctx context.Context, a area, name string, r io.Reader) error {
+func write(ctx context.Context, a area, name string, r io.Reader) error {
 	contentType, disposition := ServedAs(name)
 	err := a.bucket.Upload(ctx, a.key(name), r, &blob.WriterOptions{
 		ContentType:        contentType,
