@@ -49,7 +49,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_phones  <n>
 //			fail_open
 //		}
-//		storage         <url>                 (file:///dir, s3://bucket?…, gs://…, azblob://…; default file://./data)
+//		storage         <url>                 (file:///dir or s3://bucket?…, default file://./data; see docs/storage.md)
 //		files_dir       <dir>                 (with thumbs_dir: two local folders instead of storage)
 //		thumbs_dir      <dir>
 //		thumbnail_cache <size>                (thumbnails kept in memory, default 32MiB)

@@ -82,9 +82,10 @@ type Handler struct {
 	// Storage is the URL of the bucket that holds pictures, their thumbnails and chat
 	// attachments, under files/ and thumbs/: "file:///var/lib/messenger" (a local or
 	// shared folder), "s3://BUCKET?region=R" (AWS, or any S3-compatible store with
-	// &endpoint=https://HOST&use_path_style=true), "gs://BUCKET" or
-	// "azblob://CONTAINER". Credentials come from the environment, as each SDK reads
-	// them (AWS_ACCESS_KEY_ID…). Every instance behind one load balancer needs the same.
+	// &endpoint=https://HOST&use_path_style=true), and with the packages media/gs and
+	// media/azblob built in, "gs://BUCKET" and "azblob://CONTAINER". Credentials come
+	// from the environment, as each SDK reads them (AWS_ACCESS_KEY_ID…). Every instance
+	// behind one load balancer needs the same.
 	// Placeholders. Default "file://./data" (./data/files and ./data/thumbs), unless
 	// files_dir or thumbs_dir is set. See docs/storage.md.
 	Storage string `json:"storage,omitempty"`
