@@ -254,7 +254,7 @@ func thumbnail(img image.Image) *image.RGBA {
 	var src image.Image = img
 	crop := image.Rect(x0, y0, x0+side, y0+side)
 	if side > prescaleSide {
-		small := image.NewNRGBA(image.Rect(0, 0, prescaleSide, prescaleSide))
+		small := image.NewRGBA(image.Rect(0, 0, prescaleSide, prescaleSide))
 		draw.ApproxBiLinear.Scale(small, small.Bounds(), img, crop, draw.Src, nil)
 		src, crop = small, small.Bounds()
 	}
