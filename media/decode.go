@@ -57,7 +57,17 @@ func (g *DecodeGate) enter(ctx context.Context, cost int64) (release func(), err
 		g.slots.Release(1)
 		return nil, fmt.Errorf("%w: %v", ErrBusy, err)
 	}
-	return func() { g.memory.Release(cost); g.slots.Release(1) }, nil
+	return func() {
+		if cost >= g.capacity/4 {
+			// The picture just decoded is garbage as large as a good part of the gate.
+			// The collector would wait for the heap to double before reclaiming it, so the
+			// next decode would grow the process by as much again: collect it now, and the
+			// next one reuses its memory (docs/performance.md).
+			runtime.GC()
+		}
+		g.memory.Release(cost)
+		g.slots.Release(1)
+	}, nil
 }
 
 // decodeCost is the memory the decoder of kind takes for the picture whose header

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/url"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"gocloud.dev/blob"
 	"gocloud.dev/blob/fileblob"
 	"gocloud.dev/gcerrors"
@@ -24,9 +26,9 @@ const (
 	ThumbsPrefix = "thumbs/"
 )
 
+// The part size of multipart uploads through blob, the smallest S3 takes, and how many
+// are sent at once: what a streamed upload holds in memory.
 const (
-	// partSize is the part size of multipart uploads to object stores, the smallest
-	// S3 takes: memory per upload in flight is about partSize times uploadConcurrency.
 	partSize          = 5 << 20
 	uploadConcurrency = 2
 )
@@ -44,7 +46,20 @@ type Storage struct {
 type area struct {
 	bucket *blob.Bucket
 	prefix string
+	// s3 puts uploads of known size into an s3:// bucket in one request.
+	s3 *s3Put
 }
+
+// s3Put is an S3 bucket's client. Through blob, the AWS transfer manager holds the first
+// 16 MiB of every upload in memory (it sends a smaller one in one request) and then
+// 5 MiB parts; a PutObject of a body that can be read again streams it instead
+// (docs/performance.md). One request takes up to 5 GiB.
+type s3Put struct {
+	client *s3.Client
+	bucket string
+}
+
+const maxPutObject = 5 << 30
 
 func (a area) key(name string) string { return a.prefix + name }
 
@@ -72,7 +87,11 @@ func OpenStorage(ctx context.Context, storageURL string) (*Storage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("storage %s://%s: %w", u.Scheme, u.Host, err)
 	}
-	return &Storage{files: area{b, FilesPrefix}, thumbs: area{b, ThumbsPrefix}, buckets: []*blob.Bucket{b}}, nil
+	var put *s3Put
+	if client := (*s3.Client)(nil); b.As(&client) {
+		put = &s3Put{client, u.Host}
+	}
+	return &Storage{files: area{b, FilesPrefix, put}, thumbs: area{b, ThumbsPrefix, put}, buckets: []*blob.Bucket{b}}, nil
 }
 
 // urlDefaults are the parameters OpenStorage adds to a URL of a scheme.
@@ -98,7 +117,7 @@ func OpenFolders(filesDir, thumbsDir string) (*Storage, error) {
 		}
 		buckets = append(buckets, b)
 	}
-	return &Storage{files: area{buckets[0], ""}, thumbs: area{buckets[1], ""}, buckets: buckets}, nil
+	return &Storage{files: area{buckets[0], "", nil}, thumbs: area{buckets[1], "", nil}, buckets: buckets}, nil
 }
 
 // Close closes the buckets.
@@ -139,14 +158,24 @@ func deleteIfAny(ctx context.Context, a area, name string) error {
 // store renames a finished temp file; an object store commits the upload).
 func write(ctx context.Context, a area, name string, r io.Reader) error {
 	contentType, disposition := ServedAs(name)
-	err := a.bucket.Upload(ctx, a.key(name), r, &blob.WriterOptions{
-		ContentType:        contentType,
-		ContentDisposition: disposition,
-		// Names are never reused: a CDN or browser may keep a file for good.
-		CacheControl:   "public, max-age=31536000, immutable",
-		BufferSize:     partSize,
-		MaxConcurrency: uploadConcurrency,
-	})
+	// Names are never reused: a CDN or browser may keep a file for good.
+	const cacheControl = "public, max-age=31536000, immutable"
+	var err error
+	if sr, ok := r.(*io.SectionReader); ok && a.s3 != nil && sr.Size() <= maxPutObject {
+		in := &s3.PutObjectInput{
+			Bucket: &a.s3.bucket, Key: aws.String(a.key(name)), Body: sr, ContentLength: aws.Int64(sr.Size()),
+			ContentType: &contentType, CacheControl: aws.String(cacheControl),
+		}
+		if disposition != "" {
+			in.ContentDisposition = &disposition
+		}
+		_, err = a.s3.client.PutObject(ctx, in)
+	} else {
+		err = a.bucket.Upload(ctx, a.key(name), r, &blob.WriterOptions{
+			ContentType: contentType, ContentDisposition: disposition, CacheControl: cacheControl,
+			BufferSize: partSize, MaxConcurrency: uploadConcurrency,
+		})
+	}
 	if err != nil {
 		return fmt.Errorf("storing %s: %w", a.key(name), err)
 	}
