@@ -59,6 +59,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		revoke_on_logout
 		ops login GetContacts
 		pass_unknown_ops
+		storage "s3://files?region=eu-central-1"
+		thumbnail_cache 8MiB
+		max_decode_memory 64MiB
+		max_attachment_size 200MiB
+		upload_temp_dir /var/tmp
+		upload_budget 1GiB 2h
 	}`)
 	var h caddymodule.Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -85,6 +91,29 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		time.Duration(h.TokenExpiry) != 720*time.Hour || !h.RevokeOnLogout || len(h.Ops) != 2 || h.Ops[1] != "GetContacts" || !h.PassUnknownOps {
 		t.Errorf("rest: %+v", h)
 	}
+	if h.Storage != "s3://files?region=eu-central-1" || h.ThumbnailCache != 8<<20 || h.MaxDecodeMemory != 64<<20 ||
+		h.MaxAttachmentSize != 200<<20 || h.UploadTempDir != "/var/tmp" ||
+		h.UploadBudget != (caddymodule.UploadBudget{Bytes: 1 << 30, Window: caddy.Duration(2 * time.Hour)}) {
+		t.Errorf("files: %+v", h)
+	}
+}
+
+func TestFilesCaddyfile(t *testing.T) {
+	for src, want := range map[string]string{
+		"messenger_files s3://b?region=r":                  "s3://b?region=r",
+		"messenger_files {\n storage file:///srv/files\n}": "file:///srv/files",
+	} {
+		var f caddymodule.Files
+		if err := f.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err != nil || f.Storage != want {
+			t.Errorf("%q: storage %q, %v", src, f.Storage, err)
+		}
+	}
+	for _, src := range []string{"messenger_files", "messenger_files a b", "messenger_files {\n root x\n}", "messenger_files {\n storage\n}"} {
+		var f caddymodule.Files
+		if err := f.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
+			t.Errorf("accepted %q", src)
+		}
+	}
 }
 
 func TestCaddyfileErrors(t *testing.T) {
@@ -108,6 +137,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		"otp with options":  "messenger {\n authenticator phone_otp {\n x\n }\n}",
 		"identity no arg":   "messenger {\n authenticator caddy_identity\n}",
 		"ops without ops":   "messenger {\n ops\n}",
+		"budget one arg":    "messenger {\n upload_budget 1MB\n}",
+		"budget bad size":   "messenger {\n upload_budget lots 1h\n}",
+		"budget bad window": "messenger {\n upload_budget 1MB soon\n}",
+		"bad attachment":    "messenger {\n max_attachment_size big\n}",
 	} {
 		var h caddymodule.Handler
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
@@ -170,12 +203,14 @@ func TestExampleCaddyfile(t *testing.T) {
 func TestValidateRefusesIncompleteConfig(t *testing.T) {
 	t.Chdir(t.TempDir())
 	for name, block := range map[string]string{
-		"no token":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
-		"no sender":  "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
-		"long ttl":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
-		"unknown op": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nops login frobnicate",
-		"pass alone": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
-		"bad test":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
+		"no token":     "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
+		"no sender":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
+		"long ttl":     "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\nttl 11m\n}",
+		"unknown op":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nops login frobnicate",
+		"pass alone":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
+		"bad test":     "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
+		"two storages": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nstorage file:///tmp/x\nfiles_dir /tmp/y",
+		"small budget": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nupload_budget 10MiB 1h",
 	} {
 		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
 		if err != nil {

@@ -46,6 +46,9 @@ const maxJPEGScans = 32
 // sniffBytes is how much of an attachment its type is detected from.
 const sniffBytes = 3072
 
+// cleanupTimeout bounds the removal of a thumbnail whose picture could not be stored.
+const cleanupTimeout = 10 * time.Second
+
 // ErrBadImage reports data that is not a complete, decodable JPEG, PNG, GIF or
 // WebP image: empty, truncated or corrupt data and other formats (BMP, SVG, …).
 var ErrBadImage = errors.New("media: not a decodable JPEG, PNG, GIF or WebP image")
@@ -137,7 +140,10 @@ func (s *Store) SavePicture(ctx context.Context, r io.ReaderAt, size int64, now 
 		return "", err
 	}
 	if err := write(ctx, s.files, name, io.NewSectionReader(r, 0, size)); err != nil {
-		deleteIfAny(context.WithoutCancel(ctx), s.thumbs, name)
+		// Also when ctx is what ended the write.
+		cleanup, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		defer cancel()
+		deleteIfAny(cleanup, s.thumbs, name)
 		return "", err
 	}
 	s.Cache.c.Set(name, base64.StdEncoding.EncodeToString(buf.Bytes()))
