@@ -236,14 +236,16 @@ func (req *Request) decodeMultipart(r *http.Request, boundary string, lim Limits
 			return readFailure(err, lim)
 		}
 		if part.FileName() == "" {
-			data, err := io.ReadAll(io.LimitReader(part, lim.MaxBody-fieldBytes+1))
+			// Names count too: many empty fields with long names would fill the map.
+			name := part.FormName()
+			data, err := io.ReadAll(io.LimitReader(part, max(lim.MaxBody-fieldBytes-int64(len(name)), 0)+1))
 			if err != nil {
 				return readFailure(err, lim)
 			}
-			if fieldBytes += int64(len(data)); fieldBytes > lim.MaxBody {
+			if fieldBytes += int64(len(name) + len(data)); fieldBytes > lim.MaxBody {
 				return &DecodeError{CodeTooLarge, fmt.Sprintf("fields over %d bytes", lim.MaxBody)}
 			}
-			if name := part.FormName(); name != "" {
+			if name != "" {
 				req.fields[name] = strings.TrimSpace(string(data))
 			}
 			continue

@@ -2,6 +2,7 @@ package handlers
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"mime/multipart"
@@ -185,6 +186,13 @@ func TestDecodeSpoolsTheFile(t *testing.T) {
 		}, CodeTooLarge},
 		"fields over MaxBody": {Limits{MaxBody: 100, MaxFile: 2 << 20, TempDir: dir}, func() ([]byte, string) {
 			return multipartBody(t, map[string]string{"op": "upload", "name": strings.Repeat("x", 200)}, nil)
+		}, CodeTooLarge},
+		"names over MaxBody": {Limits{MaxBody: 100, MaxFile: 2 << 20, TempDir: dir}, func() ([]byte, string) {
+			fields := map[string]string{}
+			for i := range 20 {
+				fields[fmt.Sprintf("field-%02d", i)] = ""
+			}
+			return multipartBody(t, fields, nil)
 		}, CodeTooLarge},
 	} {
 		body, contentType := tc.body()
