@@ -252,7 +252,7 @@ func TestSavePictureFormats(t *testing.T) {
 		{"webp", "webp", readTestdata(t, "bands.webp")},
 		{"progressive jpeg", "jpg", readTestdata(t, "bands-progressive.jpg")},
 		// Larger than the prescale step: cropped, reduced cheaply, then filtered.
-		{"large png", "png", encodePNG(t, bandsImage(3000, 2000))},
+		{"large png", "png", encodePNG(t, bandsImage(1200, 800))},
 	}
 	stores(t, func(t *testing.T, s *Store) {
 		for _, tt := range tests {
@@ -366,7 +366,7 @@ func TestSavePictureBomb(t *testing.T) {
 // TestDecodeCost: the cost a header announces covers what decoding really allocates,
 // and not by much more, for each format and color model.
 func TestDecodeCost(t *testing.T) {
-	const w, h = 1600, 1200
+	const w, h = 800, 600
 	gray := image.NewGray(image.Rect(0, 0, w, h))
 	gray16 := image.NewGray16(image.Rect(0, 0, w, h))
 	rgba64 := image.NewNRGBA64(image.Rect(0, 0, w, h))
