@@ -35,8 +35,7 @@ const (
 
 // Storage is where one deployment keeps its files: a bucket opened from a URL
 // (file://, s3://; gs:// and azblob:// with media/gs and media/azblob), or two local
-// folders. Instances that share
-// a bucket share the files. It is safe for concurrent use.
+// folders. Instances that share a bucket share the files. It is safe for concurrent use.
 type Storage struct {
 	files, thumbs area
 	buckets       []*blob.Bucket // to close
