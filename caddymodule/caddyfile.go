@@ -48,10 +48,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			max_phones  <n>
 //			fail_open
 //		}
-//		files_dir       <dir>
+//		storage         <url>                 (file:///dir or s3://bucket?…, default file://./data; see docs/storage.md)
+//		files_dir       <dir>                 (with thumbs_dir: two local folders instead of storage)
 //		thumbs_dir      <dir>
+//		thumbnail_cache <size>                (thumbnails kept in memory, default 32MiB)
 //		max_picture_size   <size>
 //		max_picture_pixels <n>
+//		max_decode_memory  <size>             (pictures decoded at once, default 96MiB)
+//		max_attachment_size <size>            (a chat attachment, default 128MiB)
+//		upload_temp_dir <dir>                 (where uploads are spooled, default $TMPDIR)
+//		upload_budget   <size> <window>       (per user, default 512MiB 1h)
 //		notifications {
 //			new_user         <text>
 //			new_user_message <text>
@@ -124,12 +130,24 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			err = h.unmarshalRateLimit(d)
 		case "max_body_size":
 			err = sizeArg(d, &h.MaxBodySize)
+		case "storage":
+			err = oneArg(d, &h.Storage)
 		case "files_dir":
 			err = oneArg(d, &h.FilesDir)
 		case "thumbs_dir":
 			err = oneArg(d, &h.ThumbsDir)
+		case "thumbnail_cache":
+			err = sizeArg(d, &h.ThumbnailCache)
 		case "max_picture_size":
 			err = sizeArg(d, &h.MaxPictureSize)
+		case "max_decode_memory":
+			err = sizeArg(d, &h.MaxDecodeMemory)
+		case "max_attachment_size":
+			err = sizeArg(d, &h.MaxAttachmentSize)
+		case "upload_temp_dir":
+			err = oneArg(d, &h.UploadTempDir)
+		case "upload_budget":
+			err = h.unmarshalUploadBudget(d)
 		case "max_picture_pixels":
 			var n int
 			if err = intArg(d, &n); err == nil {
@@ -302,6 +320,23 @@ func (h *Handler) unmarshalOutbox(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
+	return nil
+}
+
+func (h *Handler) unmarshalUploadBudget(d *caddyfile.Dispenser) error {
+	var size, window string
+	if !d.AllArgs(&size, &window) {
+		return d.ArgErr()
+	}
+	bytes, err := humanize.ParseBytes(size)
+	if err != nil || bytes == 0 {
+		return d.Errf("upload_budget: invalid size %q", size)
+	}
+	dur, err := caddy.ParseDuration(window)
+	if err != nil || dur <= 0 {
+		return d.Errf("upload_budget: invalid window %q", window)
+	}
+	h.UploadBudget = UploadBudget{Bytes: int64(bytes), Window: caddy.Duration(dur)}
 	return nil
 }
 

@@ -62,6 +62,12 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		revoke_on_logout
 		ops login GetContacts
 		pass_unknown_ops
+		storage "s3://files?region=eu-central-1"
+		thumbnail_cache 8MiB
+		max_decode_memory 64MiB
+		max_attachment_size 200MiB
+		upload_temp_dir /var/tmp
+		upload_budget 1GiB 2h
 	}`)
 	var h caddymodule.Handler
 	if err := h.UnmarshalCaddyfile(d); err != nil {
@@ -91,6 +97,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 	if h.Outbox.Concurrency != 16 || time.Duration(h.Outbox.MaxBackoff) != 30*time.Second {
 		t.Errorf("outbox: %+v", h.Outbox)
 	}
+	if h.Storage != "s3://files?region=eu-central-1" || h.ThumbnailCache != 8<<20 || h.MaxDecodeMemory != 64<<20 ||
+		h.MaxAttachmentSize != 200<<20 || h.UploadTempDir != "/var/tmp" ||
+		h.UploadBudget != (caddymodule.UploadBudget{Bytes: 1 << 30, Window: caddy.Duration(2 * time.Hour)}) {
+		t.Errorf("files: %+v", h)
+	}
 }
 
 // TestOutboxCaddyfileJSON: the outbox block's names are its JSON names.
@@ -101,6 +112,24 @@ func TestOutboxCaddyfileJSON(t *testing.T) {
 	}
 	if !strings.Contains(string(out), `"outbox":{"concurrency":8,"max_backoff":60000000000}`) {
 		t.Errorf("adapted outbox block: %s", out)
+	}
+}
+
+func TestFilesCaddyfile(t *testing.T) {
+	for src, want := range map[string]string{
+		"messenger_files s3://b?region=r":                  "s3://b?region=r",
+		"messenger_files {\n storage file:///srv/files\n}": "file:///srv/files",
+	} {
+		var f caddymodule.Files
+		if err := f.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err != nil || f.Storage != want {
+			t.Errorf("%q: storage %q, %v", src, f.Storage, err)
+		}
+	}
+	for _, src := range []string{"messenger_files", "messenger_files a b", "messenger_files {\n root x\n}", "messenger_files {\n storage\n}"} {
+		var f caddymodule.Files
+		if err := f.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
+			t.Errorf("accepted %q", src)
+		}
 	}
 }
 
@@ -129,6 +158,10 @@ func TestCaddyfileErrors(t *testing.T) {
 		"no concurrency":    "messenger {\n outbox {\n concurrency 0\n }\n}",
 		"bad backoff":       "messenger {\n outbox {\n max_backoff later\n }\n}",
 		"outbox argument":   "messenger {\n outbox 8\n}",
+		"budget one arg":    "messenger {\n upload_budget 1MB\n}",
+		"budget bad size":   "messenger {\n upload_budget lots 1h\n}",
+		"budget bad window": "messenger {\n upload_budget 1MB soon\n}",
+		"bad attachment":    "messenger {\n max_attachment_size big\n}",
 	} {
 		var h caddymodule.Handler
 		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
@@ -148,6 +181,7 @@ func TestExampleCaddyfile(t *testing.T) {
 	t.Setenv("MESIBO_APP_TOKEN", "token")
 	dataHome := t.TempDir()
 	t.Setenv("XDG_DATA_HOME", dataHome)
+	t.Setenv("MESSENGER_DATA", t.TempDir())
 	for _, form := range []struct{ name, dsn, redis string }{
 		{"mysql", "nobody:nothing@tcp(127.0.0.1:1)/none", "redis://127.0.0.1:1/0"},
 		{"embedded", "", ""},
@@ -186,6 +220,7 @@ func TestExampleCaddyfile(t *testing.T) {
 }
 
 func TestValidateRefusesIncompleteConfig(t *testing.T) {
+	t.Chdir(t.TempDir())
 	for name, block := range map[string]string{
 		"no token":       "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\notp {\nsender log\n}",
 		"no sender":      "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}",
@@ -194,6 +229,8 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 		"pass alone":     "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\npass_unknown_ops",
 		"many in flight": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\noutbox {\nconcurrency 5000\n}",
 		"bad test":       "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
+		"two storages":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nstorage file:///tmp/x\nfiles_dir /tmp/y",
+		"small budget":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nupload_budget 10MiB 1h",
 	} {
 		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
 		if err != nil {
@@ -208,6 +245,7 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 // TestValidateRefusesNegativeConnections: JSON configs do not pass through the Caddyfile's
 // checks; Validate refuses a negative pool size.
 func TestValidateRefusesNegativeConnections(t *testing.T) {
+	t.Chdir(t.TempDir())
 	out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\ndatabase \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\n}\n}")
 	if err != nil {
 		t.Fatal(err)
@@ -225,6 +263,7 @@ func TestValidateRefusesNegativeConnections(t *testing.T) {
 }
 
 func TestAuthenticatorCaddyfile(t *testing.T) {
+	t.Chdir(t.TempDir())
 	var h caddymodule.Handler
 	if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser("messenger {\n authenticator caddy_identity {http.auth.user.id}\n}")); err != nil {
 		t.Fatal(err)
@@ -253,6 +292,8 @@ func TestAuthenticatorCaddyfile(t *testing.T) {
 	}
 }
 
+// validateJSON provisions a config, as caddy validate does. A storage it sets up (the
+// default is ./data) goes to a temporary working directory.
 func validateJSON(out []byte) error {
 	var cfg caddy.Config
 	if err := json.Unmarshal(out, &cfg); err != nil {

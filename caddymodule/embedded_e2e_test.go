@@ -84,13 +84,8 @@ func TestMoveEmbeddedToMySQL(t *testing.T) {
 	}
 
 	mysqlDSN := testenv.MySQLDatabase(t)
-	flags := pflag.NewFlagSet("messenger-copy", pflag.ContinueOnError)
-	flags.String("from", "", "")
-	flags.String("to", "", "")
-	if err := flags.Parse([]string{"--from", e.dsn, "--to", mysqlDSN}); err != nil {
-		t.Fatal(err)
-	}
-	if code, err := caddymodule.CmdCopy(caddycmd.Flags{FlagSet: flags}); code != 0 || err != nil {
+	flags := copyFlags(t, "--from", e.dsn, "--to", mysqlDSN)
+	if code, err := caddymodule.CmdCopy(flags); code != 0 || err != nil {
 		t.Fatalf("messenger-copy: exit %d, %v", code, err)
 	}
 	embedded := e.db
@@ -106,9 +101,22 @@ func TestMoveEmbeddedToMySQL(t *testing.T) {
 	checkWorld(t, e, tokens, gid)
 
 	// A second copy would merge into live data: refused.
-	if code, err := caddymodule.CmdCopy(caddycmd.Flags{FlagSet: flags}); code == 0 || err == nil {
+	if code, err := caddymodule.CmdCopy(flags); code == 0 || err == nil {
 		t.Errorf("a copy into a populated database succeeded")
 	}
+}
+
+// copyFlags are the flags of `caddy messenger-copy args...`.
+func copyFlags(t *testing.T, args ...string) caddycmd.Flags {
+	t.Helper()
+	flags := pflag.NewFlagSet("messenger-copy", pflag.ContinueOnError)
+	for _, name := range []string{"from", "to", "files-from", "files-to"} {
+		flags.String(name, "", "")
+	}
+	if err := flags.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return caddycmd.Flags{FlagSet: flags}
 }
 
 func countIn(t *testing.T, db *sql.DB, table string) int {

@@ -26,6 +26,7 @@ import (
 
 	_ "github.com/caddy-messenger/messenger"
 	"github.com/caddy-messenger/messenger/internal/testenv"
+	"github.com/caddy-messenger/messenger/media"
 	"github.com/caddy-messenger/messenger/mesiboclient/mesibotest"
 	"github.com/caddy-messenger/messenger/migrations"
 	"github.com/caddy-messenger/messenger/otp"
@@ -104,7 +105,11 @@ type env struct {
 	db     *sql.DB
 	dsn    string
 	prefix string
-	files  string // holds files/ and thumbs/
+	files  string // holds files/ and thumbs/ of a local storage
+	// serve are the lines of the site that serve files/ and thumbs/.
+	serve string
+	// process is the separate caddy process of options.process.
+	process *os.Process
 	// dbProxy stands between the module and MariaDB when options.dbProxy is set.
 	dbProxy *tcpProxy
 	config  string // the Caddyfile
@@ -126,6 +131,9 @@ type options struct {
 	// store in Caddy's data directory ($XDG_DATA_HOME, a temporary folder) and codes
 	// and limits in memory.
 	defaults bool
+	// storage, when set, is the storage URL, served by messenger_files; by default the
+	// storage is a folder of the test's own (e.files), served by file_server.
+	storage string
 }
 
 // The ports of the in-process Caddy: $MESSENGER_E2E_PORT (default 9080) serves the API,
@@ -167,8 +175,9 @@ func globalOptions(servers string) string {
 `, adminPort, basePort, basePort+363, servers)
 }
 
-// siteTemplate is one site serving the API and the pictures; %[1]s is its address, %[2]s
-// the messenger block, %[3]s the folder holding files/ and thumbs/.
+// siteTemplate is one site serving the API and the stored files; %[1]s is its address,
+// %[2]s the messenger block, %[3]s the lines that serve files/ and thumbs/ (see
+// serveFolder and serveStorage).
 const siteTemplate = `%[1]s {
 	@api path / /api.php
 	messenger @api {
@@ -176,13 +185,26 @@ const siteTemplate = `%[1]s {
 	}
 	@static path /files/* /thumbs/*
 	handle @static {
-		root * %[3]s
-		file_server
+%[3]s
 	}
 	@other not path / /api.php /files/* /thumbs/*
 	respond @other "not the api" 404
 }
 `
+
+// serveFolder serves a local storage with file_server and the headers of
+// Caddyfile.example (TestExampleServesFilesSafely checks the example itself).
+func serveFolder(dir string) string {
+	return `		root * ` + dir + `
+		header X-Content-Type-Options nosniff
+		header Content-Security-Policy "` + media.ContentSecurityPolicy + `"
+		@download not path_regexp (?i)\.(jpe?g|png|gif|webp|heic|heif|avif|mp4|m4v|mov|3gp|webm|mkv|m4a|aac|mp3|ogg|oga|opus|amr|wav|flac)$
+		header @download Content-Disposition attachment
+		file_server`
+}
+
+// serveStorage serves a storage with messenger_files, which sets the headers itself.
+func serveStorage(url string) string { return "\t\tmessenger_files " + url }
 
 const messengerTemplate = `%s
 %s
@@ -206,8 +228,7 @@ const messengerTemplate = `%s
 		}
 		google_maps_key maps-key
 		max_body_size 64KB
-		files_dir %s
-		thumbs_dir %s
+		storage %s
 		%s`
 
 func startEnv(t testing.TB, o options) *env {
@@ -238,6 +259,11 @@ func startEnv(t testing.TB, o options) *env {
 		redisLines = fmt.Sprintf("\t\tredis %s\n\t\tredis_key_prefix %s", redisURL, e.prefix)
 	}
 	e.files = t.TempDir()
+	storage := "file://" + e.files
+	e.serve = serveFolder(e.files)
+	if o.storage != "" {
+		storage, e.serve = o.storage, serveStorage(o.storage)
+	}
 	moduleDSN := e.dsn
 	if o.dbProxy {
 		e.dbProxy = newTCPProxy(t, "127.0.0.1:3306")
@@ -251,18 +277,17 @@ func startEnv(t testing.TB, o options) *env {
 	if sender == "" {
 		sender = fmt.Sprintf("sender webhook %s {\n\t\t\t\tsecret %s\n\t\t\t\ttimeout 2s\n\t\t\t\tretries 1\n\t\t\t}", e.hook.URL, hookSecret)
 	}
-	block := fmt.Sprintf(messengerTemplate, dbLine, redisLines, e.mesibo.URL, sender, reviewCode, o.otp,
-		e.files+"/files", e.files+"/thumbs", o.extra)
+	block := fmt.Sprintf(messengerTemplate, dbLine, redisLines, e.mesibo.URL, sender, reviewCode, o.otp, storage, o.extra)
 	site := siteTemplate
 	if o.site != "" {
 		site = o.site
 	}
-	e.config = globalOptions(o.servers) + fmt.Sprintf(site, siteURL, block, e.files)
+	e.config = globalOptions(o.servers) + fmt.Sprintf(site, siteURL, block, e.serve)
 	config := e.config
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment
 		// would be if it had its own database replica.
-		config += fmt.Sprintf(siteTemplate, strings.TrimSuffix(secondURL, "/api.php"), strings.Replace(block, moduleDSN, testenv.Database(t), 1), e.files)
+		config += fmt.Sprintf(siteTemplate, strings.TrimSuffix(secondURL, "/api.php"), strings.Replace(block, moduleDSN, testenv.Database(t), 1), e.serve)
 	}
 	e.tester = caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
 	e.tester.InitServer(config, "caddyfile")

@@ -4,6 +4,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -79,16 +80,47 @@ type Handler struct {
 	// ContactDiscovery limits how many new phone numbers a user may look up
 	// (getcontacts), so the API cannot be used to find out which numbers are registered.
 	ContactDiscovery ContactDiscovery `json:"contact_discovery,omitempty"`
-	// FilesDir is where pictures are stored; serve it under DownloadURL with file_server.
-	// Default "./data/files".
+	// Storage is the URL of the bucket that holds pictures, their thumbnails and chat
+	// attachments, under files/ and thumbs/: "file:///var/lib/messenger" (a local or
+	// shared folder), "s3://BUCKET?region=R" (AWS, or any S3-compatible store with
+	// &endpoint=https://HOST&use_path_style=true), and with the packages media/gs and
+	// media/azblob built in, "gs://BUCKET" and "azblob://CONTAINER". Credentials come
+	// from the environment, as each SDK reads them (AWS_ACCESS_KEY_ID…). Every instance
+	// behind one load balancer needs the same.
+	// Placeholders. Default "file://./data" (./data/files and ./data/thumbs), unless
+	// files_dir or thumbs_dir is set. See docs/storage.md.
+	Storage string `json:"storage,omitempty"`
+	// FilesDir, with ThumbsDir, is the short form of a local storage whose two folders
+	// need not be side by side, e.g. the original backend's files/ and files/tn/. Not
+	// with Storage. Default (when only ThumbsDir is set) "./data/files".
 	FilesDir string `json:"files_dir,omitempty"`
-	// ThumbsDir is where 100x100 thumbnails are stored. Default "./data/thumbs".
+	// ThumbsDir is where 100x100 thumbnails are stored; see FilesDir. Default (when only
+	// FilesDir is set) "./data/thumbs".
 	ThumbsDir string `json:"thumbs_dir,omitempty"`
+	// ThumbnailCache is how many bytes of thumbnails are kept in memory for answers
+	// that list many users. Default 32 MiB.
+	ThumbnailCache int64 `json:"thumbnail_cache,omitempty"`
 	// MaxPictureSize is the largest picture accepted, in bytes. Default 5 MiB.
 	MaxPictureSize int64 `json:"max_picture_size,omitempty"`
 	// MaxPicturePixels is the largest width*height accepted, checked before decoding.
 	// Default 40 million.
 	MaxPicturePixels int64 `json:"max_picture_pixels,omitempty"`
+	// MaxDecodeMemory is the memory pictures being decoded may take at once in this
+	// process, from the size and bytes per pixel their headers announce; a picture that
+	// alone would take more is refused (BADIMAGE). Decodes also wait for a free
+	// processor, all but one of them. Default 96 MiB.
+	MaxDecodeMemory int64 `json:"max_decode_memory,omitempty"`
+	// MaxAttachmentSize is the largest file attached to a chat message (upload with
+	// neither profile nor gid), in bytes. It is spooled to UploadTempDir as it arrives,
+	// never held in memory. Default 128 MiB.
+	MaxAttachmentSize int64 `json:"max_attachment_size,omitempty"`
+	// UploadTempDir is where uploaded files are spooled until stored. Default the
+	// system's temp folder ($TMPDIR); on a system whose /tmp is in memory (tmpfs), name
+	// a folder on disk.
+	UploadTempDir string `json:"upload_temp_dir,omitempty"`
+	// UploadBudget is how many bytes one user may upload per window, pictures and
+	// attachments together; over it, uploads answer RATELIMIT. Default 512 MiB per hour.
+	UploadBudget UploadBudget `json:"upload_budget,omitempty"`
 	// Notifications are the texts of notifications to other users.
 	Notifications handlers.Notifications `json:"notifications,omitempty"`
 	// Outbox sets how this instance delivers the queued notifications.
@@ -100,10 +132,13 @@ type Handler struct {
 	// PassUnknownOps also hands ops this module does not know to the next handler
 	// (only with Ops), instead of answering BADOP.
 	PassUnknownOps bool `json:"pass_unknown_ops,omitempty"`
-	// MaxBodySize is the largest request body read, in bytes. Default 10 MiB.
+	// MaxBodySize is the largest request body read, in bytes, but for a multipart
+	// body's file part (see MaxAttachmentSize). Default 10 MiB.
 	MaxBodySize int64 `json:"max_body_size,omitempty"`
-	// DownloadURL is the base URL under which pictures are served (the apps' "download"
-	// URL), e.g. "https://chat.example.com/files/".
+	// DownloadURL is the base URL under which files/ of the storage is served (the apps'
+	// "download" URL): by this Caddy (file_server, or messenger_files for an object
+	// store), e.g. "https://chat.example.com/files/", or by the bucket or a CDN in
+	// front of it.
 	DownloadURL string `json:"download_url,omitempty"`
 	// UploadURL is the URL the apps upload pictures to: this API's own URL, e.g.
 	// "https://chat.example.com/api.php".
@@ -193,6 +228,12 @@ type RateLimits struct {
 	OTPGlobal []Rule `json:"otp_global,omitempty"`
 }
 
+// UploadBudget allows Bytes bytes of uploads per Window to one user.
+type UploadBudget struct {
+	Bytes  int64          `json:"bytes,omitempty"`
+	Window caddy.Duration `json:"window,omitempty"`
+}
+
 // Rule allows Events events per Window.
 type Rule struct {
 	Events int            `json:"events"`
@@ -224,10 +265,13 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 }
 
 const (
-	defaultMaxBody     = 10 << 20
-	defaultTokenExpiry = 365 * 24 * time.Hour
-	defaultEndpoint    = "https://api.mesibo.com/backend/"
-	maxOTPTTL          = 10 * time.Minute
+	defaultMaxBody       = 10 << 20
+	defaultStorage       = "file://./data"
+	defaultMaxAttachment = 128 << 20
+	defaultUploadBudget  = 512 << 20
+	defaultTokenExpiry   = 365 * 24 * time.Hour
+	defaultEndpoint      = "https://api.mesibo.com/backend/"
+	maxOTPTTL            = 10 * time.Minute
 	// maxOutboxConcurrency bounds the deliveries in flight: each holds a connection to
 	// mesibo, and one claim locks as many rows and names as many queues in one IN list.
 	maxOutboxConcurrency = 512
@@ -240,7 +284,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	store.UseLogger(h.logger.Named("mysql"))
 	repl := caddy.NewReplacer()
-	for _, s := range []*string{&h.Database, &h.Redis, &h.Mesibo.Endpoint, &h.Mesibo.AppToken, &h.OTP.Secret, &h.GoogleMapsKey} {
+	for _, s := range []*string{&h.Database, &h.Redis, &h.Mesibo.Endpoint, &h.Mesibo.AppToken, &h.OTP.Secret, &h.GoogleMapsKey, &h.Storage} {
 		*s = repl.ReplaceKnown(*s, "")
 	}
 	h.setDefaults()
@@ -262,7 +306,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 
-	deps, err := h.takePools()
+	deps, err := h.takePools(ctx)
 	if err != nil {
 		h.releasePools()
 		return err
@@ -289,6 +333,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 				MaxPhones: h.ContactDiscovery.MaxPhones,
 				FailOpen:  h.ContactDiscovery.FailOpen,
 			},
+			UploadBudget:  ratelimit.Rule{Events: int(h.UploadBudget.Bytes >> 10), Window: time.Duration(h.UploadBudget.Window)},
 			OpTimeout:     time.Duration(h.OpTimeout),
 			Notifications: h.Notifications,
 		},
@@ -299,8 +344,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		Limiter:  deps.limiter,
 		Sender:   sender,
 		Identity: identity,
-		Media: &media.Store{FilesDir: h.FilesDir, ThumbsDir: h.ThumbsDir,
-			MaxBytes: h.MaxPictureSize, MaxPixels: h.MaxPicturePixels},
+		Media: &media.Store{Storage: deps.storage, Cache: deps.thumbnails, Gate: deps.decodeGate,
+			MaxBytes: h.MaxPictureSize, MaxPixels: h.MaxPicturePixels, Logger: h.logger},
 		Logger: h.logger,
 		Now:    time.Now,
 	}
@@ -318,8 +363,16 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); worker.Run(workerCtx) }()
 	h.stopWorker = func() { cancel(); <-done }
-	// The worker's first round migrates the schema; Provision never waits on the database,
-	// so a config loads (and `caddy validate` answers) while it is down.
+	// The worker's first round migrates the schema, and the storage is checked beside
+	// it: Provision never waits on either, so a config loads (and `caddy validate`
+	// answers) while they are down.
+	go func() {
+		checkCtx, cancel := context.WithTimeout(workerCtx, 5*time.Second)
+		defer cancel()
+		if err := deps.storage.Check(checkCtx); err != nil && workerCtx.Err() == nil {
+			h.logger.Warn("storage not reachable; uploads fail and thumbnails are missing until it is", zap.Error(err))
+		}
+	}()
 	return nil
 }
 
@@ -383,11 +436,21 @@ func (h *Handler) setDefaults() {
 	if h.MaxBodySize <= 0 {
 		h.MaxBodySize = defaultMaxBody
 	}
-	if h.FilesDir == "" {
-		h.FilesDir = "./data/files"
+	switch {
+	case h.FilesDir != "" || h.ThumbsDir != "":
+		h.FilesDir = cmp.Or(h.FilesDir, "./data/files")
+		h.ThumbsDir = cmp.Or(h.ThumbsDir, "./data/thumbs")
+	case h.Storage == "":
+		h.Storage = defaultStorage
 	}
-	if h.ThumbsDir == "" {
-		h.ThumbsDir = "./data/thumbs"
+	if h.MaxAttachmentSize <= 0 {
+		h.MaxAttachmentSize = defaultMaxAttachment
+	}
+	if h.UploadBudget.Bytes <= 0 {
+		h.UploadBudget.Bytes = defaultUploadBudget
+	}
+	if h.UploadBudget.Window <= 0 {
+		h.UploadBudget.Window = caddy.Duration(time.Hour)
 	}
 	cd := &h.ContactDiscovery
 	if cd.Budget <= 0 {
@@ -486,6 +549,12 @@ func (h *Handler) Validate() error {
 			errs = append(errs, fmt.Errorf("otp test number %q: code must be 4 or more digits", number))
 		}
 	}
+	if h.Storage != "" && (h.FilesDir != "" || h.ThumbsDir != "") {
+		errs = append(errs, errors.New("storage and files_dir/thumbs_dir both set: files_dir and thumbs_dir are the short form of a local storage"))
+	}
+	if largest := max(h.MaxAttachmentSize, h.MaxPictureSize); largest > h.UploadBudget.Bytes {
+		errs = append(errs, fmt.Errorf("upload_budget %d bytes is less than one upload of %d bytes (max_attachment_size, max_picture_size)", h.UploadBudget.Bytes, largest))
+	}
 	if cd := h.ContactDiscovery; cd.MaxPhones > cd.Budget {
 		errs = append(errs, fmt.Errorf("contact_discovery: max_phones %d is over the budget %d, so a full request could never pass", cd.MaxPhones, cd.Budget))
 	}
@@ -522,7 +591,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		handlers.WritePreflight(w, r)
 		return nil
 	}
-	req, err := handlers.Decode(r, h.MaxBodySize) // leaves r.Body readable again
+	req, err := handlers.Decode(r, handlers.Limits{
+		MaxBody: h.MaxBodySize, MaxFile: max(h.MaxAttachmentSize, h.MaxPictureSize), TempDir: h.UploadTempDir,
+		KeepBody: h.answers != nil, // only then may a later handler need it
+	})
+	defer req.Close() // the request's temp files
 	if h.passes(req, err) {
 		return next.ServeHTTP(w, r)
 	}

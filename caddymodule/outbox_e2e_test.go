@@ -66,6 +66,7 @@ func TestNotificationsInOrderAfterMesiboOutage(t *testing.T) {
 	}
 }
 
+// sorted is a sorted copy of s.
 func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)

@@ -43,7 +43,7 @@ func (e *env) startProcess(block string) {
 		level ERROR
 	}
 }
-`, dir) + fmt.Sprintf(siteTemplate, fmt.Sprintf("http://localhost:%d", basePort+2), block, e.files)
+`, dir) + fmt.Sprintf(siteTemplate, fmt.Sprintf("http://localhost:%d", basePort+2), block, e.serve)
 	path := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -58,6 +58,7 @@ func (e *env) startProcess(block string) {
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
 	}
+	e.process = cmd.Process
 	e.t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	deadline := time.Now().Add(30 * time.Second)
 	for {

@@ -101,8 +101,8 @@ func TestRedisSentinel(t *testing.T) {
 // failover without a restart. Master, replica and Sentinel are started here.
 func TestRedisSentinelFailover(t *testing.T) {
 	run := redisCLI(t)
-	// Redis 7 waits repl-diskless-sync-delay (5 s) for more replicas before a first sync,
-	// as long as the wait for the replica below.
+	// Without the delay, Redis 7 waits 5 s for more replicas before the first sync: as
+	// long as waitFor waits, so whether the replica was up in time was a matter of luck.
 	master := startRedis(t, "repl-diskless-sync-delay 0\n")
 	replica := startRedis(t, fmt.Sprintf("replicaof 127.0.0.1 %d\n", master))
 	waitFor(t, "the replica", func() bool { return strings.Contains(run(replica, "info", "replication"), "master_link_status:up") })

@@ -46,6 +46,9 @@ type Config struct {
 	CodeTTL time.Duration
 	// Discovery limits contact look-ups (PROTOCOL.md §5).
 	Discovery Discovery
+	// UploadBudget is how many KiB one user may upload per window, pictures and
+	// attachments together.
+	UploadBudget ratelimit.Rule
 	// Notifications are the texts of notifications to other users.
 	Notifications Notifications
 }

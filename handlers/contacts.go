@@ -63,7 +63,7 @@ func (a *API) getContacts(ctx context.Context, c *call) *Response {
 		a.logError(ctx, "getcontacts failed", zap.Error(err))
 		return fail("getcontacts", c.now, CodeDBError, "")
 	}
-	return a.contactsAnswer(c, c.caller.User, store.FirstByTS(users, maxUsersPerSync), nil)
+	return a.contactsAnswer(ctx, c, c.caller.User, store.FirstByTS(users, maxUsersPerSync), nil)
 }
 
 // sync answers what changed since the request's ts for the user of c's token; emptied:
@@ -80,18 +80,26 @@ func (a *API) sync(ctx context.Context, c *call, emptied bool) *Response {
 	if emptied {
 		users = nil
 	}
-	return a.contactsAnswer(c, caller, users, groups)
+	return a.contactsAnswer(ctx, c, caller, users, groups)
 }
 
 // contactsAnswer is getcontacts' answer: the records of users and groups, and the
-// caller's own profile as u.
-func (a *API) contactsAnswer(c *call, caller store.User, users []store.User, groups []store.Group) *Response {
-	records := make([]map[string]any, 0, len(users)+len(groups))
+// caller's own profile as u. Their thumbnails are read at once, mostly from the cache.
+func (a *API) contactsAnswer(ctx context.Context, c *call, caller store.User, users []store.User, groups []store.Group) *Response {
+	photos := make([]string, 0, len(users)+len(groups))
 	for _, u := range users {
-		records = append(records, a.userRecord(u))
+		photos = append(photos, u.Photo)
 	}
 	for _, g := range groups {
-		records = append(records, a.groupRecord(g))
+		photos = append(photos, g.Photo)
+	}
+	tns := a.Media.Thumbnails(ctx, photos)
+	records := make([]map[string]any, 0, len(users)+len(groups))
+	for _, u := range users {
+		records = append(records, withThumbnail(userRecord(u), tns[u.Photo]))
+	}
+	for _, g := range groups {
+		records = append(records, withThumbnail(groupRecord(g), tns[g.Photo]))
 	}
 	resp := ok("getcontacts", c.now)
 	resp.Body["contacts"] = records
@@ -156,18 +164,18 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 
 // userRecord is a user as getcontacts lists it; gid and ts are decimal strings, as the
 // original sent them.
-func (a *API) userRecord(u store.User) map[string]any {
-	r := map[string]any{"name": u.Name, "status": u.Status, "phone": u.Phone, "photo": u.Photo, "gid": "0", "ts": itoa(u.TS)}
-	if tn := a.Media.Thumbnail(u.Photo); tn != "" {
-		r["tn"] = tn
-	}
-	return r
+func userRecord(u store.User) map[string]any {
+	return map[string]any{"name": u.Name, "status": u.Status, "phone": u.Phone, "photo": u.Photo, "gid": "0", "ts": itoa(u.TS)}
 }
 
 // groupRecord is a group as getcontacts lists it.
-func (a *API) groupRecord(g store.Group) map[string]any {
-	r := map[string]any{"name": g.Name, "status": "", "phone": "", "photo": g.Photo, "gid": itoa(g.GID), "ts": itoa(g.TS), "members": g.Members}
-	if tn := a.Media.Thumbnail(g.Photo); tn != "" {
+func groupRecord(g store.Group) map[string]any {
+	return map[string]any{"name": g.Name, "status": "", "phone": "", "photo": g.Photo, "gid": itoa(g.GID), "ts": itoa(g.TS), "members": g.Members}
+}
+
+// withThumbnail adds tn, the base64 thumbnail, to a record that has one.
+func withThumbnail(r map[string]any, tn string) map[string]any {
+	if tn != "" {
 		r["tn"] = tn
 	}
 	return r

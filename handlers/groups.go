@@ -70,13 +70,13 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 		t := int(typ)
 		setup.Type = &t
 	}
-	photo, resp := a.savePicture("setgroup", c)
+	photo, resp := a.savePicture(ctx, "setgroup", c)
 	if resp != nil {
 		return resp
 	}
 	setup.Photo = photo
 
-	compose := a.groupNotification(c.caller.Phone, a.Config.Notifications.AddedToGroup)
+	compose := a.groupNotification(ctx, c.caller.Phone, a.Config.Notifications.AddedToGroup)
 	var g store.Group
 	var err error
 	if gid == 0 {
@@ -93,7 +93,7 @@ func (a *API) setGroup(ctx context.Context, c *call) *Response {
 	answer.Body["name"] = g.Name
 	answer.Body["photo"] = g.Photo
 	answer.Body["ts"] = g.TS
-	a.addThumbnail(answer, g)
+	a.addThumbnail(ctx, answer, g)
 	return answer
 }
 
@@ -117,7 +117,7 @@ func (a *API) getGroup(ctx context.Context, c *call) *Response {
 	answer.Body["status"] = ""
 	answer.Body["photo"] = g.Photo
 	answer.Body["ts"] = g.TS
-	a.addThumbnail(answer, g)
+	a.addThumbnail(ctx, answer, g)
 	return answer
 }
 
@@ -133,7 +133,7 @@ func (a *API) editMembers(ctx context.Context, c *call) *Response {
 	if remove {
 		subject = subjectSilent
 	}
-	g, err := a.Groups.EditMembers(ctx, gid, c.caller.Phone, phones, remove, c.now, a.groupNotification(c.caller.Phone, subject))
+	g, err := a.Groups.EditMembers(ctx, gid, c.caller.Phone, phones, remove, c.now, a.groupNotification(ctx, c.caller.Phone, subject))
 	if resp := a.groupFailure(ctx, "editmembers", c, err); resp != nil {
 		return resp
 	}
@@ -149,7 +149,7 @@ func (a *API) setAdmin(ctx context.Context, c *call) *Response {
 	if resp != nil {
 		return resp
 	}
-	g, err := a.Groups.SetAdmin(ctx, gid, c.caller.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(c.caller.Phone, subjectSilent))
+	g, err := a.Groups.SetAdmin(ctx, gid, c.caller.Phone, phones, req.Int("admin") > 0, c.now, a.groupNotification(ctx, c.caller.Phone, subjectSilent))
 	if resp := a.groupFailure(ctx, "setadmin", c, err); resp != nil {
 		return resp
 	}
@@ -166,8 +166,8 @@ func (a *API) delGroup(ctx context.Context, c *call) *Response {
 	// The groups package decides between deleting and leaving. A deleted group is
 	// notified as a group without members ("0:"); after a leave the remaining members
 	// are told silently.
-	deleted := a.groupNotification(c.caller.Phone, subjectGroupDeleted)
-	left := a.groupNotification(c.caller.Phone, subjectSilent)
+	deleted := a.groupNotification(ctx, c.caller.Phone, subjectGroupDeleted)
+	left := a.groupNotification(ctx, c.caller.Phone, subjectSilent)
 	compose := func(g store.Group) store.Notification {
 		if len(g.Phones) == 0 {
 			return deleted(g)
@@ -205,8 +205,8 @@ func groupID(op string, c *call) (int64, *Response) {
 	return gid, nil
 }
 
-func (a *API) addThumbnail(r *Response, g store.Group) {
-	if tn := a.Media.Thumbnail(g.Photo); tn != "" {
+func (a *API) addThumbnail(ctx context.Context, r *Response, g store.Group) {
+	if tn := a.Media.Thumbnail(ctx, g.Photo); tn != "" {
 		r.Body["tn"] = tn
 	}
 }

@@ -163,7 +163,7 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 		return resp
 	}
 
-	compose, wake := wakeAfter(a, a.profileNotification(a.Config.Notifications.NewUser, a.Config.Notifications.NewUserMessage))
+	compose, wake := wakeAfter(a, a.profileNotification(ctx, a.Config.Notifications.NewUser, a.Config.Notifications.NewUserMessage))
 	saved, isNew, err := a.Store.SaveLogin(ctx, store.Login{
 		UID: user.UID, Phone: num.Digits, CC: num.CC, Name: name, Token: user.Token,
 		Expiry: c.now.Add(a.Config.TokenExpiry), IPv4: ipv4(c.req.ClientIP),
@@ -192,7 +192,7 @@ func (a *API) completeLogin(ctx context.Context, c *call, num phone.Number, appI
 	resp.Body["status"] = saved.Status
 	resp.Body["photo"] = saved.Photo
 	resp.Body["google"] = a.Config.GoogleMapsKey
-	if tn := a.Media.Thumbnail(saved.Photo); tn != "" {
+	if tn := a.Media.Thumbnail(ctx, saved.Photo); tn != "" {
 		resp.Body["tn"] = tn
 	}
 	return a.withAppConfig(resp)

@@ -1,6 +1,7 @@
 package handlers
 
 import (
+	"context"
 	"encoding/json"
 	"strings"
 
@@ -42,21 +43,21 @@ func (b notificationBody) bytes() []byte {
 
 // profileNotification tells a user's contacts about the user's new profile. Without a
 // subject or text it is a silent update of the contact, which a newer one replaces.
-func (a *API) profileNotification(subject, msg string) func(store.User) store.Notification {
+func (a *API) profileNotification(ctx context.Context, subject, msg string) func(store.User) store.Notification {
 	return func(u store.User) store.Notification {
 		return store.Notification{From: u.Phone, Queue: "user:" + u.Phone, Replaceable: subject == "" && msg == "", Body: notificationBody{
 			Subject: subject, Msg: msg, Name: u.Name, Phone: u.Phone, Status: u.Status,
-			Photo: u.Photo, TS: u.TS, TN: a.Media.Thumbnail(u.Photo),
+			Photo: u.Photo, TS: u.TS, TN: a.Media.Thumbnail(ctx, u.Photo),
 		}.bytes()}
 	}
 }
 
 // groupNotification tells a group's members about its new state, from the acting phone.
-func (a *API) groupNotification(from, subject string) func(store.Group) store.Notification {
+func (a *API) groupNotification(ctx context.Context, from, subject string) func(store.Group) store.Notification {
 	return func(g store.Group) store.Notification {
 		return store.Notification{From: from, To: g.Phones, Queue: "group:" + itoa(g.GID), Body: notificationBody{
 			Subject: strings.ReplaceAll(subject, "%GROUP%", g.Name), Name: g.Name, GID: g.GID,
-			Members: g.Members, Photo: g.Photo, TS: g.TS, TN: a.Media.Thumbnail(g.Photo),
+			Members: g.Members, Photo: g.Photo, TS: g.TS, TN: a.Media.Thumbnail(ctx, g.Photo),
 		}.bytes()}
 	}
 }

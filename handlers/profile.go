@@ -3,6 +3,7 @@ package handlers
 import (
 	"context"
 	"errors"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -38,7 +39,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 			return fail("profile", c.now, code, "")
 		}
 	}
-	photo, resp := a.savePicture("profile", c)
+	photo, resp := a.savePicture(ctx, "profile", c)
 	if resp != nil {
 		return resp
 	}
@@ -53,7 +54,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 		answer.Body["gid"] = itoa(g.GID)
 		return answer
 	}
-	compose, wake := wakeAfter(a, a.profileNotification("", ""))
+	compose, wake := wakeAfter(a, a.profileNotification(ctx, "", ""))
 	change := store.ProfileChange{Name: name, Status: status, Photo: photo}
 	if _, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now, compose); err != nil {
 		a.discardPicture(photo)
@@ -66,7 +67,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 
 // changeGroup applies change to a group the caller administers and notifies its members.
 func (a *API) changeGroup(op string, ctx context.Context, c *call, gid int64, change store.GroupChange, subject string) (store.Group, *Response) {
-	g, err := a.Groups.SetInfo(ctx, gid, c.caller.Phone, change, c.now, a.groupNotification(c.caller.Phone, subject))
+	g, err := a.Groups.SetInfo(ctx, gid, c.caller.Phone, change, c.now, a.groupNotification(ctx, c.caller.Phone, subject))
 	if resp := a.groupFailure(ctx, op, c, err); resp != nil {
 		return g, resp
 	}
@@ -74,30 +75,43 @@ func (a *API) changeGroup(op string, ctx context.Context, c *call, gid int64, ch
 	return g, nil
 }
 
-// savePicture stores the request's file, if any, and returns its stored name.
-func (a *API) savePicture(op string, c *call) (*string, *Response) {
-	if c.req.File == nil {
+// savePicture stores the request's file, if any, as a picture (charged to the caller's
+// upload budget) and returns its stored name.
+func (a *API) savePicture(ctx context.Context, op string, c *call) (*string, *Response) {
+	f := c.req.File
+	if f == nil {
 		return nil, nil
 	}
-	name, err := a.Media.SavePicture(c.req.File.Data, c.now)
+	if resp := a.chargeUpload(ctx, op, c); resp != nil {
+		return nil, resp
+	}
+	name, err := a.Media.SavePicture(ctx, f.Content, f.Size, c.now)
 	switch {
 	case errors.Is(err, media.ErrTooLarge):
 		return nil, fail(op, c.now, CodeTooLarge, "The picture is too large.")
 	case errors.Is(err, media.ErrBadImage):
 		return nil, fail(op, c.now, CodeBadImage, "The file is not a JPEG, PNG, GIF or WebP picture.")
+	case errors.Is(err, media.ErrBusy):
+		return nil, tempFail(op, c.now, "The server is busy. Please try again in a minute.")
 	case err != nil:
-		a.Logger.Error("saving a picture failed", zap.Error(err))
-		return nil, fail(op, c.now, CodeBadImage, "")
+		a.logError(ctx, "saving a picture failed", zap.String("op", op), zap.Error(err))
+		return nil, tempFail(op, c.now, "")
 	}
 	return &name, nil
 }
 
-// discardPicture removes a picture stored for a request that then failed.
+// discardTimeout bounds the removal of a picture stored for a request that then failed.
+const discardTimeout = 10 * time.Second
+
+// discardPicture removes a picture stored for a request that then failed. It does not
+// use the request's context, which may be what ended.
 func (a *API) discardPicture(name *string) {
 	if name == nil {
 		return
 	}
-	if err := a.Media.Remove(*name); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), discardTimeout)
+	defer cancel()
+	if err := a.Media.Remove(ctx, *name); err != nil {
 		a.Logger.Warn("removing an unused picture failed", zap.Error(err))
 	}
 }

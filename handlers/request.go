@@ -17,13 +17,18 @@ import (
 	"unicode/utf8"
 )
 
-// File is the one file part a multipart request may carry.
+// File is the one file part a multipart request may carry, spooled to a temp file as
+// it arrived so that a large video never sits in memory. It is removed by the Request's
+// Close.
 type File struct {
 	// Field is the part's form name (the apps use "photo").
 	Field string
 	// Name is the client's file name; never used to name a stored file.
 	Name string
-	Data []byte
+	// Size is the file's length in bytes.
+	Size int64
+	// Content reads the file; it is valid until the Request is closed.
+	Content io.ReaderAt
 }
 
 // Request is an API call decoded from any of the protocol's encodings.
@@ -39,6 +44,8 @@ type Request struct {
 	// Expand replaces the server's placeholders (such as {http.auth.user.id}) in a string,
 	// as they stand for this request; nil leaves strings as they are.
 	Expand func(string) string
+	// spools are the temp files of this request, removed by Close.
+	spools []*spool
 }
 
 // DecodeError is a request that could not be read; Code is the protocol error code.
@@ -49,34 +56,66 @@ type DecodeError struct {
 
 func (e *DecodeError) Error() string { return e.Code + ": " + e.Msg }
 
+// Limits bound what Decode reads of a body.
+type Limits struct {
+	// MaxBody bounds a body that is not multipart, and the fields of a multipart body
+	// together.
+	MaxBody int64
+	// MaxFile bounds the file part of a multipart body.
+	MaxFile int64
+	// TempDir is where a file part is spooled; "" is the system's temp folder.
+	TempDir string
+	// KeepBody keeps a multipart body for a handler later in the route: it is spooled
+	// as it arrives, next to its file part, and put back as r.Body. Without it a
+	// multipart body is consumed by decoding. Other bodies are always put back.
+	KeepBody bool
+}
+
 // Decode reads the fields of r from its query string and its body (urlencoded, multipart
 // with at most one file, or a JSON object), body fields winning over query fields. At
-// most maxBody bytes of body are read. The body is put back afterwards, so a handler
-// later in the route sees it intact.
-func Decode(r *http.Request, maxBody int64) (*Request, error) {
+// most lim.MaxBody bytes of a body are read, except a multipart body's file part, which
+// is spooled to a temp file up to lim.MaxFile bytes. The body is put back afterwards
+// (a multipart one only with lim.KeepBody), so a handler later in the route sees it
+// intact. The Request is returned even with an error; Close it when the request ends.
+// An error that is not a *DecodeError is the server's: a temp file could not be written.
+func Decode(r *http.Request, lim Limits) (*Request, error) {
 	req := &Request{fields: map[string]string{}, lists: map[string][]string{}, objects: map[string]bool{}}
 	for k, v := range r.URL.Query() {
 		if len(v) > 0 {
 			req.fields[k] = strings.TrimSpace(v[0])
 		}
 	}
-	if r.Body != nil && r.Body != http.NoBody {
-		orig := r.Body
-		body, err := io.ReadAll(io.LimitReader(orig, maxBody+1))
-		// Put the body back whole (what was read, then whatever was not), so a handler
-		// later in the route can read it as the client sent it.
-		r.Body = readCloser{io.MultiReader(bytes.NewReader(body), orig), orig}
-		if err != nil {
-			return req.finish(), &DecodeError{CodeBadRequest, "could not read the request body"}
-		}
-		if int64(len(body)) > maxBody {
-			return req.finish(), &DecodeError{CodeTooLarge, fmt.Sprintf("request body over %d bytes", maxBody)}
-		}
-		if err := req.decodeBody(r.Header.Get("Content-Type"), body); err != nil {
-			return req.finish(), err
-		}
+	if r.Body == nil || r.Body == http.NoBody {
+		return req.finish(), nil
+	}
+	mediaType, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mediaType == "multipart/form-data" {
+		err := req.decodeMultipart(r, params["boundary"], lim)
+		return req.finish(), err
+	}
+	orig := r.Body
+	body, err := io.ReadAll(io.LimitReader(orig, lim.MaxBody+1))
+	// Put the body back whole (what was read, then whatever was not), so a handler
+	// later in the route can read it as the client sent it.
+	r.Body = readCloser{io.MultiReader(bytes.NewReader(body), orig), orig}
+	if err != nil {
+		return req.finish(), &DecodeError{CodeBadRequest, "could not read the request body"}
+	}
+	if int64(len(body)) > lim.MaxBody {
+		return req.finish(), &DecodeError{CodeTooLarge, fmt.Sprintf("request body over %d bytes", lim.MaxBody)}
+	}
+	if err := req.decodeBody(mediaType, body); err != nil {
+		return req.finish(), err
 	}
 	return req.finish(), nil
+}
+
+// Close removes the request's temp files.
+func (req *Request) Close() {
+	for _, s := range req.spools {
+		s.remove()
+	}
+	req.spools = nil
 }
 
 // readCloser is a body put back after decoding.
@@ -90,19 +129,16 @@ func (req *Request) finish() *Request {
 	return req
 }
 
-// decodeBody reads the body's fields by PROTOCOL.md §1: multipart by its Content-Type;
-// otherwise a body that starts with "{" is a JSON object whatever its label (the current
-// iOS app posts JSON that its HTTP library labels as it likes, and the original decoded
-// the raw body as JSON first); the rest follows the Content-Type.
-func (req *Request) decodeBody(contentType string, body []byte) error {
+// decodeBody reads the fields of a body that is not multipart by PROTOCOL.md §1: one
+// that starts with "{" is a JSON object whatever its label (the current iOS app posts
+// JSON that its HTTP library labels as it likes, and the original decoded the raw body
+// as JSON first); the rest follows the Content-Type's mediaType.
+func (req *Request) decodeBody(mediaType string, body []byte) error {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
 		return nil
 	}
-	mediaType, params, _ := mime.ParseMediaType(contentType)
 	switch {
-	case mediaType == "multipart/form-data":
-		return req.decodeMultipart(body, params["boundary"])
 	case trimmed[0] == '{', mediaType == "application/json", strings.HasSuffix(mediaType, "+json"):
 		return req.decodeJSON(body)
 	case mediaType == "application/x-www-form-urlencoded", mediaType == "":
@@ -171,25 +207,45 @@ func scalar(v any) (string, bool) {
 	return "", false
 }
 
-func (req *Request) decodeMultipart(body []byte, boundary string) error {
+// decodeMultipart reads a multipart body part by part as it arrives: fields into
+// memory, up to lim.MaxBody bytes together, the one file part into a spool.
+func (req *Request) decodeMultipart(r *http.Request, boundary string, lim Limits) error {
 	if boundary == "" {
 		return &DecodeError{CodeBadRequest, "multipart body without a boundary"}
 	}
-	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	// Parts' headers and boundaries come on top of the fields and the file.
+	const framing = 64 << 10
+	var body io.Reader = http.MaxBytesReader(nil, r.Body, lim.MaxBody+lim.MaxFile+framing)
+	if lim.KeepBody {
+		raw, err := req.newSpool(lim.TempDir)
+		if err != nil {
+			return err
+		}
+		body = io.TeeReader(body, raw)
+		orig := r.Body
+		defer func() { r.Body = readCloser{io.MultiReader(raw.reader(), orig), orig} }()
+	}
+	mr := multipart.NewReader(body, boundary)
+	var fieldBytes int64
 	for {
 		part, err := mr.NextPart()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
-			return &DecodeError{CodeBadRequest, "malformed multipart body"}
-		}
-		data, err := io.ReadAll(part)
-		if err != nil {
-			return &DecodeError{CodeBadRequest, "malformed multipart body"}
+			return readFailure(err, lim)
 		}
 		if part.FileName() == "" {
-			if name := part.FormName(); name != "" {
+			// Names count too: many empty fields with long names would fill the map.
+			name := part.FormName()
+			data, err := io.ReadAll(io.LimitReader(part, max(lim.MaxBody-fieldBytes-int64(len(name)), 0)+1))
+			if err != nil {
+				return readFailure(err, lim)
+			}
+			if fieldBytes += int64(len(name) + len(data)); fieldBytes > lim.MaxBody {
+				return &DecodeError{CodeTooLarge, fmt.Sprintf("fields over %d bytes", lim.MaxBody)}
+			}
+			if name != "" {
 				req.fields[name] = strings.TrimSpace(string(data))
 			}
 			continue
@@ -197,8 +253,33 @@ func (req *Request) decodeMultipart(body []byte, boundary string) error {
 		if req.File != nil {
 			return &DecodeError{CodeBadRequest, "only one file may be sent"}
 		}
-		req.File = &File{Field: part.FormName(), Name: part.FileName(), Data: data}
+		file, err := req.newSpool(lim.TempDir)
+		if err != nil {
+			return err
+		}
+		n, err := io.Copy(file, io.LimitReader(part, lim.MaxFile+1))
+		if err != nil {
+			return readFailure(err, lim)
+		}
+		if n > lim.MaxFile {
+			return &DecodeError{CodeTooLarge, fmt.Sprintf("file over %d bytes", lim.MaxFile)}
+		}
+		req.File = &File{Field: part.FormName(), Name: part.FileName(), Size: n, Content: file.f}
 	}
+}
+
+// readFailure is the error of a multipart body that could not be read: too large, a
+// temp file that could not be written (the server's), or a malformed body.
+func readFailure(err error, lim Limits) error {
+	var tooLarge *http.MaxBytesError
+	var spooling *spoolError
+	switch {
+	case errors.As(err, &tooLarge):
+		return &DecodeError{CodeTooLarge, fmt.Sprintf("file over %d bytes", lim.MaxFile)}
+	case errors.As(err, &spooling):
+		return spooling
+	}
+	return &DecodeError{CodeBadRequest, "malformed multipart body"}
 }
 
 // Get is a field's trimmed value, "" when absent; a list field reads as its

@@ -2,24 +2,40 @@ package handlers
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 func decode(t *testing.T, r *http.Request) *Request {
 	t.Helper()
-	req, err := Decode(r, 1<<20)
+	req, err := Decode(r, Limits{MaxBody: 1 << 20, MaxFile: 1 << 20})
 	if err != nil {
 		t.Fatalf("Decode: %v", err)
 	}
+	t.Cleanup(req.Close)
 	return req
+}
+
+// fileData reads a decoded file whole.
+func fileData(t *testing.T, f *File) string {
+	t.Helper()
+	data, err := io.ReadAll(io.NewSectionReader(f.Content, 0, f.Size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }
 
 func TestDecodeEncodings(t *testing.T) {
@@ -60,7 +76,7 @@ func TestDecodeEncodings(t *testing.T) {
 			t.Errorf("%s: ts %d", name, req.Int("ts"))
 		}
 		if name == "multipart" {
-			if req.File == nil || req.File.Field != "photo" || string(req.File.Data) != "JPEGDATA" {
+			if req.File == nil || req.File.Field != "photo" || req.File.Name != "passwd.jpg" || fileData(t, req.File) != "JPEGDATA" {
 				t.Errorf("multipart file %+v", req.File)
 			}
 		} else if req.File != nil {
@@ -114,10 +130,125 @@ func TestDecodeJSONUnderAnyLabel(t *testing.T) {
 	t.Run("multipart", func(t *testing.T) {
 		r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(`{"op":"x"}`))
 		r.Header.Set("Content-Type", "multipart/form-data; boundary=b")
-		if req, _ := Decode(r, 1<<20); req.Op != "" {
+		req, _ := Decode(r, Limits{MaxBody: 1 << 20, MaxFile: 1 << 20})
+		defer req.Close()
+		if req.Op != "" {
 			t.Fatalf("a body labelled multipart is read as multipart only: op %q", req.Op)
 		}
 	})
+}
+
+// multipartBody is a multipart body of fields and one file part.
+func multipartBody(t *testing.T, fields map[string]string, file []byte) (body []byte, contentType string) {
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	for k, v := range fields {
+		mw.WriteField(k, v)
+	}
+	fw, _ := mw.CreateFormFile("photo", "video.mp4")
+	fw.Write(file)
+	mw.Close()
+	return mp.Bytes(), mw.FormDataContentType()
+}
+
+// TestDecodeSpoolsTheFile: a multipart file part goes to a temp file, whatever its size
+// up to MaxFile (well over MaxBody), which Close removes; the rest of the limits hold.
+func TestDecodeSpoolsTheFile(t *testing.T) {
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+	body, contentType := multipartBody(t, map[string]string{"op": "upload", "mid": "7"}, big)
+	dir := t.TempDir()
+	lim := Limits{MaxBody: 1 << 10, MaxFile: 2 << 20, TempDir: dir}
+	r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+	r.Header.Set("Content-Type", contentType)
+	req, err := Decode(r, lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Op != "upload" || req.Get("mid") != "7" || req.File.Size != int64(len(big)) || fileData(t, req.File) != string(big) {
+		t.Fatalf("decoded %q %q, file of %d bytes", req.Op, req.Get("mid"), req.File.Size)
+	}
+	content := req.File.Content
+	req.Close()
+	if _, err := content.ReadAt(make([]byte, 1), 0); err == nil {
+		t.Error("the file can still be read after Close")
+	}
+	if n := len(listDir(t, dir)); n != 0 {
+		t.Errorf("%d temp files left", n)
+	}
+
+	for name, tc := range map[string]struct {
+		lim  Limits
+		body func() ([]byte, string)
+		code string
+	}{
+		"file over MaxFile": {Limits{MaxBody: 1 << 10, MaxFile: 1 << 19, TempDir: dir}, func() ([]byte, string) {
+			return multipartBody(t, map[string]string{"op": "upload"}, big)
+		}, CodeTooLarge},
+		"fields over MaxBody": {Limits{MaxBody: 100, MaxFile: 2 << 20, TempDir: dir}, func() ([]byte, string) {
+			return multipartBody(t, map[string]string{"op": "upload", "name": strings.Repeat("x", 200)}, nil)
+		}, CodeTooLarge},
+		"names over MaxBody": {Limits{MaxBody: 100, MaxFile: 2 << 20, TempDir: dir}, func() ([]byte, string) {
+			fields := map[string]string{}
+			for i := range 20 {
+				fields[fmt.Sprintf("field-%02d", i)] = ""
+			}
+			return multipartBody(t, fields, nil)
+		}, CodeTooLarge},
+	} {
+		body, contentType := tc.body()
+		r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+		r.Header.Set("Content-Type", contentType)
+		req, err := Decode(r, tc.lim)
+		req.Close()
+		if de, ok := err.(*DecodeError); !ok || de.Code != tc.code {
+			t.Errorf("%s: %v, want %s", name, err, tc.code)
+		}
+	}
+	if n := len(listDir(t, dir)); n != 0 {
+		t.Errorf("%d temp files left", n)
+	}
+}
+
+// TestDecodeKeepsMultipartBody: with KeepBody, a multipart body is put back whole for a
+// later handler, also when it was refused.
+func TestDecodeKeepsMultipartBody(t *testing.T) {
+	body, contentType := multipartBody(t, map[string]string{"op": "upload"}, bytes.Repeat([]byte("x"), 5000))
+	for _, maxFile := range []int64{1 << 20, 100} {
+		r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+		r.Header.Set("Content-Type", contentType)
+		req, _ := Decode(r, Limits{MaxBody: 1 << 10, MaxFile: maxFile, TempDir: t.TempDir(), KeepBody: true})
+		again, err := io.ReadAll(r.Body)
+		req.Close()
+		if err != nil || !bytes.Equal(again, body) {
+			t.Errorf("MaxFile %d: the body put back differs (%d of %d bytes, %v)", maxFile, len(again), len(body), err)
+		}
+	}
+}
+
+// TestDecodeSpoolFailure: a temp file that cannot be made is the server's failure,
+// answered TEMPFAIL, not the client's.
+func TestDecodeSpoolFailure(t *testing.T) {
+	body, contentType := multipartBody(t, map[string]string{"op": "upload"}, []byte("x"))
+	r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+	r.Header.Set("Content-Type", contentType)
+	req, err := Decode(r, Limits{MaxBody: 1 << 10, MaxFile: 1 << 10, TempDir: filepath.Join(t.TempDir(), "missing")})
+	defer req.Close()
+	if _, isDecodeError := err.(*DecodeError); err == nil || isDecodeError {
+		t.Fatalf("error %v, want a server error", err)
+	}
+	resp := (&API{Now: time.Now, Logger: zap.NewNop()}).Rejected(req, err)
+	if resp.Body["error"] != CodeTempFail {
+		t.Errorf("answer %v", resp.Body)
+	}
+}
+
+func listDir(t *testing.T, dir string) []os.DirEntry {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return entries
 }
 
 // TestIntval: numbers are read as the original's PHP intval read them.
@@ -204,7 +335,8 @@ func TestDecodeErrors(t *testing.T) {
 	} {
 		r := httptest.NewRequest(http.MethodPost, "/?op=login", strings.NewReader(tc.body))
 		r.Header.Set("Content-Type", tc.contentType)
-		req, err := Decode(r, 1000)
+		req, err := Decode(r, Limits{MaxBody: 1000, MaxFile: 1000})
+		req.Close()
 		de, ok := err.(*DecodeError)
 		if !ok || de.Code != tc.code {
 			t.Errorf("%s: error %v, want %s", name, err, tc.code)
@@ -236,10 +368,11 @@ func FuzzDecode(f *testing.F) {
 		r := httptest.NewRequest(http.MethodPost, "/api.php", strings.NewReader(body))
 		r.URL.RawQuery = query
 		r.Header.Set("Content-Type", contentType)
-		req, err := Decode(r, 1<<16)
+		req, err := Decode(r, Limits{MaxBody: 1 << 16, MaxFile: 1 << 16})
 		if req == nil {
 			t.Fatal("nil request")
 		}
+		defer req.Close()
 		if err != nil {
 			de, ok := err.(*DecodeError)
 			if !ok || de.Code == "" {

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 // Response is one answer of the API: a JSON object, always sent with HTTP 200 (the apps
@@ -136,11 +138,13 @@ func IsPreflight(r *http.Request) bool { return r.Method == http.MethodOptions }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 
-// Rejected is the answer to a request whose body could not be decoded.
+// Rejected is the answer to a request whose body could not be decoded: the client's
+// fault, or the server's (a temp file could not be written), which is logged.
 func (a *API) Rejected(req *Request, err error) *Response {
 	var de *DecodeError
 	if errors.As(err, &de) {
 		return fail(req.Op, a.Now(), de.Code, de.Msg)
 	}
-	return fail(req.Op, a.Now(), CodeBadRequest, "")
+	a.Logger.Error("reading a request failed", zap.Error(err))
+	return tempFail(req.Op, a.Now(), "")
 }
