@@ -98,6 +98,7 @@ func (a *API) uploadAttachment(ctx context.Context, c *call) *Response {
 	answer := ok("upload", c.now)
 	answer.Body["profile"] = "0"
 	answer.Body["file"] = a.Config.DownloadURL + name
+	answer.Body["url"] = answer.Body["file"] // what the current Swift app reads
 	return answer
 }
 
