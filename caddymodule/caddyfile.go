@@ -288,12 +288,12 @@ func (h *Handler) unmarshalRateLimit(d *caddyfile.Dispenser) error {
 		return d.Errf("rate_limit: invalid window %q", window)
 	}
 	rule := Rule{Events: n, Window: caddy.Duration(dur)}
-	rl := &h.RateLimits
+	rl := &h.RateLimit
 	switch scope {
 	case "otp_phone":
-		rl.OTPPerPhone = append(rl.OTPPerPhone, rule)
+		rl.OTPPhone = append(rl.OTPPhone, rule)
 	case "otp_ip":
-		rl.OTPPerIP = append(rl.OTPPerIP, rule)
+		rl.OTPIP = append(rl.OTPIP, rule)
 	case "otp_global":
 		rl.OTPGlobal = append(rl.OTPGlobal, rule)
 	default:
@@ -360,7 +360,7 @@ func (h *Handler) unmarshalDiscovery(d *caddyfile.Dispenser) error {
 			if nerr != nil || derr != nil || n <= 0 || dur <= 0 {
 				return d.Errf("refill: want <events> <window>, got %q %q", events, window)
 			}
-			cd.Refill, cd.RefillWindow = n, caddy.Duration(dur)
+			cd.Refill = Rule{n, caddy.Duration(dur)}
 		case "max_phones":
 			err = intArg(d, &cd.MaxPhones)
 		case "fail_open":

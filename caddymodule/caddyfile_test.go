@@ -84,9 +84,9 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		time.Duration(o.FailureWindow) != 12*time.Hour || o.TestNumbers["+15550100999"] != "424242" || !strings.Contains(string(o.SenderRaw), `"sender":"log"`) {
 		t.Errorf("otp: %+v %s", o, o.SenderRaw)
 	}
-	rl := h.RateLimits
-	if len(rl.OTPPerPhone) != 2 || rl.OTPPerPhone[1].Events != 4 || time.Duration(rl.OTPPerPhone[1].Window) != time.Hour ||
-		len(rl.OTPPerIP) != 1 || len(rl.OTPGlobal) != 1 || rl.OTPGlobal[0].Events != 500 {
+	rl := h.RateLimit
+	if len(rl.OTPPhone) != 2 || rl.OTPPhone[1].Events != 4 || time.Duration(rl.OTPPhone[1].Window) != time.Hour ||
+		len(rl.OTPIP) != 1 || len(rl.OTPGlobal) != 1 || rl.OTPGlobal[0].Events != 500 {
 		t.Errorf("rate limits: %+v", rl)
 	}
 	if h.MaxBodySize != 2_000_000 || h.DownloadURL != "https://chat.example/files/" || h.UploadURL != "https://chat.example/api.php" ||

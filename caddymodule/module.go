@@ -67,19 +67,19 @@ type Handler struct {
 	// share one Redis. Default "messenger:".
 	RedisKeyPrefix string `json:"redis_key_prefix,omitempty"`
 	// Mesibo is how to reach the mesibo backend API.
-	Mesibo MesiboConfig `json:"mesibo,omitempty"`
+	Mesibo MesiboConfig `json:"mesibo,omitzero"`
 	// AuthenticatorRaw is how users log in (namespace messenger.authenticators):
 	// "phone_otp" (the default: a one-time code to the phone, see OTP) or
 	// "caddy_identity" (the identity an auth handler earlier in the route established).
 	AuthenticatorRaw json.RawMessage `json:"authenticator,omitempty" caddy:"namespace=messenger.authenticators inline_key=method"`
 	// OTP sets the rules for login codes and how they are delivered.
-	OTP OTPConfig `json:"otp,omitempty"`
-	// RateLimits limits code sending per phone number, per client IP (IPv6 by /64) and
+	OTP OTPConfig `json:"otp,omitzero"`
+	// RateLimit limits code sending per phone number, per client IP (IPv6 by /64) and
 	// overall. Each list replaces the default of its scope; an empty list keeps it.
-	RateLimits RateLimits `json:"rate_limits,omitempty"`
+	RateLimit RateLimits `json:"rate_limit,omitzero"`
 	// ContactDiscovery limits how many new phone numbers a user may look up
 	// (getcontacts), so the API cannot be used to find out which numbers are registered.
-	ContactDiscovery ContactDiscovery `json:"contact_discovery,omitempty"`
+	ContactDiscovery ContactDiscovery `json:"contact_discovery,omitzero"`
 	// Storage is the URL of the bucket that holds pictures, their thumbnails and chat
 	// attachments, under files/ and thumbs/: "file:///var/lib/messenger" (a local or
 	// shared folder), "s3://BUCKET?region=R" (AWS, or any S3-compatible store with
@@ -120,11 +120,11 @@ type Handler struct {
 	UploadTempDir string `json:"upload_temp_dir,omitempty"`
 	// UploadBudget is how many bytes one user may upload per window, pictures and
 	// attachments together; over it, uploads answer RATELIMIT. Default 512 MiB per hour.
-	UploadBudget UploadBudget `json:"upload_budget,omitempty"`
+	UploadBudget UploadBudget `json:"upload_budget,omitzero"`
 	// Notifications are the texts of notifications to other users.
-	Notifications handlers.Notifications `json:"notifications,omitempty"`
+	Notifications handlers.Notifications `json:"notifications,omitzero"`
 	// Outbox sets how this instance delivers the queued notifications.
-	Outbox OutboxConfig `json:"outbox,omitempty"`
+	Outbox OutboxConfig `json:"outbox,omitzero"`
 	// Ops, when set, are the only ops this handler answers; requests for the other ops
 	// go on to the next handler of the route untouched (body included), so the module can
 	// take over an existing backend op by op (php_fastcgi or reverse_proxy after it).
@@ -144,7 +144,7 @@ type Handler struct {
 	// "https://chat.example.com/api.php".
 	UploadURL string `json:"upload_url,omitempty"`
 	// Invite is the invitation text the apps offer for inviting friends.
-	Invite handlers.Invite `json:"invite,omitempty"`
+	Invite handlers.Invite `json:"invite,omitzero"`
 	// GoogleMapsKey is handed to the apps at login. Placeholders.
 	GoogleMapsKey string `json:"google_maps_key,omitempty"`
 	// OpTimeout bounds the work of one request (database, Redis and mesibo calls
@@ -206,7 +206,7 @@ type OTPConfig struct {
 	FailureWindow caddy.Duration `json:"failure_window,omitempty"`
 	// TestNumbers maps phone numbers to fixed codes, for app-store review. These
 	// numbers need not be valid in any numbering plan; all other rules apply.
-	TestNumbers map[string]string `json:"test_numbers,omitempty"`
+	TestNumbers map[string]string `json:"test_number,omitempty"`
 	// SenderRaw is the module that delivers codes (namespace messenger.otp_senders:
 	// "log" for development, "webhook", "twilio", "vonage", "messagebird", "aws_sns",
 	// "failover"; see docs/sms.md). Required for phone_otp login.
@@ -220,23 +220,28 @@ type OTPConfig struct {
 
 // RateLimits are the code-sending limits; every rule of every scope must pass.
 type RateLimits struct {
-	// OTPPerPhone default: 1 per 60s and 5 per hour.
-	OTPPerPhone []Rule `json:"otp_per_phone,omitempty"`
-	// OTPPerIP default: 20 per hour.
-	OTPPerIP []Rule `json:"otp_per_ip,omitempty"`
-	// OTPGlobal default: 1000 per hour.
+	// OTPPhone limits the codes sent to one number. Default: 1 per 60s and 5 per hour.
+	OTPPhone []Rule `json:"otp_phone,omitempty"`
+	// OTPIP limits the codes one client address (IPv6 by /64) has sent. Default: 20
+	// per hour.
+	OTPIP []Rule `json:"otp_ip,omitempty"`
+	// OTPGlobal limits all codes sent. Default: 1000 per hour.
 	OTPGlobal []Rule `json:"otp_global,omitempty"`
 }
 
 // UploadBudget allows Bytes bytes of uploads per Window to one user.
 type UploadBudget struct {
-	Bytes  int64          `json:"bytes,omitempty"`
+	// Bytes is the size of the budget.
+	Bytes int64 `json:"bytes,omitempty"`
+	// Window is how long it takes to refill.
 	Window caddy.Duration `json:"window,omitempty"`
 }
 
 // Rule allows Events events per Window.
 type Rule struct {
-	Events int            `json:"events"`
+	// Events is how many.
+	Events int `json:"events"`
+	// Window is per how long.
 	Window caddy.Duration `json:"window"`
 }
 
@@ -245,10 +250,8 @@ type Rule struct {
 type ContactDiscovery struct {
 	// Budget is the bucket's size. Default 5000.
 	Budget int `json:"budget,omitempty"`
-	// Refill is how many numbers are added back per RefillWindow. Default 10.
-	Refill int `json:"refill,omitempty"`
-	// RefillWindow default 1h.
-	RefillWindow caddy.Duration `json:"refill_window,omitempty"`
+	// Refill is how fast numbers come back to the budget. Default 10 per hour.
+	Refill Rule `json:"refill,omitzero"`
 	// MaxPhones is the most phones one request may carry. Default 5000.
 	MaxPhones int `json:"max_phones,omitempty"`
 	// FailOpen allows look-ups without a budget while Redis is unreachable (availability
@@ -321,14 +324,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			GoogleMapsKey:  h.GoogleMapsKey,
 			TokenExpiry:    time.Duration(h.TokenExpiry),
 			RevokeOnLogout: h.RevokeOnLogout,
-			OTPLimits: handlers.NewOTPLimits(rules(h.RateLimits.OTPPerPhone), rules(h.RateLimits.OTPPerIP),
-				rules(h.RateLimits.OTPGlobal)),
+			OTPLimits: handlers.NewOTPLimits(rules(h.RateLimit.OTPPhone), rules(h.RateLimit.OTPIP),
+				rules(h.RateLimit.OTPGlobal)),
 			CodeText: func(appID, code string) string {
 				return h.OTP.Message.Render(appID, code, time.Duration(h.OTP.TTL))
 			},
 			CodeTTL: time.Duration(h.OTP.TTL),
 			Discovery: handlers.Discovery{
-				Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill, Window: time.Duration(h.ContactDiscovery.RefillWindow),
+				Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill.Events, Window: time.Duration(h.ContactDiscovery.Refill.Window),
 					Burst: h.ContactDiscovery.Budget},
 				MaxPhones: h.ContactDiscovery.MaxPhones,
 				FailOpen:  h.ContactDiscovery.FailOpen,
@@ -456,11 +459,8 @@ func (h *Handler) setDefaults() {
 	if cd.Budget <= 0 {
 		cd.Budget = 5000
 	}
-	if cd.Refill <= 0 {
-		cd.Refill = 10
-	}
-	if cd.RefillWindow <= 0 {
-		cd.RefillWindow = caddy.Duration(time.Hour)
+	if cd.Refill.Events <= 0 || cd.Refill.Window <= 0 {
+		cd.Refill = Rule{10, caddy.Duration(time.Hour)}
 	}
 	if cd.MaxPhones <= 0 {
 		cd.MaxPhones = min(5000, cd.Budget)
@@ -494,12 +494,12 @@ func (h *Handler) setDefaults() {
 	if o.MaxChecks <= 0 {
 		o.MaxChecks = 5
 	}
-	rl := &h.RateLimits
-	if len(rl.OTPPerPhone) == 0 {
-		rl.OTPPerPhone = []Rule{{1, caddy.Duration(time.Minute)}, {5, caddy.Duration(time.Hour)}}
+	rl := &h.RateLimit
+	if len(rl.OTPPhone) == 0 {
+		rl.OTPPhone = []Rule{{1, caddy.Duration(time.Minute)}, {5, caddy.Duration(time.Hour)}}
 	}
-	if len(rl.OTPPerIP) == 0 {
-		rl.OTPPerIP = []Rule{{20, caddy.Duration(time.Hour)}}
+	if len(rl.OTPIP) == 0 {
+		rl.OTPIP = []Rule{{20, caddy.Duration(time.Hour)}}
 	}
 	if len(rl.OTPGlobal) == 0 {
 		rl.OTPGlobal = []Rule{{1000, caddy.Duration(time.Hour)}}
@@ -558,8 +558,8 @@ func (h *Handler) Validate() error {
 	if cd := h.ContactDiscovery; cd.MaxPhones > cd.Budget {
 		errs = append(errs, fmt.Errorf("contact_discovery: max_phones %d is over the budget %d, so a full request could never pass", cd.MaxPhones, cd.Budget))
 	}
-	rl := h.RateLimits
-	for _, r := range append(append(append([]Rule{}, rl.OTPPerPhone...), rl.OTPPerIP...), rl.OTPGlobal...) {
+	rl := h.RateLimit
+	for _, r := range append(append(append([]Rule{}, rl.OTPPhone...), rl.OTPIP...), rl.OTPGlobal...) {
 		if r.Events <= 0 || r.Window <= 0 {
 			errs = append(errs, fmt.Errorf("rate limit %d per %s: events and window must be positive", r.Events, time.Duration(r.Window)))
 		}

@@ -68,9 +68,12 @@ type Discovery struct {
 
 // Invite is the invitation text block of the app configuration.
 type Invite struct {
-	Text    string `json:"text,omitempty"`
+	// Text is the invitation itself, e.g. where to get the app.
+	Text string `json:"text,omitempty"`
+	// Subject is its subject, where the app shares it by mail.
 	Subject string `json:"subject,omitempty"`
-	Title   string `json:"title,omitempty"`
+	// Title heads the app's sharing dialog.
+	Title string `json:"title,omitempty"`
 }
 
 // OTPLimits are the rate limits on sending codes, each a list of rules that all apply.
