@@ -73,6 +73,7 @@ const (
 	headerLimitRefused = headerLimit + 8<<10
 )
 
+// TestHostileInput checks the hostile-input property (above) on this run's store.
 func TestHostileInput(t *testing.T) {
 	seed, rounds, chaos := uint64(14), 1, 150
 	if v, err := strconv.ParseUint(os.Getenv(propertySeedEnv), 10, 64); err == nil {
