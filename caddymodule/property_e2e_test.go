@@ -695,6 +695,7 @@ type finding struct {
 // sampled).
 func (p *prober) sweep(o opFields) {
 	for _, target := range o.targets() {
+		costlyEnc := pick(p.rng, encodings...)
 		for _, enc := range encodings {
 			if target == "file" && enc != multipart_ {
 				continue // only multipart carries a file
@@ -702,7 +703,7 @@ func (p *prober) sweep(o opFields) {
 			var classes []valueClass
 			for _, c := range valueClasses {
 				if (!c.jsonOnly || enc == jsonBody) && (!c.sparse || o.name == "profile" && target == "name") &&
-					(!c.lists || target == "m" || target == "phones") {
+					(!c.lists || target == "m" || target == "phones") && (!c.costly || enc == costlyEnc) {
 					classes = append(classes, c)
 				}
 			}
@@ -966,7 +967,11 @@ type valueClass struct {
 	sparse bool
 	// lists classes are sent only in the list fields (m, phones).
 	lists bool
-	gen   func(p *prober) wire
+	// costly classes (large values the server takes long to read under -race) are
+	// sent in one encoding per field of an op, drawn at random; a campaign's rounds
+	// cover the others.
+	costly bool
+	gen    func(p *prober) wire
 	// place, when set, replaces setting the field to gen's value.
 	place func(p *prober, pr *probe, target string)
 }
@@ -1010,7 +1015,7 @@ func init() {
 			n := pick(p.rng, 16, 17, 63, 64, 65, 127, 128, 129, 255, 256, 257, 4095, 4096, 4097, 8193, 15000)
 			return textValue(repeatTo(pick(p.rng, "x", "9", "é", "😀", "9,", "<>"), n))
 		}},
-		{name: "over 64 KB", gen: func(p *prober) wire {
+		{name: "over 64 KB", costly: true, gen: func(p *prober) wire {
 			return textValue(repeatTo(pick(p.rng, "x", "9", "é", "😀", "919812346102,", "\x00"), 64<<10+1+p.rng.IntN(16<<10)))
 		}},
 		{name: "non-ASCII", gen: func(p *prober) wire {
@@ -1046,14 +1051,14 @@ func init() {
 				"+%2B91+98123", "%E2%80%AE", "%FF%FE")
 			return wire{text: v, raw: p.rng.IntN(2) == 0} // raw: the garbage is the encoding itself
 		}},
-		{name: "thousands of items", gen: func(p *prober) wire {
+		{name: "thousands of items", costly: true, gen: func(p *prober) wire {
 			items := make([]string, pick(p.rng, 1000, 3000, 5001, 8000))
 			for i := range items {
 				items[i] = pick(p.rng, seededPhone(p.rng), strconv.Itoa(p.rng.IntN(1000)), "", " ", "+", actorB, "x")
 			}
 			return textValue(strings.Join(items, ","))
 		}},
-		{name: "thousands of phone numbers", lists: true, place: func(p *prober, pr *probe, target string) {
+		{name: "thousands of phone numbers", lists: true, costly: true, place: func(p *prober, pr *probe, target string) {
 			// Valid numbers, two registered: lists that pass every check and reach the
 			// store and mesibo whole (members, contacts), or are one over max_phones.
 			n := pick(p.rng, 1000, 2000)
