@@ -113,6 +113,8 @@ type env struct {
 	// dbProxy stands between the module and MariaDB when options.dbProxy is set.
 	dbProxy *tcpProxy
 	config  string // the Caddyfile
+	// logFile holds Caddy's log when options.logFile is set.
+	logFile string
 }
 
 // options change the Caddyfile of an env.
@@ -134,6 +136,9 @@ type options struct {
 	// storage, when set, is the storage URL, served by messenger_files; by default the
 	// storage is a folder of the test's own (e.files), served by file_server.
 	storage string
+	// logFile writes Caddy's log (error level and above) as JSON lines to e.logFile
+	// instead of stderr, for a test that asserts there is none.
+	logFile bool
 }
 
 // The ports of the in-process Caddy: $MESSENGER_E2E_PORT (default 9080) serves the API,
@@ -282,7 +287,12 @@ func startEnv(t testing.TB, o options) *env {
 	if o.site != "" {
 		site = o.site
 	}
-	e.config = globalOptions(o.servers) + fmt.Sprintf(site, siteURL, block, e.serve)
+	global := globalOptions(o.servers)
+	if o.logFile {
+		e.logFile = filepath.Join(t.TempDir(), "caddy.log")
+		global = strings.Replace(global, "\t\tlevel ERROR", fmt.Sprintf("\t\toutput file %s\n\t\tformat json\n\t\tlevel ERROR", e.logFile), 1)
+	}
+	e.config = global + fmt.Sprintf(site, siteURL, block, e.serve)
 	config := e.config
 	if o.second {
 		// Another database, the same Redis: as a second server of one deployment

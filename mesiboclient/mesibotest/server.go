@@ -447,7 +447,8 @@ func (s *Server) handle(q request) map[string]any {
 		case "groupeditmembers":
 			edit := members(q.get("m", "m"))
 			if q.isTrue("delete", "delete") {
-				g.Members = slices.DeleteFunc(g.Members, func(a string) bool { return slices.Contains(edit, a) })
+				gone := setOf(edit)
+				g.Members = slices.DeleteFunc(g.Members, func(a string) bool { return gone[a] })
 			} else {
 				g.Members = addMembers(g.Members, edit)
 			}
@@ -461,12 +462,24 @@ func (s *Server) handle(q request) map[string]any {
 
 // addMembers is list with the addresses of add that it lacks appended.
 func addMembers(list, add []string) []string {
+	has := setOf(list)
 	for _, a := range add {
-		if !slices.Contains(list, a) {
+		if !has[a] {
+			has[a] = true
 			list = append(list, a)
 		}
 	}
 	return list
+}
+
+// setOf is the set of the addresses in list. Sets, not list look-ups: a client may send
+// a group of tens of thousands of members, which the fake must keep up with.
+func setOf(list []string) map[string]bool {
+	set := make(map[string]bool, len(list))
+	for _, a := range list {
+		set[a] = true
+	}
+	return set
 }
 
 func refuse(op, code string) map[string]any {
