@@ -599,14 +599,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if h.passes(req, err) {
 		return next.ServeHTTP(w, r)
 	}
+	var resp *handlers.Response
 	if err != nil {
-		return handlers.Write(w, h.api.Rejected(req, err))
+		resp = h.api.Rejected(req, err)
+	} else {
+		req.ClientIP, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+		if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
+			req.Expand = func(s string) string { return repl.ReplaceKnown(s, "") }
+		}
+		resp = h.api.Handle(r.Context(), req)
 	}
-	req.ClientIP, _ = caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
-	if repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer); ok {
-		req.Expand = func(s string) string { return repl.ReplaceKnown(s, "") }
+	// An answer that cannot be written has a client that went away: no server error, and
+	// not returned to Caddy, whose error log would carry the request's URI, token and all.
+	if err := handlers.Write(w, resp); err != nil {
+		h.logger.Debug("the client went away before its answer was written", zap.String("op", req.Op), zap.Error(err))
 	}
-	return handlers.Write(w, h.api.Handle(r.Context(), req))
+	return nil
 }
 
 // passes reports whether the next handler owns this request: with Ops set, an op not

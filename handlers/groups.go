@@ -261,10 +261,11 @@ func (a *API) groupFailure(ctx context.Context, op string, c *call, err error) *
 	case errors.Is(err, groups.ErrBusy):
 		return tempFail(op, c.now, "The group is busy with other changes. Please try again.")
 	case errors.As(err, &mesiboErr):
-		a.logError(ctx, "mesibo group call failed", zap.String("op", op), zap.Error(err))
 		if requestRefused(err) {
+			a.Logger.Warn("mesibo refused the group change", zap.String("op", op), zap.Error(err))
 			return fail(op, c.now, CodeBadGroup, "The messaging service refused the change.")
 		}
+		a.logError(ctx, "mesibo group call failed", zap.String("op", op), zap.Error(err))
 		return fail(op, c.now, CodeBadApp, "The messaging service is unavailable. Please try again later.")
 	}
 	a.logError(ctx, op+" failed", zap.Error(err))

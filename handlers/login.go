@@ -204,10 +204,12 @@ func (a *API) mesiboFailure(ctx context.Context, op string, c *call, err error) 
 	if err == nil {
 		return nil
 	}
-	a.logError(ctx, "mesibo call failed", zap.String("op", op), zap.Error(err))
 	if requestRefused(err) {
+		// mesibo said no to this request: the request's matter, not the server's.
+		a.Logger.Warn("mesibo refused the request", zap.String("op", op), zap.Error(err))
 		return fail(op, c.now, CodeBadUser, "")
 	}
+	a.logError(ctx, "mesibo call failed", zap.String("op", op), zap.Error(err))
 	return fail(op, c.now, CodeBadApp, "")
 }
 
