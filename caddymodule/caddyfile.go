@@ -99,101 +99,103 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
+	subdirectives := h.subdirectives()
 	for d.NextBlock(0) {
-		var err error
-		switch d.Val() {
-		case "database":
-			err = oneArg(d, &h.Database)
-		case "max_db_connections":
-			err = intArg(d, &h.MaxDBConnections)
-		case "redis":
-			err = oneArg(d, &h.Redis)
-		case "redis_mode":
-			err = oneArg(d, &h.RedisMode)
-		case "redis_key_prefix":
-			err = oneArg(d, &h.RedisKeyPrefix)
-		case "mesibo":
-			err = h.unmarshalMesibo(d)
-		case "otp":
-			err = h.unmarshalOTP(d)
-		case "authenticator":
-			if !d.NextArg() {
+		unmarshal, ok := subdirectives[d.Val()]
+		if !ok {
+			return d.Errf("unknown subdirective %q", d.Val())
+		}
+		if err := unmarshal(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// subdirectives maps each subdirective of the messenger block to what reads it into h.
+func (h *Handler) subdirectives() map[string]func(*caddyfile.Dispenser) error {
+	str := func(dst *string) func(*caddyfile.Dispenser) error {
+		return func(d *caddyfile.Dispenser) error { return oneArg(d, dst) }
+	}
+	size := func(dst *int64) func(*caddyfile.Dispenser) error {
+		return func(d *caddyfile.Dispenser) error { return sizeArg(d, dst) }
+	}
+	duration := func(dst *caddy.Duration) func(*caddyfile.Dispenser) error {
+		return func(d *caddyfile.Dispenser) error { return durationArg(d, dst) }
+	}
+	flag := func(dst *bool) func(*caddyfile.Dispenser) error {
+		return func(d *caddyfile.Dispenser) error {
+			if d.NextArg() {
 				return d.ArgErr()
 			}
-			name := d.Val()
-			mod, uerr := caddyfile.UnmarshalModule(d, "messenger.authenticators."+name)
-			if uerr != nil {
-				return uerr
-			}
-			h.AuthenticatorRaw = caddyconfig.JSONModuleObject(mod, "method", name, nil)
-		case "rate_limit":
-			err = h.unmarshalRateLimit(d)
-		case "max_body_size":
-			err = sizeArg(d, &h.MaxBodySize)
-		case "storage":
-			err = oneArg(d, &h.Storage)
-		case "files_dir":
-			err = oneArg(d, &h.FilesDir)
-		case "thumbs_dir":
-			err = oneArg(d, &h.ThumbsDir)
-		case "thumbnail_cache":
-			err = sizeArg(d, &h.ThumbnailCache)
-		case "max_picture_size":
-			err = sizeArg(d, &h.MaxPictureSize)
-		case "max_decode_memory":
-			err = sizeArg(d, &h.MaxDecodeMemory)
-		case "max_attachment_size":
-			err = sizeArg(d, &h.MaxAttachmentSize)
-		case "upload_temp_dir":
-			err = oneArg(d, &h.UploadTempDir)
-		case "upload_budget":
-			err = h.unmarshalUploadBudget(d)
-		case "max_picture_pixels":
+			*dst = true
+			return nil
+		}
+	}
+	return map[string]func(*caddyfile.Dispenser) error{
+		"database":            str(&h.Database),
+		"max_db_connections":  func(d *caddyfile.Dispenser) error { return intArg(d, &h.MaxDBConnections) },
+		"redis":               str(&h.Redis),
+		"redis_mode":          str(&h.RedisMode),
+		"redis_key_prefix":    str(&h.RedisKeyPrefix),
+		"mesibo":              h.unmarshalMesibo,
+		"otp":                 h.unmarshalOTP,
+		"authenticator":       h.unmarshalAuthenticator,
+		"rate_limit":          h.unmarshalRateLimit,
+		"max_body_size":       size(&h.MaxBodySize),
+		"storage":             str(&h.Storage),
+		"files_dir":           str(&h.FilesDir),
+		"thumbs_dir":          str(&h.ThumbsDir),
+		"thumbnail_cache":     size(&h.ThumbnailCache),
+		"max_picture_size":    size(&h.MaxPictureSize),
+		"max_decode_memory":   size(&h.MaxDecodeMemory),
+		"max_attachment_size": size(&h.MaxAttachmentSize),
+		"upload_temp_dir":     str(&h.UploadTempDir),
+		"upload_budget":       h.unmarshalUploadBudget,
+		"max_picture_pixels": func(d *caddyfile.Dispenser) error {
 			var n int
-			if err = intArg(d, &n); err == nil {
-				h.MaxPicturePixels = int64(n)
-			}
-		case "contact_discovery":
-			err = h.unmarshalDiscovery(d)
-		case "notifications":
-			err = block(d, map[string]*string{"new_user": &h.Notifications.NewUser,
+			err := intArg(d, &n)
+			h.MaxPicturePixels = int64(n)
+			return err
+		},
+		"contact_discovery": h.unmarshalDiscovery,
+		"notifications": func(d *caddyfile.Dispenser) error {
+			return block(d, map[string]*string{"new_user": &h.Notifications.NewUser,
 				"new_user_message": &h.Notifications.NewUserMessage, "added_to_group": &h.Notifications.AddedToGroup})
-		case "outbox":
-			err = h.unmarshalOutbox(d)
-		case "download_url":
-			err = oneArg(d, &h.DownloadURL)
-		case "upload_url":
-			err = oneArg(d, &h.UploadURL)
-		case "invite":
-			err = block(d, map[string]*string{"text": &h.Invite.Text, "subject": &h.Invite.Subject, "title": &h.Invite.Title})
-		case "google_maps_key":
-			err = oneArg(d, &h.GoogleMapsKey)
-		case "op_timeout":
-			err = durationArg(d, &h.OpTimeout)
-		case "token_expiry":
-			err = durationArg(d, &h.TokenExpiry)
-		case "ops":
+		},
+		"outbox":       h.unmarshalOutbox,
+		"download_url": str(&h.DownloadURL),
+		"upload_url":   str(&h.UploadURL),
+		"invite": func(d *caddyfile.Dispenser) error {
+			return block(d, map[string]*string{"text": &h.Invite.Text, "subject": &h.Invite.Subject, "title": &h.Invite.Title})
+		},
+		"google_maps_key": str(&h.GoogleMapsKey),
+		"op_timeout":      duration(&h.OpTimeout),
+		"token_expiry":    duration(&h.TokenExpiry),
+		"ops": func(d *caddyfile.Dispenser) error {
 			h.Ops = append(h.Ops, d.RemainingArgs()...)
 			if len(h.Ops) == 0 {
 				return d.ArgErr()
 			}
-		case "pass_unknown_ops":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.PassUnknownOps = true
-		case "revoke_on_logout":
-			if d.NextArg() {
-				return d.ArgErr()
-			}
-			h.RevokeOnLogout = true
-		default:
-			return d.Errf("unknown subdirective %q", d.Val())
-		}
-		if err != nil {
-			return err
-		}
+			return nil
+		},
+		"pass_unknown_ops": flag(&h.PassUnknownOps),
+		"revoke_on_logout": flag(&h.RevokeOnLogout),
 	}
+}
+
+// unmarshalAuthenticator reads "authenticator <name> [{ ... }]", a module of the
+// messenger.authenticators namespace.
+func (h *Handler) unmarshalAuthenticator(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	name := d.Val()
+	mod, err := caddyfile.UnmarshalModule(d, "messenger.authenticators."+name)
+	if err != nil {
+		return err
+	}
+	h.AuthenticatorRaw = caddyconfig.JSONModuleObject(mod, "method", name, nil)
 	return nil
 }
 

@@ -317,29 +317,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logBackends(deps.store)
 
 	h.api = &handlers.API{
-		Config: handlers.Config{
-			DownloadURL:    h.DownloadURL,
-			UploadURL:      h.UploadURL,
-			Invite:         h.Invite,
-			GoogleMapsKey:  h.GoogleMapsKey,
-			TokenExpiry:    time.Duration(h.TokenExpiry),
-			RevokeOnLogout: h.RevokeOnLogout,
-			OTPLimits: handlers.NewOTPLimits(rules(h.RateLimit.OTPPhone), rules(h.RateLimit.OTPIP),
-				rules(h.RateLimit.OTPGlobal)),
-			CodeText: func(appID, code string) string {
-				return h.OTP.Message.Render(appID, code, time.Duration(h.OTP.TTL))
-			},
-			CodeTTL: time.Duration(h.OTP.TTL),
-			Discovery: handlers.Discovery{
-				Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill.Events, Window: time.Duration(h.ContactDiscovery.Refill.Window),
-					Burst: h.ContactDiscovery.Budget},
-				MaxPhones: h.ContactDiscovery.MaxPhones,
-				FailOpen:  h.ContactDiscovery.FailOpen,
-			},
-			UploadBudget:  ratelimit.Rule{Events: int(h.UploadBudget.Bytes >> 10), Window: time.Duration(h.UploadBudget.Window)},
-			OpTimeout:     time.Duration(h.OpTimeout),
-			Notifications: h.Notifications,
-		},
+		Config:   h.apiConfig(),
 		Store:    deps.store,
 		Mesibo:   deps.mesibo,
 		Groups:   groups.New(deps.store, deps.mesibo),
@@ -357,7 +335,42 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	m := metrics.New(ctx.GetMetricsRegistry())
 	h.api.Metrics = m
 	deps.mesibo.SetObserver(m.MesiboCall)
-	// One worker per loaded config; it stops with the config's context on reload.
+	h.startBackground(ctx, deps, m)
+	return nil
+}
+
+// apiConfig is the op settings of this config.
+func (h *Handler) apiConfig() handlers.Config {
+	return handlers.Config{
+		DownloadURL:    h.DownloadURL,
+		UploadURL:      h.UploadURL,
+		Invite:         h.Invite,
+		GoogleMapsKey:  h.GoogleMapsKey,
+		TokenExpiry:    time.Duration(h.TokenExpiry),
+		RevokeOnLogout: h.RevokeOnLogout,
+		OTPLimits: handlers.NewOTPLimits(rules(h.RateLimit.OTPPhone), rules(h.RateLimit.OTPIP),
+			rules(h.RateLimit.OTPGlobal)),
+		CodeText: func(appID, code string) string {
+			return h.OTP.Message.Render(appID, code, time.Duration(h.OTP.TTL))
+		},
+		CodeTTL: time.Duration(h.OTP.TTL),
+		Discovery: handlers.Discovery{
+			Budget: ratelimit.Rule{Events: h.ContactDiscovery.Refill.Events, Window: time.Duration(h.ContactDiscovery.Refill.Window),
+				Burst: h.ContactDiscovery.Budget},
+			MaxPhones: h.ContactDiscovery.MaxPhones,
+			FailOpen:  h.ContactDiscovery.FailOpen,
+		},
+		UploadBudget:  ratelimit.Rule{Events: int(h.UploadBudget.Bytes >> 10), Window: time.Duration(h.UploadBudget.Window)},
+		OpTimeout:     time.Duration(h.OpTimeout),
+		Notifications: h.Notifications,
+	}
+}
+
+// startBackground starts this config's outbox worker, which stops with the config's
+// context on reload, and checks the storage beside it. The worker's first round migrates
+// the schema: Provision never waits on either, so a config loads (and `caddy validate`
+// answers) while they are down.
+func (h *Handler) startBackground(ctx caddy.Context, deps deps, m *metrics.Metrics) {
 	worker := outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
 	worker.Metrics = m
 	worker.Concurrency, worker.MaxBackoff = h.Outbox.Concurrency, time.Duration(h.Outbox.MaxBackoff)
@@ -366,9 +379,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	done := make(chan struct{})
 	go func() { defer close(done); worker.Run(workerCtx) }()
 	h.stopWorker = func() { cancel(); <-done }
-	// The worker's first round migrates the schema, and the storage is checked beside
-	// it: Provision never waits on either, so a config loads (and `caddy validate`
-	// answers) while they are down.
 	go func() {
 		checkCtx, cancel := context.WithTimeout(workerCtx, 5*time.Second)
 		defer cancel()
@@ -376,7 +386,6 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.logger.Warn("storage not reachable; uploads fail and thumbnails are missing until it is", zap.Error(err))
 		}
 	}()
-	return nil
 }
 
 // logBackends says, once per config load, where state lives when any of it is embedded:
@@ -423,6 +432,7 @@ func (h *Handler) loadLogin(ctx caddy.Context) (handlers.IdentitySource, otp.Sen
 	return nil, sender, nil
 }
 
+// setDefaults fills in what the config leaves unset.
 func (h *Handler) setDefaults() {
 	if h.Database == "" {
 		h.Database = defaultDatabase()

@@ -3,7 +3,7 @@
 # a fresh database `messenger_load`, the mesibo fake (internal/cmd/fakemesibo) and the
 # built caddy with a generated Caddyfile (rate limits raised out of the way, codes sent to
 # a webhook receiver inside loadgen), seeds users/contacts/a group, runs every case of
-# internal/cmd/loadgen and prints a Markdown table and the machine. Everything it started
+# tools/loadgen and prints a Markdown table and the machine. Everything it started
 # is stopped on exit; every wait is bounded.
 #
 #   ./scripts/load.sh                       # all cases, 10s each, 32 connections
@@ -162,7 +162,7 @@ GRANT PROCESS ON *.* TO 'messenger_load'@'127.0.0.1';" || die "creating the data
 	load_clear_redis
 
 	log "building loadgen and fakemesibo ..."
-	go build -o "$LOAD_WORK/loadgen" ./internal/cmd/loadgen || die "building loadgen failed"
+	go build -C tools -o "$LOAD_WORK/loadgen" ./loadgen || die "building loadgen failed"
 	go build -o "$LOAD_WORK/fakemesibo" ./internal/cmd/fakemesibo || die "building fakemesibo failed"
 	load_caddy_binary
 
