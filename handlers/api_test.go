@@ -48,3 +48,17 @@ func TestClientGoneIsNotAnError(t *testing.T) {
 		t.Errorf("%d error lines for a closed database, want 1: %v", n, logs.All())
 	}
 }
+
+// TestBareRequestLogsAtDebug: load balancers' health checks send a bare GET, which
+// answers NOOP with one debug line, not an info line per check.
+func TestBareRequestLogsAtDebug(t *testing.T) {
+	core, logs := observer.New(zapcore.DebugLevel)
+	api := &API{Logger: zap.New(core), Now: time.Now}
+	resp := api.Handle(context.Background(), &Request{fields: map[string]string{}})
+	if resp.Body["code"] != CodeNoOp {
+		t.Fatalf("answer %v, want code NOOP", resp.Body)
+	}
+	if logs.Len() != 1 || logs.All()[0].Level != zapcore.DebugLevel {
+		t.Fatalf("log lines %v, want one at debug", logs.All())
+	}
+}
