@@ -116,14 +116,16 @@ func TestOutboxCaddyfileJSON(t *testing.T) {
 }
 
 func TestFilesCaddyfile(t *testing.T) {
-	for src, want := range map[string]string{
-		"messenger_files s3://b?region=r":                  "s3://b?region=r",
-		"messenger_files {\n storage file:///srv/files\n}": "file:///srv/files",
+	for _, tc := range []struct{ name, src, want string }{
+		{"storage as the argument", "messenger_files s3://b?region=r", "s3://b?region=r"},
+		{"storage in a block", "messenger_files {\n storage file:///srv/files\n}", "file:///srv/files"},
 	} {
-		var f caddymodule.Files
-		if err := f.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err != nil || f.Storage != want {
-			t.Errorf("%q: storage %q, %v", src, f.Storage, err)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			var f caddymodule.Files
+			if err := f.UnmarshalCaddyfile(caddyfile.NewTestDispenser(tc.src)); err != nil || f.Storage != tc.want {
+				t.Errorf("%q: storage %q, %v", tc.src, f.Storage, err)
+			}
+		})
 	}
 	for _, src := range []string{"messenger_files", "messenger_files a b", "messenger_files {\n root x\n}", "messenger_files {\n storage\n}"} {
 		var f caddymodule.Files
@@ -163,10 +165,12 @@ func TestCaddyfileErrors(t *testing.T) {
 		"budget bad window": "messenger {\n upload_budget 1MB soon\n}",
 		"bad attachment":    "messenger {\n max_attachment_size big\n}",
 	} {
-		var h caddymodule.Handler
-		if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
-			t.Errorf("%s: accepted %q", name, src)
-		}
+		t.Run(name, func(t *testing.T) {
+			var h caddymodule.Handler
+			if err := h.UnmarshalCaddyfile(caddyfile.NewTestDispenser(src)); err == nil {
+				t.Errorf("accepted %q", src)
+			}
+		})
 	}
 }
 
@@ -186,36 +190,38 @@ func TestExampleCaddyfile(t *testing.T) {
 		{"mysql", "nobody:nothing@tcp(127.0.0.1:1)/none", "redis://127.0.0.1:1/0"},
 		{"embedded", "", ""},
 	} {
-		t.Setenv("MESSENGER_DSN", form.dsn)
-		t.Setenv("MESSENGER_REDIS", form.redis)
-		out, err := adapt(t, string(src))
-		if err != nil {
-			t.Fatalf("%s: adapt: %v", form.name, err)
-		}
-		for _, want := range []string{`"handler":"messenger"`, `"sender":"log"`, `"handler":"file_server"`, `"app_token":"{env.MESIBO_APP_TOKEN}"`,
-			`"read_timeout":300000000000`, `"read_header_timeout":10000000000`, `"idle_timeout":120000000000`} {
-			if !strings.Contains(string(out), want) {
-				t.Errorf("adapted config lacks %s:\n%s", want, out)
+		t.Run(form.name, func(t *testing.T) {
+			t.Setenv("MESSENGER_DSN", form.dsn)
+			t.Setenv("MESSENGER_REDIS", form.redis)
+			out, err := adapt(t, string(src))
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
 			}
-		}
-		// The messenger handler must come before file_server in the route.
-		if strings.Index(string(out), `"handler":"messenger"`) > strings.Index(string(out), `"handler":"file_server"`) {
-			t.Error("messenger is ordered after file_server")
-		}
+			for _, want := range []string{`"handler":"messenger"`, `"sender":"log"`, `"handler":"file_server"`, `"app_token":"{env.MESIBO_APP_TOKEN}"`,
+				`"read_timeout":300000000000`, `"read_header_timeout":10000000000`, `"idle_timeout":120000000000`} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("adapted config lacks %s:\n%s", want, out)
+				}
+			}
+			// The messenger handler must come before file_server in the route.
+			if strings.Index(string(out), `"handler":"messenger"`) > strings.Index(string(out), `"handler":"file_server"`) {
+				t.Error("messenger is ordered after file_server")
+			}
 
-		var cfg caddy.Config
-		if err := json.Unmarshal(out, &cfg); err != nil {
-			t.Fatal(err)
-		}
-		cfg.Admin = &caddy.AdminConfig{Disabled: true}
-		start := time.Now()
-		if err := caddy.Validate(&cfg); err != nil {
-			t.Fatalf("%s: validate: %v", form.name, err)
-		}
-		// Validation does not wait on a database (an unreachable MySQL above).
-		if took := time.Since(start); took > 3*time.Second {
-			t.Errorf("%s: validate took %s", form.name, took)
-		}
+			var cfg caddy.Config
+			if err := json.Unmarshal(out, &cfg); err != nil {
+				t.Fatal(err)
+			}
+			cfg.Admin = &caddy.AdminConfig{Disabled: true}
+			start := time.Now()
+			if err := caddy.Validate(&cfg); err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+			// Validation does not wait on a database (an unreachable MySQL above).
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("validate took %s", took)
+			}
+		})
 	}
 }
 
@@ -232,13 +238,15 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 		"two storages":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nstorage file:///tmp/x\nfiles_dir /tmp/y",
 		"small budget":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nupload_budget 10MiB 1h",
 	} {
-		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
-		if err != nil {
-			t.Fatalf("%s: adapt: %v", name, err)
-		}
-		if err := validateJSON(out); err == nil {
-			t.Errorf("%s: validated", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
+			if err != nil {
+				t.Fatalf("adapt: %v", err)
+			}
+			if err := validateJSON(out); err == nil {
+				t.Error("validated")
+			}
+		})
 	}
 }
 
@@ -277,18 +285,23 @@ func TestAuthenticatorCaddyfile(t *testing.T) {
 	}
 	// Identity login needs no code sender; a value that is not a placeholder is refused.
 	base := "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\n"
-	for block, valid := range map[string]bool{
-		base + "authenticator caddy_identity {http.auth.user.id}": true,
-		base + "authenticator caddy_identity 919812345678":        false,
-		base + "authenticator phone_otp":                          false, // no sender
+	for _, tc := range []struct {
+		name, line string
+		valid      bool
+	}{
+		{"identity from a placeholder", "authenticator caddy_identity {http.auth.user.id}", true},
+		{"identity a fixed number", "authenticator caddy_identity 919812345678", false},
+		{"phone_otp without a sender", "authenticator phone_otp", false},
 	} {
-		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+block+"\n}\n}")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := validateJSON(out); (err == nil) != valid {
-			t.Errorf("%q: validate error %v, want valid=%v", block, err, valid)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+base+tc.line+"\n}\n}")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validateJSON(out); (err == nil) != tc.valid {
+				t.Errorf("validate error %v, want valid=%v", err, tc.valid)
+			}
+		})
 	}
 }
 

@@ -341,9 +341,11 @@ func TestUploadPictures(t *testing.T) {
 		"text":      {[]byte("<svg onload=alert(1)>"), "BADIMAGE"},
 		"oversize":  {bytes.Repeat([]byte{0xff}, 70<<10), "TOOLARGE"},
 	} {
-		if a := e.upload(map[string]any{"op": "upload", "token": ada, "profile": 1}, "x.png", tc.data); a.str("error") != tc.code {
-			t.Errorf("%s: %s, want %s", name, a.raw, tc.code)
-		}
+		t.Run(name, func(t *testing.T) {
+			if a := e.upload(map[string]any{"op": "upload", "token": ada, "profile": 1}, "x.png", tc.data); a.str("error") != tc.code {
+				t.Errorf("%s, want %s", a.raw, tc.code)
+			}
+		})
 	}
 	expectFail(t, e.call(form, map[string]any{"op": "upload", "token": ada, "profile": 1}), "MISSINGFILE")
 	if files() != before {

@@ -33,13 +33,15 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"accountkit", map[string]any{"op": "login", "appid": "a", "phone": "+919812345678", "aktoken": "x"}, "BADAKTOKEN"},
 		{"wrong code", map[string]any{"op": "login", "appid": "a", "phone": "+919812345678", "otp": "000000"}, "BADCODE"},
 	} {
-		for _, enc := range encodings {
-			a := e.call(enc, tc.fields)
-			expectFail(t, a, tc.code)
-			if a.str("op") != "login" {
-				t.Errorf("%s/%s: op not echoed: %s", tc.name, enc, a.raw)
+		t.Run(tc.name, func(t *testing.T) {
+			for _, enc := range encodings {
+				a := e.call(enc, tc.fields)
+				expectFail(t, a, tc.code)
+				if a.str("op") != "login" {
+					t.Errorf("%s: op not echoed: %s", enc, a.raw)
+				}
 			}
-		}
+		})
 	}
 	if e.hook.count() != 0 || len(e.mesibo.Calls()) != 0 {
 		t.Fatalf("bad input reached the outside: %d codes sent, %d mesibo calls", e.hook.count(), len(e.mesibo.Calls()))

@@ -206,12 +206,14 @@ func TestRedisCluster(t *testing.T) {
 
 func TestRedisModeValidation(t *testing.T) {
 	for mode, valid := range map[string]bool{"cluster": true, "sentinel": true, "single": true, "ring": false} {
-		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\ndatabase \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nredis_mode "+mode+"\nmesibo {\napp_token x\n}\notp {\nsender log\n}\n}\n}")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := validateJSON(out); (err == nil) != valid {
-			t.Errorf("mode %s: %v", mode, err)
-		}
+		t.Run(mode, func(t *testing.T) {
+			out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\ndatabase \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nredis_mode "+mode+"\nmesibo {\napp_token x\n}\notp {\nsender log\n}\n}\n}")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validateJSON(out); (err == nil) != valid {
+				t.Errorf("validate error %v, want valid=%v", err, valid)
+			}
+		})
 	}
 }

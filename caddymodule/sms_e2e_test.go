@@ -100,12 +100,14 @@ func TestOTPMessageCaddyfile(t *testing.T) {
 		`"{code} for {app}"`:        false,
 		`com.x "{code} for {app}"`:  true,
 	} {
-		out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+base+"message "+tmpl+"\n}\n}\n}")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := validateJSON(out); (err == nil) != valid {
-			t.Errorf("message %s: validate error %v, want valid=%v", tmpl, err, valid)
-		}
+		t.Run(tmpl, func(t *testing.T) {
+			out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\n"+base+"message "+tmpl+"\n}\n}\n}")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := validateJSON(out); (err == nil) != valid {
+				t.Errorf("validate error %v, want valid=%v", err, valid)
+			}
+		})
 	}
 }

@@ -65,23 +65,25 @@ func TestDecodeEncodings(t *testing.T) {
 			return r
 		}(),
 	} {
-		req := decode(t, r)
-		if req.Op != "upload" {
-			t.Errorf("%s: op %q", name, req.Op)
-		}
-		if got := req.List("phones"); !reflect.DeepEqual(got, []string{"1", "2", "3"}) {
-			t.Errorf("%s: phones %q", name, got)
-		}
-		if req.Int("ts") != 7 {
-			t.Errorf("%s: ts %d", name, req.Int("ts"))
-		}
-		if name == "multipart" {
-			if req.File == nil || req.File.Field != "photo" || req.File.Name != "passwd.jpg" || fileData(t, req.File) != "JPEGDATA" {
-				t.Errorf("multipart file %+v", req.File)
+		t.Run(name, func(t *testing.T) {
+			req := decode(t, r)
+			if req.Op != "upload" {
+				t.Errorf("op %q", req.Op)
 			}
-		} else if req.File != nil {
-			t.Errorf("%s: unexpected file", name)
-		}
+			if got := req.List("phones"); !reflect.DeepEqual(got, []string{"1", "2", "3"}) {
+				t.Errorf("phones %q", got)
+			}
+			if req.Int("ts") != 7 {
+				t.Errorf("ts %d", req.Int("ts"))
+			}
+			if name == "multipart" {
+				if req.File == nil || req.File.Field != "photo" || req.File.Name != "passwd.jpg" || fileData(t, req.File) != "JPEGDATA" {
+					t.Errorf("file %+v", req.File)
+				}
+			} else if req.File != nil {
+				t.Error("unexpected file")
+			}
+		})
 	}
 }
 
@@ -195,14 +197,16 @@ func TestDecodeSpoolsTheFile(t *testing.T) {
 			return multipartBody(t, fields, nil)
 		}, CodeTooLarge},
 	} {
-		body, contentType := tc.body()
-		r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
-		r.Header.Set("Content-Type", contentType)
-		req, err := Decode(r, tc.lim)
-		req.Close()
-		if de, ok := err.(*DecodeError); !ok || de.Code != tc.code {
-			t.Errorf("%s: %v, want %s", name, err, tc.code)
-		}
+		t.Run(name, func(t *testing.T) {
+			body, contentType := tc.body()
+			r := httptest.NewRequest(http.MethodPost, "/", bytes.NewReader(body))
+			r.Header.Set("Content-Type", contentType)
+			req, err := Decode(r, tc.lim)
+			req.Close()
+			if de, ok := err.(*DecodeError); !ok || de.Code != tc.code {
+				t.Errorf("%v, want %s", err, tc.code)
+			}
+		})
 	}
 	if n := len(listDir(t, dir)); n != 0 {
 		t.Errorf("%d temp files left", n)
@@ -333,19 +337,20 @@ func TestDecodeErrors(t *testing.T) {
 		"bad form":  {"application/x-www-form-urlencoded", "op=%zz", "BADREQUEST"},
 		"too large": {"application/x-www-form-urlencoded", "op=" + strings.Repeat("x", 1000), "TOOLARGE"},
 	} {
-		r := httptest.NewRequest(http.MethodPost, "/?op=login", strings.NewReader(tc.body))
-		r.Header.Set("Content-Type", tc.contentType)
-		req, err := Decode(r, Limits{MaxBody: 1000, MaxFile: 1000})
-		req.Close()
-		de, ok := err.(*DecodeError)
-		if !ok || de.Code != tc.code {
-			t.Errorf("%s: error %v, want %s", name, err, tc.code)
-			continue
-		}
-		resp := (&API{Now: time.Now}).Rejected(req, err)
-		if _, hasTS := resp.Body["ts"].(int64); resp.Body["error"] != tc.code || resp.Body["result"] != "FAIL" || resp.Body["op"] != "login" || !hasTS {
-			t.Errorf("%s: answer %v", name, resp.Body)
-		}
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodPost, "/?op=login", strings.NewReader(tc.body))
+			r.Header.Set("Content-Type", tc.contentType)
+			req, err := Decode(r, Limits{MaxBody: 1000, MaxFile: 1000})
+			req.Close()
+			de, ok := err.(*DecodeError)
+			if !ok || de.Code != tc.code {
+				t.Fatalf("error %v, want %s", err, tc.code)
+			}
+			resp := (&API{Now: time.Now}).Rejected(req, err)
+			if _, hasTS := resp.Body["ts"].(int64); resp.Body["error"] != tc.code || resp.Body["result"] != "FAIL" || resp.Body["op"] != "login" || !hasTS {
+				t.Errorf("answer %v", resp.Body)
+			}
+		})
 	}
 }
 

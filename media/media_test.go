@@ -394,25 +394,27 @@ func TestDecodeCost(t *testing.T) {
 		"progressive jpeg": readTestdata(t, "bands-progressive.jpg"),
 		"webp lossless":    readTestdata(t, "bands.webp"),
 	} {
-		cfg, kind, err := image.DecodeConfig(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cost, err := decodeCost(kind, cfg, bytes.NewReader(data))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		if _, err := formats[kind].decode(bytes.NewReader(data)); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		runtime.ReadMemStats(&after)
-		alloc := int64(after.TotalAlloc - before.TotalAlloc)
-		if cost < alloc*9/10 || cost > 2*alloc+decodeOverhead {
-			t.Errorf("%s: cost %d bytes, decoding allocated %d", name, cost, alloc)
-		}
+		t.Run(name, func(t *testing.T) {
+			cfg, kind, err := image.DecodeConfig(bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cost, err := decodeCost(kind, cfg, bytes.NewReader(data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			if _, err := formats[kind].decode(bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+			runtime.ReadMemStats(&after)
+			alloc := int64(after.TotalAlloc - before.TotalAlloc)
+			if cost < alloc*9/10 || cost > 2*alloc+decodeOverhead {
+				t.Errorf("cost %d bytes, decoding allocated %d", cost, alloc)
+			}
+		})
 	}
 }
 
@@ -821,10 +823,12 @@ func TestServedAs(t *testing.T) {
 		"legacy.xml":  {"text/xml; charset=utf-8", "attachment"},
 		"noext":       {"application/octet-stream", "attachment"},
 	} {
-		ct, cd := ServedAs(name)
-		if ct != want[0] || cd != want[1] {
-			t.Errorf("%s: %q %q, want %q %q", name, ct, cd, want[0], want[1])
-		}
+		t.Run(name, func(t *testing.T) {
+			ct, cd := ServedAs(name)
+			if ct != want[0] || cd != want[1] {
+				t.Errorf("%q %q, want %q %q", ct, cd, want[0], want[1])
+			}
+		})
 	}
 }
 
@@ -965,19 +969,22 @@ func TestObjectAttributes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
-		a                        area
-		name, ctype, disposition string
+		name                       string
+		a                          area
+		object, ctype, disposition string
 	}{
-		{s.files, picture, "image/png", ""},
-		{s.thumbs, picture, "image/png", ""},
-		{s.files, doc, "application/pdf", "attachment"},
+		{"picture", s.files, picture, "image/png", ""},
+		{"thumbnail", s.thumbs, picture, "image/png", ""},
+		{"attachment", s.files, doc, "application/pdf", "attachment"},
 	} {
-		attrs, err := tc.a.bucket.Attributes(ctxT(t), tc.a.key(tc.name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if attrs.ContentType != tc.ctype || attrs.ContentDisposition != tc.disposition || attrs.CacheControl != "public, max-age=31536000, immutable" {
-			t.Errorf("%s: %q %q %q", tc.a.key(tc.name), attrs.ContentType, attrs.ContentDisposition, attrs.CacheControl)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			attrs, err := tc.a.bucket.Attributes(ctxT(t), tc.a.key(tc.object))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if attrs.ContentType != tc.ctype || attrs.ContentDisposition != tc.disposition || attrs.CacheControl != "public, max-age=31536000, immutable" {
+				t.Errorf("%s: %q %q %q", tc.a.key(tc.object), attrs.ContentType, attrs.ContentDisposition, attrs.CacheControl)
+			}
+		})
 	}
 }

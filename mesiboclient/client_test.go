@@ -238,12 +238,14 @@ func TestTolerantAnswers(t *testing.T) {
 		`{"result":false}`:                                "",
 		`{"error":"NORESULT"}`:                            "NORESULT",
 	} {
-		hs, _ := fixedServer(t, http.StatusOK, body)
-		_, err := newClient(t, hs.URL).SendMessage(context.Background(), mesiboclient.Message{From: "a", To: "b"})
-		var refused *mesiboclient.RefusedError
-		if !errors.As(err, &refused) || refused.Code != code || refused.Op != "message" {
-			t.Errorf("answer %s: got %v, want refusal %q", body, err, code)
-		}
+		t.Run(body, func(t *testing.T) {
+			hs, _ := fixedServer(t, http.StatusOK, body)
+			_, err := newClient(t, hs.URL).SendMessage(context.Background(), mesiboclient.Message{From: "a", To: "b"})
+			var refused *mesiboclient.RefusedError
+			if !errors.As(err, &refused) || refused.Code != code || refused.Op != "message" {
+				t.Errorf("got %v, want refusal %q", err, code)
+			}
+		})
 	}
 	hs, _ := fixedServer(t, http.StatusOK, `{"result":true,"mid":"77"}`)
 	if mid, err := newClient(t, hs.URL).SendMessage(context.Background(), mesiboclient.Message{}); err != nil || mid != 77 {
@@ -500,17 +502,18 @@ func TestNoSecretsInErrors(t *testing.T) {
 		},
 	}
 	for name, call := range cases {
-		err := call()
-		if err == nil {
-			t.Errorf("%s: no error", name)
-			continue
-		}
-		for _, text := range []string{err.Error(), fmt.Sprintf("%v|%+v|%#v|%s", err, err, err, err)} {
-			if strings.Contains(text, appToken) || strings.Contains(text, userToken) {
-				t.Errorf("%s: error reveals a secret: %s", name, text)
+		t.Run(name, func(t *testing.T) {
+			err := call()
+			if err == nil {
+				t.Fatal("no error")
 			}
-		}
-		t.Logf("%s: %v", name, err)
+			for _, text := range []string{err.Error(), fmt.Sprintf("%v|%+v|%#v|%s", err, err, err, err)} {
+				if strings.Contains(text, appToken) || strings.Contains(text, userToken) {
+					t.Errorf("error reveals a secret: %s", text)
+				}
+			}
+			t.Log(err)
+		})
 	}
 }
 

@@ -23,7 +23,8 @@ func adaptSender(src string) (string, error) {
 
 // TestSendersCaddyfile: each sender's Caddyfile block, in, and its JSON, out.
 func TestSendersCaddyfile(t *testing.T) {
-	for _, c := range []struct{ caddyfile, json string }{{
+	for _, c := range []struct{ name, caddyfile, json string }{{
+		"twilio with an auth token",
 		`twilio {
 			account_sid {env.TWILIO_ACCOUNT_SID}
 			auth_token  {env.TWILIO_AUTH_TOKEN}
@@ -33,6 +34,7 @@ func TestSendersCaddyfile(t *testing.T) {
 		}`,
 		`{"account_sid":"{env.TWILIO_ACCOUNT_SID}","auth_token":"{env.TWILIO_AUTH_TOKEN}","from":"+15005550006","retries":1,"sender":"twilio","timeout":3000000000}`,
 	}, {
+		"twilio with an API key and a regional endpoint",
 		`twilio {
 			account_sid AC0123
 			api_key     {env.TWILIO_API_KEY}
@@ -42,6 +44,7 @@ func TestSendersCaddyfile(t *testing.T) {
 		}`,
 		`{"account_sid":"AC0123","api_key":"{env.TWILIO_API_KEY}","api_secret":"{env.TWILIO_API_SECRET}","endpoint":"https://api.dublin.ie1.twilio.com","from":"MG0123456789abcdef0123456789abcdef","sender":"twilio"}`,
 	}, {
+		"vonage",
 		`vonage {
 			api_key    {env.VONAGE_API_KEY}
 			api_secret {env.VONAGE_API_SECRET}
@@ -49,6 +52,7 @@ func TestSendersCaddyfile(t *testing.T) {
 		}`,
 		`{"api_key":"{env.VONAGE_API_KEY}","api_secret":"{env.VONAGE_API_SECRET}","from":"Messenger","sender":"vonage"}`,
 	}, {
+		"messagebird with no retries",
 		`messagebird {
 			access_key {env.MESSAGEBIRD_ACCESS_KEY}
 			from       Messenger
@@ -56,12 +60,14 @@ func TestSendersCaddyfile(t *testing.T) {
 		}`,
 		`{"access_key":"{env.MESSAGEBIRD_ACCESS_KEY}","from":"Messenger","retries":0,"sender":"messagebird"}`,
 	}, {
+		"aws_sns with the default credentials",
 		`aws_sns {
 			region    eu-west-1
 			sender_id Messenger
 		}`,
 		`{"region":"eu-west-1","sender":"aws_sns","sender_id":"Messenger"}`,
 	}, {
+		"aws_sns with keys and an endpoint",
 		`aws_sns {
 			access_key_id      {env.SNS_KEY_ID}
 			secret_access_key  {env.SNS_SECRET}
@@ -71,6 +77,7 @@ func TestSendersCaddyfile(t *testing.T) {
 		}`,
 		`{"access_key_id":"{env.SNS_KEY_ID}","endpoint":"https://sns.eu-west-1.amazonaws.com","origination_number":"+12065550100","secret_access_key":"{env.SNS_SECRET}","sender":"aws_sns","session_token":"{env.SNS_TOKEN}"}`,
 	}, {
+		"failover over three senders",
 		`failover {
 			twilio {
 				account_sid AC0123
@@ -91,12 +98,14 @@ func TestSendersCaddyfile(t *testing.T) {
 			`{"api_key":"k","api_secret":"{env.VONAGE_API_SECRET}","from":"Messenger","sender":"vonage"},` +
 			`{"secret":"{env.HOOK_SECRET}","sender":"webhook","url":"https://sms.example/send"}]}`,
 	}} {
-		got, err := adaptSender(c.caddyfile)
-		if err != nil {
-			t.Errorf("%s: %v", c.caddyfile, err)
-		} else if got != c.json {
-			t.Errorf("%s\ngot  %s\nwant %s", c.caddyfile, got, c.json)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			got, err := adaptSender(c.caddyfile)
+			if err != nil {
+				t.Error(err)
+			} else if got != c.json {
+				t.Errorf("got  %s\nwant %s", got, c.json)
+			}
+		})
 	}
 }
 

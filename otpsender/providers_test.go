@@ -93,15 +93,17 @@ func TestGatewayValidation(t *testing.T) {
 		"sns bad endpoint":     &SNS{Region: "eu-west-1", Gateway: Gateway{Endpoint: "sns.example"}},
 		"webhook relative url": &Webhook{URL: "/send"},
 	} {
-		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-		err := m.Provision(ctx)
-		if err == nil {
-			err = m.Validate()
-		}
-		cancel()
-		if err == nil {
-			t.Errorf("%s: accepted", name)
-		}
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			err := m.Provision(ctx)
+			if err == nil {
+				err = m.Validate()
+			}
+			cancel()
+			if err == nil {
+				t.Error("accepted")
+			}
+		})
 	}
 }
 

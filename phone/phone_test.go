@@ -15,14 +15,15 @@ func TestParse(t *testing.T) {
 		{" +49 30 901820 ", "4930901820", 49},
 	}
 	for _, tc := range valid {
-		n, err := Parse(tc.in)
-		if err != nil {
-			t.Errorf("Parse(%q): %v", tc.in, err)
-			continue
-		}
-		if n.Digits != tc.digits || n.CC != tc.cc {
-			t.Errorf("Parse(%q) = %+v, want %s cc %d", tc.in, n, tc.digits, tc.cc)
-		}
+		t.Run(tc.in, func(t *testing.T) {
+			n, err := Parse(tc.in)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tc.in, err)
+			}
+			if n.Digits != tc.digits || n.CC != tc.cc {
+				t.Errorf("Parse(%q) = %+v, want %s cc %d", tc.in, n, tc.digits, tc.cc)
+			}
+		})
 	}
 	for _, in := range []string{"", "abc", "12345", "+91 12", "99999999999", "+1 000 000 0000", "1234567890123456789", "1) OR 1=1 --"} {
 		if n, err := Parse(in); err == nil {
@@ -43,22 +44,25 @@ func TestLenientKeepsFictionalNumbers(t *testing.T) {
 
 func TestParseContact(t *testing.T) {
 	for _, tc := range []struct {
+		name string
 		in   string
 		cc   int
 		want string
 	}{
-		{"+44 20 7946 0958", 91, "442079460958"},  // international wins over the uploader's country
-		{"0044 20 7946 0958", 91, "442079460958"}, // 00 prefix
-		{"98123 45678", 91, "919812345678"},       // national, no trunk prefix
-		{"098123 45678", 91, "919812345678"},      // national with trunk 0
-		{"919812345678", 1, "919812345678"},       // the apps' international digits
-		{"(650) 253-0000", 1, "16502530000"},      // US national
-		{"020 7946 0958", 44, "442079460958"},     // UK national with trunk 0
+		{"international wins over the uploader's country", "+44 20 7946 0958", 91, "442079460958"},
+		{"00 prefix", "0044 20 7946 0958", 91, "442079460958"},
+		{"national, no trunk prefix", "98123 45678", 91, "919812345678"},
+		{"national with trunk 0", "098123 45678", 91, "919812345678"},
+		{"the apps' international digits", "919812345678", 1, "919812345678"},
+		{"US national", "(650) 253-0000", 1, "16502530000"},
+		{"UK national with trunk 0", "020 7946 0958", 44, "442079460958"},
 	} {
-		n, err := ParseContact(tc.in, tc.cc)
-		if err != nil || n.Digits != tc.want {
-			t.Errorf("ParseContact(%q, %d) = %+v, %v; want %s", tc.in, tc.cc, n, err, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			n, err := ParseContact(tc.in, tc.cc)
+			if err != nil || n.Digits != tc.want {
+				t.Errorf("ParseContact(%q, %d) = %+v, %v; want %s", tc.in, tc.cc, n, err, tc.want)
+			}
+		})
 	}
 	for _, in := range []string{"", "12", "1) OR 1=1 --", "000", "+1 000 000 0000"} {
 		if n, err := ParseContact(in, 91); err == nil {

@@ -33,35 +33,35 @@ func (m *memoryGCRA) size() int {
 func TestMemoryGCRAFigures(t *testing.T) {
 	m, advance := newClockedGCRA()
 	limit := redis_rate.Limit{Rate: 2, Period: 2 * time.Second, Burst: 2}
-	for i, step := range []struct {
+	for _, step := range []struct {
+		name    string
 		advance time.Duration
 		n       int
 		want    redis_rate.Result
 	}{
-		{0, 1, redis_rate.Result{Allowed: 1, Remaining: 1, RetryAfter: -1, ResetAfter: time.Second}},
-		{0, 1, redis_rate.Result{Allowed: 1, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
-		{0, 1, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: time.Second, ResetAfter: 2 * time.Second}},
-		// A peek at a full bucket is allowed (cost 0) with nothing left.
-		{0, 0, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
-		{500 * time.Millisecond, 1, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: 500 * time.Millisecond, ResetAfter: 1500 * time.Millisecond}},
-		{500 * time.Millisecond, 1, redis_rate.Result{Allowed: 1, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
-		// Fully reset: a peek sees the whole burst and nothing to wait for.
-		{3 * time.Second, 0, redis_rate.Result{Allowed: 0, Remaining: 2, RetryAfter: -1, ResetAfter: 0}},
-		// More than the burst can never fit; the refusal charges nothing.
-		{0, 3, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: time.Second, ResetAfter: 0}},
-		{0, 2, redis_rate.Result{Allowed: 2, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
-		// 1.5 events of room: Remaining is cut to 1, as Redis cuts a Lua number.
-		{1500 * time.Millisecond, 0, redis_rate.Result{Allowed: 0, Remaining: 1, RetryAfter: -1, ResetAfter: 500 * time.Millisecond}},
+		{"first event", 0, 1, redis_rate.Result{Allowed: 1, Remaining: 1, RetryAfter: -1, ResetAfter: time.Second}},
+		{"second event fills the burst", 0, 1, redis_rate.Result{Allowed: 1, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
+		{"third event is refused", 0, 1, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: time.Second, ResetAfter: 2 * time.Second}},
+		{"a peek at a full bucket is allowed with nothing left", 0, 0, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
+		{"half a second on, still refused", 500 * time.Millisecond, 1, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: 500 * time.Millisecond, ResetAfter: 1500 * time.Millisecond}},
+		{"a second on, allowed", 500 * time.Millisecond, 1, redis_rate.Result{Allowed: 1, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
+		{"fully reset, a peek sees the whole burst", 3 * time.Second, 0, redis_rate.Result{Allowed: 0, Remaining: 2, RetryAfter: -1, ResetAfter: 0}},
+		{"more than the burst never fits and charges nothing", 0, 3, redis_rate.Result{Allowed: 0, Remaining: 0, RetryAfter: time.Second, ResetAfter: 0}},
+		{"the whole burst at once", 0, 2, redis_rate.Result{Allowed: 2, Remaining: 0, RetryAfter: -1, ResetAfter: 2 * time.Second}},
+		// Remaining is cut to 1, as Redis cuts a Lua number.
+		{"1.5 events of room", 1500 * time.Millisecond, 0, redis_rate.Result{Allowed: 0, Remaining: 1, RetryAfter: -1, ResetAfter: 500 * time.Millisecond}},
 	} {
-		advance(step.advance)
-		got, err := m.AllowN(ctxT(t), "k", limit, step.n)
-		if err != nil {
-			t.Fatal(err)
-		}
-		step.want.Limit = limit
-		if *got != step.want {
-			t.Errorf("step %d (n=%d): got %+v, want %+v", i, step.n, *got, step.want)
-		}
+		t.Run(step.name, func(t *testing.T) {
+			advance(step.advance)
+			got, err := m.AllowN(ctxT(t), "k", limit, step.n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			step.want.Limit = limit
+			if *got != step.want {
+				t.Errorf("n=%d: got %+v, want %+v", step.n, *got, step.want)
+			}
+		})
 	}
 }
 
@@ -88,20 +88,22 @@ func TestMemoryMatchesRedis(t *testing.T) {
 		{"c", c, 50}, {"c", c, 0}, {"c", c, 50}, {"c", c, 1}, {"c", c, 0},
 		{"d", d, 3}, {"d", d, 3}, {"d", d, 1}, {"d", d, 1}, {"d", d, 0},
 	} {
-		key := prefix + step.key
-		want, err := redisL.limiter.AllowN(ctx, key, step.limit, step.n)
-		if err != nil {
-			t.Fatalf("redis: %v", err)
-		}
-		got, err := memL.limiter.AllowN(ctx, key, step.limit, step.n)
-		if err != nil {
-			t.Fatalf("memory: %v", err)
-		}
-		what := step.key + " n=" + strconv.Itoa(step.n)
-		if got.Limit != want.Limit || got.Allowed != want.Allowed || abs(got.Remaining-want.Remaining) > 1 ||
-			!near(got.RetryAfter, want.RetryAfter) || !near(got.ResetAfter, want.ResetAfter) {
-			t.Errorf("step %d (%s): memory %+v, redis %+v", i, what, *got, *want)
-		}
+		// Repeated steps get Go's #01 suffix.
+		t.Run(step.key+" n="+strconv.Itoa(step.n), func(t *testing.T) {
+			key := prefix + step.key
+			want, err := redisL.limiter.AllowN(ctx, key, step.limit, step.n)
+			if err != nil {
+				t.Fatalf("redis: %v", err)
+			}
+			got, err := memL.limiter.AllowN(ctx, key, step.limit, step.n)
+			if err != nil {
+				t.Fatalf("memory: %v", err)
+			}
+			if got.Limit != want.Limit || got.Allowed != want.Allowed || abs(got.Remaining-want.Remaining) > 1 ||
+				!near(got.RetryAfter, want.RetryAfter) || !near(got.ResetAfter, want.ResetAfter) {
+				t.Errorf("step %d: memory %+v, redis %+v", i, *got, *want)
+			}
+		})
 	}
 }
 

@@ -193,18 +193,20 @@ func TestNoChecksAllowed(t *testing.T) {
 }
 
 func TestClientKey(t *testing.T) {
-	for _, tc := range []struct{ in, want string }{
-		{"1.2.3.4", "1.2.3.4"},
-		{"203.0.113.200", "203.0.113.200"},
-		{"::ffff:1.2.3.4", "1.2.3.4"},
-		{"not-an-ip", "not-an-ip"},
-		{"", ""},
-		{"1.2.3.4:80", "1.2.3.4:80"},
-		{"1.2.3", "1.2.3"},
+	for _, tc := range []struct{ name, in, want string }{
+		{"IPv4", "1.2.3.4", "1.2.3.4"},
+		{"IPv4 with three-digit octets", "203.0.113.200", "203.0.113.200"},
+		{"IPv4-mapped IPv6 is its IPv4", "::ffff:1.2.3.4", "1.2.3.4"},
+		{"not an address, as it is", "not-an-ip", "not-an-ip"},
+		{"empty", "", ""},
+		{"with a port, as it is", "1.2.3.4:80", "1.2.3.4:80"},
+		{"three octets, as it is", "1.2.3", "1.2.3"},
 	} {
-		if got := ClientKey(tc.in); got != tc.want {
-			t.Errorf("ClientKey(%q) = %q, want %q", tc.in, got, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ClientKey(tc.in); got != tc.want {
+				t.Errorf("ClientKey(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+		})
 	}
 
 	same := []string{"2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:DB8:1:2:0:0:0:42"}

@@ -590,15 +590,18 @@ func TestSaveLoginRefusesAnotherNumbersUID(t *testing.T) {
 	before := testenv.Dump(t, db, "SELECT uid, phone, name, ts FROM users ORDER BY uid")
 	tokens := testenv.Dump(t, db, "SELECT uid, token FROM tokens ORDER BY uid")
 	for _, tc := range []struct {
+		name     string
 		phone    string
 		phoneUID int64
-	}{{"919855555555", 0}, {"919800000002", 1002}} {
-		_, _, err := s.SaveLogin(ctx, store.Login{UID: 1001, Phone: tc.phone, Name: "Mallory",
-			Token: strings.Repeat("e", 64), Expiry: expiry, TS: 2}, nil)
-		var taken *store.UIDTakenError
-		if !errors.As(err, &taken) || taken.UID != 1001 || taken.PhoneUID != tc.phoneUID {
-			t.Fatalf("SaveLogin(uid 1001, %s) = %v, want UIDTakenError{1001, %d}", tc.phone, err, tc.phoneUID)
-		}
+	}{{"a new number", "919855555555", 0}, {"another user's number", "919800000002", 1002}} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, _, err := s.SaveLogin(ctx, store.Login{UID: 1001, Phone: tc.phone, Name: "Mallory",
+				Token: strings.Repeat("e", 64), Expiry: expiry, TS: 2}, nil)
+			var taken *store.UIDTakenError
+			if !errors.As(err, &taken) || taken.UID != 1001 || taken.PhoneUID != tc.phoneUID {
+				t.Fatalf("SaveLogin(uid 1001, %s) = %v, want UIDTakenError{1001, %d}", tc.phone, err, tc.phoneUID)
+			}
+		})
 	}
 	if got := testenv.Dump(t, db, "SELECT uid, phone, name, ts FROM users ORDER BY uid"); got != before {
 		t.Errorf("users %q, want %q", got, before)
@@ -900,35 +903,38 @@ func TestUpdateUnwatchedProfile(t *testing.T) {
 	status := "it's \x00 me'; DROP TABLE users; -- 🙂"
 	at := time.Unix(1_800_000_000, 0)
 	for _, c := range []struct {
+		name  string
 		token string
 		uid   int64
 		want  bool
 	}{
-		{tokenOf(32), 32, true},
-		{tokenOf(33), 33, true},
-		{tokenOf(31), 31, false}, // watched by 32
-		{tokenOf(34), 34, false}, // expired
-		{tokenOf(35), 35, false}, // unknown
+		{"watching another user", tokenOf(32), 32, true},
+		{"in only its own book", tokenOf(33), 33, true},
+		{"watched by another user", tokenOf(31), 31, false},
+		{"expired token", tokenOf(34), 34, false},
+		{"unknown token", tokenOf(35), 35, false},
 	} {
-		var before string
-		if c.uid != 35 {
-			before = row(c.uid)
-		}
-		written, err := s.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Status: &status}, at)
-		if err != nil || written != c.want {
-			t.Fatalf("UpdateUnwatchedProfile(user %d) = %v, %v; want %v", c.uid, written, err, c.want)
-		}
-		switch {
-		case c.uid == 35:
-		case c.want:
-			if got, want := row(c.uid), fmt.Sprintf("N%d|%s||1800000000", c.uid, status); got != want {
-				t.Errorf("user %d stored as %q, want %q", c.uid, got, want)
+		t.Run(c.name, func(t *testing.T) {
+			var before string
+			if c.uid != 35 {
+				before = row(c.uid)
 			}
-		default:
-			if got := row(c.uid); got != before {
-				t.Errorf("user %d changed to %q although not written (was %q)", c.uid, got, before)
+			written, err := s.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Status: &status}, at)
+			if err != nil || written != c.want {
+				t.Fatalf("UpdateUnwatchedProfile(user %d) = %v, %v; want %v", c.uid, written, err, c.want)
 			}
-		}
+			switch {
+			case c.uid == 35:
+			case c.want:
+				if got, want := row(c.uid), fmt.Sprintf("N%d|%s||1800000000", c.uid, status); got != want {
+					t.Errorf("user %d stored as %q, want %q", c.uid, got, want)
+				}
+			default:
+				if got := row(c.uid); got != before {
+					t.Errorf("user %d changed to %q although not written (was %q)", c.uid, got, before)
+				}
+			}
+		})
 	}
 	// Only the fields sent change: a name (even empty) and a picture, the status stays.
 	empty, photo := "", "1800000060-0123456789abcdef.jpg"
@@ -1157,23 +1163,26 @@ func TestSyncSince(t *testing.T) {
 		return out
 	}
 	for _, c := range []struct {
+		name                  string
 		since                 int64
 		userLimit, groupLimit int
 		users, groups         []int64
 	}{
-		{0, 10, 10, []int64{43, 45, 44, 42}, []int64{7002, 7001}},
-		{100, 10, 10, []int64{44, 42}, []int64{7001}},
-		{0, 10, 1, []int64{43, 45, 44, 42}, []int64{7002}},
-		{0, 4, 10, []int64{43, 45, 44, 42}, nil}, // a full page: groups wait
-		{0, 3, 10, []int64{43, 45, 44}, nil},
-		{1000, 10, 10, nil, nil},
+		{"everything", 0, 10, 10, []int64{43, 45, 44, 42}, []int64{7002, 7001}},
+		{"changed after since", 100, 10, 10, []int64{44, 42}, []int64{7001}},
+		{"groups cut at their limit", 0, 10, 1, []int64{43, 45, 44, 42}, []int64{7002}},
+		{"a full page of users: groups wait", 0, 4, 10, []int64{43, 45, 44, 42}, nil},
+		{"users cut at their limit", 0, 3, 10, []int64{43, 45, 44}, nil},
+		{"nothing changed since", 1000, 10, 10, nil, nil},
 	} {
-		caller, users, groups, err := s.SyncSince(ctx, fmt.Sprintf("%064d", 41), c.since, c.userLimit, c.groupLimit)
-		if err != nil || caller.UID != 41 || caller.Phone != me || caller.TS != 1 ||
-			!slices.Equal(uids(users), c.users) || !slices.Equal(gids(groups), c.groups) {
-			t.Errorf("SyncSince(since %d, limits %d/%d) = users %v, groups %v, %v; want %v, %v",
-				c.since, c.userLimit, c.groupLimit, uids(users), gids(groups), err, c.users, c.groups)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			caller, users, groups, err := s.SyncSince(ctx, fmt.Sprintf("%064d", 41), c.since, c.userLimit, c.groupLimit)
+			if err != nil || caller.UID != 41 || caller.Phone != me || caller.TS != 1 ||
+				!slices.Equal(uids(users), c.users) || !slices.Equal(gids(groups), c.groups) {
+				t.Errorf("SyncSince(since %d, limits %d/%d) = users %v, groups %v, %v; want %v, %v",
+					c.since, c.userLimit, c.groupLimit, uids(users), gids(groups), err, c.users, c.groups)
+			}
+		})
 	}
 	_, users, groups, err := s.SyncSince(ctx, fmt.Sprintf("%064d", 41), 0, 10, 10)
 	if err != nil || len(users) == 0 || users[0].Phone != phoneOf(43) || users[0].TS != 100 {

@@ -61,9 +61,11 @@ func TestRefusals(t *testing.T) {
 		`{"op":"nosuchop","token":"app"}`:                         "BADOP",
 		`{"op":"groupdel","token":"app","gid":5001}`:              "BADGROUP",
 	} {
-		if a := post(t, s, "application/json", body); a["result"] != false || a["error"] != code {
-			t.Errorf("%s answered %v, want error %s", body, a, code)
-		}
+		t.Run(body, func(t *testing.T) {
+			if a := post(t, s, "application/json", body); a["result"] != false || a["error"] != code {
+				t.Errorf("answered %v, want error %s", a, code)
+			}
+		})
 	}
 	if n := len(s.Calls()); n != 3 {
 		t.Errorf("recorded %d calls, want 3", n)
