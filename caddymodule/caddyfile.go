@@ -66,6 +66,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //		outbox {
 //			concurrency <n>                   (notifications in flight, default 128)
 //			max_backoff <duration>            (default 5m)
+//			lease       <duration>            (claims of a lost instance wait this long, default 2m)
 //		}
 //		max_body_size   <size>
 //		download_url    <url>
@@ -315,6 +316,8 @@ func (h *Handler) unmarshalOutbox(d *caddyfile.Dispenser) error {
 			err = intArg(d, &h.Outbox.Concurrency)
 		case "max_backoff":
 			err = durationArg(d, &h.Outbox.MaxBackoff)
+		case "lease":
+			err = durationArg(d, &h.Outbox.Lease)
 		default:
 			return d.Errf("outbox: unknown subdirective %q", d.Val())
 		}

@@ -57,6 +57,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		outbox {
 			concurrency 16
 			max_backoff 30s
+			lease 20s
 		}
 		token_expiry 720h
 		revoke_on_logout
@@ -94,7 +95,7 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 		time.Duration(h.TokenExpiry) != 720*time.Hour || !h.RevokeOnLogout || len(h.Ops) != 2 || h.Ops[1] != "GetContacts" || !h.PassUnknownOps {
 		t.Errorf("rest: %+v", h)
 	}
-	if h.Outbox.Concurrency != 16 || time.Duration(h.Outbox.MaxBackoff) != 30*time.Second {
+	if h.Outbox.Concurrency != 16 || time.Duration(h.Outbox.MaxBackoff) != 30*time.Second || time.Duration(h.Outbox.Lease) != 20*time.Second {
 		t.Errorf("outbox: %+v", h.Outbox)
 	}
 	if h.Storage != "s3://files?region=eu-central-1" || h.ThumbnailCache != 8<<20 || h.MaxDecodeMemory != 64<<20 ||
@@ -106,11 +107,11 @@ func TestUnmarshalCaddyfile(t *testing.T) {
 
 // TestOutboxCaddyfileJSON: the outbox block's names are its JSON names.
 func TestOutboxCaddyfileJSON(t *testing.T) {
-	out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\nmesibo {\napp_token x\n}\notp {\nsender log\n}\noutbox {\nconcurrency 8\nmax_backoff 1m\n}\n}\n}")
+	out, err := adapt(t, "{\n admin off\n}\n:0 {\nmessenger {\nmesibo {\napp_token x\n}\notp {\nsender log\n}\noutbox {\nconcurrency 8\nmax_backoff 1m\nlease 10s\n}\n}\n}")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(out), `"outbox":{"concurrency":8,"max_backoff":60000000000}`) {
+	if !strings.Contains(string(out), `"outbox":{"concurrency":8,"lease":10000000000,"max_backoff":60000000000}`) {
 		t.Errorf("adapted outbox block: %s", out)
 	}
 }
@@ -160,6 +161,7 @@ func TestCaddyfileErrors(t *testing.T) {
 		"no concurrency":    "messenger {\n outbox {\n concurrency 0\n }\n}",
 		"bad backoff":       "messenger {\n outbox {\n max_backoff later\n }\n}",
 		"outbox argument":   "messenger {\n outbox 8\n}",
+		"bad lease":         "messenger {\n outbox {\n lease forever\n }\n}",
 		"budget one arg":    "messenger {\n upload_budget 1MB\n}",
 		"budget bad size":   "messenger {\n upload_budget lots 1h\n}",
 		"budget bad window": "messenger {\n upload_budget 1MB soon\n}",
@@ -236,6 +238,7 @@ func TestValidateRefusesIncompleteConfig(t *testing.T) {
 		"many in flight": "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\noutbox {\nconcurrency 5000\n}",
 		"bad test":       "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\ntest_number 12 1234\n}",
 		"two storages":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nstorage file:///tmp/x\nfiles_dir /tmp/y",
+		"short lease":    "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\ntimeout 10s\n}\notp {\nsender log\n}\noutbox {\nlease 15s\n}",
 		"small budget":   "database \"a:b@tcp(127.0.0.1:1)/c\"\nredis redis://127.0.0.1:1\nmesibo {\napp_token x\n}\notp {\nsender log\n}\nupload_budget 10MiB 1h",
 	} {
 		t.Run(name, func(t *testing.T) {

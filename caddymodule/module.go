@@ -186,6 +186,11 @@ type OutboxConfig struct {
 	// MaxBackoff caps the wait between two attempts of one notification while mesibo
 	// fails. Default 5m.
 	MaxBackoff caddy.Duration `json:"max_backoff,omitempty"`
+	// Lease is how long notifications this instance claimed stay its own: if it dies
+	// while delivering them, the other instances deliver them once the lease is over. A
+	// claim hands out no delivery after half of it, so it must be at least twice the
+	// mesibo timeout. Default 2m.
+	Lease caddy.Duration `json:"lease,omitempty"`
 }
 
 // OTPConfig sets the rules for login codes.
@@ -374,6 +379,7 @@ func (h *Handler) startBackground(ctx caddy.Context, deps deps, m *metrics.Metri
 	worker := outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
 	worker.Metrics = m
 	worker.Concurrency, worker.MaxBackoff = h.Outbox.Concurrency, time.Duration(h.Outbox.MaxBackoff)
+	worker.Lease = time.Duration(h.Outbox.Lease)
 	h.api.Outbox = worker.Wake
 	workerCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -491,6 +497,9 @@ func (h *Handler) setDefaults() {
 	if h.Outbox.MaxBackoff <= 0 {
 		h.Outbox.MaxBackoff = caddy.Duration(5 * time.Minute)
 	}
+	if h.Outbox.Lease <= 0 {
+		h.Outbox.Lease = caddy.Duration(store.DefaultOutboxLease)
+	}
 	if h.OpTimeout <= 0 {
 		h.OpTimeout = caddy.Duration(30 * time.Second)
 	}
@@ -533,9 +542,10 @@ func (h *Handler) Validate() error {
 	if h.Outbox.Concurrency > maxOutboxConcurrency {
 		errs = append(errs, fmt.Errorf("outbox concurrency %d: at most %d", h.Outbox.Concurrency, maxOutboxConcurrency))
 	}
-	if time.Duration(h.Mesibo.Timeout) > store.MaxDeliveryTime {
+	if most := store.MaxDeliveryTime(time.Duration(h.Outbox.Lease)); time.Duration(h.Mesibo.Timeout) > most {
 		// An outbox worker's claim must outlast one delivery.
-		errs = append(errs, fmt.Errorf("mesibo timeout %s: at most %s", time.Duration(h.Mesibo.Timeout), store.MaxDeliveryTime))
+		errs = append(errs, fmt.Errorf("mesibo timeout %s: at most %s, half the outbox lease %s", time.Duration(h.Mesibo.Timeout),
+			most, time.Duration(h.Outbox.Lease)))
 	}
 	for _, op := range h.Ops {
 		if !handlers.KnownOp(strings.ToLower(op)) {

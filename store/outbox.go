@@ -88,9 +88,9 @@ type OutboxRun struct {
 // are delivered: a worker that dies mid-run delays its rows by at most this.
 const DefaultOutboxLease = 2 * time.Minute
 
-// MaxDeliveryTime is the longest one delivery may take for the default lease to hold: a
-// run stops handing out messages once half its lease is gone.
-const MaxDeliveryTime = DefaultOutboxLease / 2
+// MaxDeliveryTime is the longest one delivery may take for a lease to hold: a run stops
+// handing out messages once half its lease is gone.
+func MaxDeliveryTime(lease time.Duration) time.Duration { return lease / 2 }
 
 // ClaimOutbox claims up to runs queues whose first row is due, with up to runLength of
 // each queue's first rows, for lease. Only a queue's first row (the lowest id) can be
@@ -154,7 +154,7 @@ func (s *Store) claimOutbox(ctx context.Context, runs, runLength int, lease time
 	var keep, drop []int64
 	for i := range out {
 		r := &out[i]
-		r.now, r.claimed, r.lease, r.maxTime = now, claimed, leaseValue, lease/2
+		r.now, r.claimed, r.lease, r.maxTime = now, claimed, leaseValue, MaxDeliveryTime(lease)
 		var dropped []int64
 		r.Messages, dropped = coalesce(r.Messages)
 		r.Superseded = len(dropped)
