@@ -267,6 +267,12 @@ func pictures(t *testing.T) map[string][]byte {
 // upload posts fields with one file part the way the apps do.
 func (e *env) upload(fields map[string]any, filename string, data []byte) answer {
 	e.t.Helper()
+	return e.uploadTo(apiURL, fields, filename, data)
+}
+
+// uploadTo is upload to another API URL.
+func (e *env) uploadTo(apiURL string, fields map[string]any, filename string, data []byte) answer {
+	e.t.Helper()
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	for k, v := range fields {

@@ -37,7 +37,13 @@ type fetched struct {
 
 func (e *env) get(path string, header ...string) fetched {
 	e.t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, siteURL+path, nil)
+	return e.getFrom(siteURL, path, header...)
+}
+
+// getFrom is get from another site.
+func (e *env) getFrom(site, path string, header ...string) fetched {
+	e.t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, site+path, nil)
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}

@@ -129,9 +129,12 @@ type notification struct {
 	body map[string]any
 }
 
-func (e *env) notifications() []notification {
+func (e *env) notifications() []notification { return notificationsOf(e.mesibo) }
+
+// notificationsOf are the notifications a mesibo fake took, in order.
+func notificationsOf(s *mesibotest.Server) []notification {
 	var out []notification
-	for _, m := range e.mesibo.Messages() {
+	for _, m := range s.Messages() {
 		msg, _ := m.Fields["message"].(map[string]any)
 		n := notification{from: fmt.Sprint(msg["from"]), to: strings.Split(fmt.Sprint(msg["to"]), ",")}
 		json.Unmarshal([]byte(fmt.Sprint(msg["message"])), &n.body)

@@ -236,6 +236,17 @@ const messengerTemplate = `%s
 		storage %s
 		%s`
 
+// messengerBlock is the messenger block of o with the lines that set the database and
+// Redis, the URLs of the mesibo fake and of the webhook that gets the codes, and the
+// storage URL.
+func (o options) messengerBlock(dbLine, redisLines, mesiboURL, hookURL, storage string) string {
+	sender := o.sender
+	if sender == "" {
+		sender = fmt.Sprintf("sender webhook %s {\n\t\t\t\tsecret %s\n\t\t\t\ttimeout 2s\n\t\t\t\tretries 1\n\t\t\t}", hookURL, hookSecret)
+	}
+	return fmt.Sprintf(messengerTemplate, dbLine, redisLines, mesiboURL, sender, reviewCode, o.otp, storage, o.extra)
+}
+
 func startEnv(t testing.TB, o options) *env {
 	t.Setenv("E2E_MESIBO_APP_TOKEN", appToken)
 	t.Setenv("E2E_OTP_SECRET", "otp-secret")
@@ -278,11 +289,7 @@ func startEnv(t testing.TB, o options) *env {
 	if o.defaults {
 		dbLine = ""
 	}
-	sender := o.sender
-	if sender == "" {
-		sender = fmt.Sprintf("sender webhook %s {\n\t\t\t\tsecret %s\n\t\t\t\ttimeout 2s\n\t\t\t\tretries 1\n\t\t\t}", e.hook.URL, hookSecret)
-	}
-	block := fmt.Sprintf(messengerTemplate, dbLine, redisLines, e.mesibo.URL, sender, reviewCode, o.otp, storage, o.extra)
+	block := o.messengerBlock(dbLine, redisLines, e.mesibo.URL, e.hook.URL, storage)
 	site := siteTemplate
 	if o.site != "" {
 		site = o.site
@@ -307,7 +314,7 @@ func startEnv(t testing.TB, o options) *env {
 	// Opened after Caddy, which creates the default embedded file.
 	e.db = testenv.Open(t, e.dsn)
 	if !o.dbProxy {
-		e.waitMigrated()
+		waitMigrated(t, e.db)
 	}
 	if o.process {
 		e.startProcess(block)
@@ -317,20 +324,20 @@ func startEnv(t testing.TB, o options) *env {
 
 // waitMigrated waits for the schema the module migrates in the background at start, so
 // that a test may write rows before its first request.
-func (e *env) waitMigrated() {
-	e.t.Helper()
+func waitMigrated(t testing.TB, db *sql.DB) {
+	t.Helper()
 	files, err := fs.Glob(migrations.FS, "mysql/*.up.sql")
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		var version int
-		if e.db.QueryRow("SELECT version FROM schema_migrations WHERE dirty = 0").Scan(&version) == nil && version == len(files) {
+		if db.QueryRow("SELECT version FROM schema_migrations WHERE dirty = 0").Scan(&version) == nil && version == len(files) {
 			return
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("the schema was not migrated to version %d within 20s", len(files))
+			t.Fatalf("the schema was not migrated to version %d within 20s", len(files))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
