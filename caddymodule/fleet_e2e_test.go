@@ -304,6 +304,9 @@ func (f *fleet) killUnderLoad(t *testing.T) {
 			}
 		})
 	}
+	// The load stops after the kill, or when the test fails before.
+	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
+	defer stopLoad()
 	time.Sleep(time.Second) // the load under way
 	for i, p := range phones {
 		expectOK(t, f.e.callURL(f.sites[victim]+"/api.php", form, map[string]any{"op": "profile", "token": changer[p], "name": fmt.Sprint("Changer ", i)}), "profile")
@@ -328,8 +331,7 @@ func (f *fleet) killUnderLoad(t *testing.T) {
 	}
 	time.Sleep(mesiboLatency + 600*time.Millisecond) // deliveries by the others, if any, are over
 	held := countIn(t, f.db, "messenger_outbox")
-	close(stop)
-	wg.Wait()
+	stopLoad()
 	if held == 0 {
 		t.Fatal("the killed instance held no claimed notifications: the test proves nothing")
 	}

@@ -6,7 +6,7 @@
 # (file://, as a shared volume would be), or FLEET_STORAGE, e.g. an s3:// URL with
 # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set (docs/storage.md). Without
 # MESIBO_APP_TOKEN, mesibo is the tests' fake (internal/cmd/fakemesibo), answering after
-# MESIBO_LATENCY (default 100ms). TestFleet runs the same fleet in CI. Ctrl-C stops all;
+# MESIBO_LATENCY (default 100ms). TestFleet runs the same balancer in CI. Ctrl-C stops all;
 # the logs stay in /tmp/messenger-fleet.*.
 #
 #   ./scripts/fleet.sh
