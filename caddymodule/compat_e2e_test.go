@@ -213,7 +213,7 @@ func (s appSession) bundle(t *testing.T, target string, fields []kv, file *attac
 // it reads from the answer serves exactly the bytes sent, as the recipient will fetch them.
 func (s appSession) attach(t *testing.T, target string, fields []kv, file *attachment, readFile fileParser) {
 	t.Helper()
-	// A video takes longer than the harness client's five seconds on a busy machine.
+	// A video takes longer than the harness client's timeout on a busy machine.
 	client := *s.e.tester.Client
 	client.Timeout = 2 * time.Minute
 	contentType, body, length, sent := mesiboPostBundle(fields, file)

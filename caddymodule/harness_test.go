@@ -306,7 +306,10 @@ func startEnv(t testing.TB, o options) *env {
 		// would be if it had its own database replica.
 		config += fmt.Sprintf(siteTemplate, strings.TrimSuffix(secondURL, "/api.php"), strings.Replace(block, moduleDSN, testenv.Database(t), 1), e.serve)
 	}
-	e.tester = caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort})
+	// caddytest's 5 s client timeout is a safety net, not a bound: under -race on a busy
+	// 2-core machine a 5,000-number sync takes about that. Tests that bound a time
+	// measure it themselves.
+	e.tester = caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: adminPort, TestRequestTimeout: 30 * time.Second})
 	e.tester.InitServer(config, "caddyfile")
 	if t.Failed() {
 		t.FailNow()
