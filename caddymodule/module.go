@@ -360,6 +360,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	// One worker per loaded config; it stops with the config's context on reload.
 	worker := outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
 	worker.Metrics = m
+	worker.ProfileBody = h.api.ProfileUpdate
 	worker.Concurrency, worker.MaxBackoff = h.Outbox.Concurrency, time.Duration(h.Outbox.MaxBackoff)
 	h.api.Outbox = worker.Wake
 	workerCtx, cancel := context.WithCancel(ctx)

@@ -13,7 +13,8 @@ import (
 
 // profile sets the caller's name and status, or a group's name when gid > 0; a picture
 // may come with it. Only the fields sent change. A change of one's own name or status
-// nobody is told about, the common case, proves the token in its one statement.
+// proves the token in its own statements: one when nobody is told about it, else a
+// transaction of two (store.UpdateProfileByToken).
 func (a *API) profile(ctx context.Context, c *call) *Response {
 	req := c.req
 	gid, gidCode := req.GID()
@@ -21,15 +22,23 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	status, statusCode := req.Text("status", maxTextBytes)
 	fieldsOK := gidCode == "" && nameCode == "" && statusCode == ""
 	if fieldsOK && gid <= 0 && req.File == nil {
-		written, err := a.Store.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Name: name, Status: status}, c.now)
+		change := store.ProfileChange{Name: name, Status: status}
+		written, err := a.Store.UpdateUnwatchedProfile(ctx, c.token, change, c.now)
+		queued := false
+		if err == nil && !written { // somebody to tell, or an unknown token
+			written, queued, err = a.Store.UpdateProfileByToken(ctx, c.token, change, c.now)
+		}
 		if err != nil {
 			a.logError(ctx, "profile failed", zap.String("op", "profile"), zap.Error(err))
 			return fail("profile", c.now, CodeDBError, "")
 		}
 		if written {
+			if queued {
+				a.wake()
+			}
 			return ok("profile", c.now)
 		}
-		// Not written: an unknown token, or somebody to tell, or nothing changed.
+		// Not written: an unknown or expired token, answered the usual way.
 	}
 	if resp := a.authenticate(ctx, c); resp != nil {
 		return resp
@@ -54,14 +63,16 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 		answer.Body["gid"] = itoa(g.GID)
 		return answer
 	}
-	compose, wake := wakeAfter(a, a.profileNotification(ctx, "", ""))
 	change := store.ProfileChange{Name: name, Status: status, Photo: photo}
-	if _, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now, compose); err != nil {
+	_, queued, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now)
+	if err != nil {
 		a.discardPicture(photo)
 		a.logError(ctx, "profile failed", zap.Error(err))
 		return fail("profile", c.now, CodeDBError, "")
 	}
-	wake()
+	if queued {
+		a.wake()
+	}
 	return ok("profile", c.now)
 }
 

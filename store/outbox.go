@@ -28,9 +28,9 @@ type Notification struct {
 	Replaceable bool
 }
 
-// maxRecipientsPerMessage keeps one mesibo call to a sane size; a notification to more
+// MaxRecipientsPerMessage keeps one mesibo call to a sane size; a notification to more
 // phones becomes several outbox rows.
-const maxRecipientsPerMessage = 200
+const MaxRecipientsPerMessage = 200
 
 // enqueue queues n in tx, so it is sent if and only if the change that caused it commits.
 //
@@ -47,7 +47,7 @@ func enqueue(ctx context.Context, tx *sql.Tx, n Notification, now time.Time) err
 		}
 	}
 	for len(to) > 0 {
-		chunk := to[:min(len(to), maxRecipientsPerMessage)]
+		chunk := to[:min(len(to), MaxRecipientsPerMessage)]
 		to = to[len(chunk):]
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`, n.Queue, n.Replaceable, n.From, strings.Join(chunk, ","), n.Body, now.Unix(), now.UnixMilli()); err != nil {

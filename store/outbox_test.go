@@ -483,8 +483,7 @@ func migrateTo(t *testing.T, dsn string, version uint) {
 
 // TestProfileTSGrowsWithEveryChange: every change of a user's profile has a ts of its own,
 // growing with the order of the changes, also many in one second, also concurrent ones
-// (PROTOCOL.md §4); the notifications queued carry them in queue order; a login does not
-// move ts back.
+// (PROTOCOL.md §4); each queues a profile update; a login does not move ts back.
 func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := context.Background()
@@ -498,9 +497,6 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	if err := s.SaveContacts(ctx, 32, []string{"919812340031"}, false); err != nil { // 32 watches 31
 		t.Fatal(err)
 	}
-	compose := func(u store.User) store.Notification {
-		return store.Notification{From: u.Phone, Queue: "user:" + u.Phone, Replaceable: true, Body: fmt.Appendf(nil, "%d", u.TS)}
-	}
 	at := time.Unix(second, 0)
 	watched, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 31))
 	if err != nil {
@@ -509,7 +505,7 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	var answered []int64
 	for i := range 5 { // one after another, all in one second
 		name := fmt.Sprint("name ", i)
-		u, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Name: &name}, at, compose)
+		u, _, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Name: &name}, at)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -520,7 +516,7 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	for i := range 10 { // at once
 		wg.Go(func() {
 			status := fmt.Sprint("status ", i)
-			u, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at, compose)
+			u, _, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at)
 			if err != nil {
 				t.Error(err)
 				return
@@ -538,32 +534,40 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	if len(slices.Compact(answered)) != 15 {
 		t.Errorf("15 changes answered with ts %v: some share one", answered)
 	}
-	rows, err := db.Query("SELECT queue, replaceable, body FROM messenger_outbox ORDER BY id")
+	// The same through the token, concurrently.
+	for i := range 5 {
+		wg.Go(func() {
+			status := fmt.Sprint("by token ", i)
+			if written, queued, err := s.UpdateProfileByToken(ctx, fmt.Sprintf("%064d", 31), store.ProfileChange{Status: &status}, at); err != nil || !written || !queued {
+				t.Errorf("UpdateProfileByToken = %v, %v, %v; want written and queued", written, queued, err)
+			}
+		})
+	}
+	wg.Wait()
+	rows, err := db.Query("SELECT queue, replaceable, from_addr, to_addrs, body FROM messenger_outbox ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var queued []int64
+	queued := 0
 	for rows.Next() {
-		var queue, body string
+		var queue, from, to, body string
 		var replaceable bool
-		if err := rows.Scan(&queue, &replaceable, &body); err != nil {
+		if err := rows.Scan(&queue, &replaceable, &from, &to, &body); err != nil {
 			t.Fatal(err)
 		}
-		if queue != "user:919812340031" || !replaceable {
-			t.Errorf("queued in %q, replaceable %v", queue, replaceable)
+		if queue != "user:919812340031" || !replaceable || from != "919812340031" || to != store.ToContactsOfSender || body != "" {
+			t.Errorf("queued %q %v %q %q %q; want a profile update of 919812340031", queue, replaceable, from, to, body)
 		}
-		var ts int64
-		fmt.Sscan(body, &ts)
-		queued = append(queued, ts)
+		queued++
 	}
-	if len(queued) != 15 || !slices.IsSorted(queued) || len(slices.Compact(slices.Clone(queued))) != 15 {
-		t.Errorf("notifications in queue order carry ts %v, want 15 growing", queued)
+	if queued != 20 {
+		t.Errorf("%d profile updates queued for 20 changes", queued)
 	}
 	var stored int64
 	db.QueryRow("SELECT ts FROM users WHERE uid = 31").Scan(&stored)
-	if stored != second+15 {
-		t.Errorf("stored ts %d, want %d", stored, second+15)
+	if stored != second+20 {
+		t.Errorf("stored ts %d, want %d", stored, second+20)
 	}
 
 	// Nobody watches 33: the one-statement way grows ts the same way.

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -18,53 +19,136 @@ type ProfileChange struct {
 }
 
 // UpdateProfile applies change to the caller's row, sets its ts, and, in the same
-// transaction, queues the notification that compose builds from the updated user for every
-// user who has this one among their contacts.
-//
-// A caller with nobody to notify is changed by a single statement with no transaction
-// around it, and
-// answered with the change applied to the user as read (a change of the same user's other
-// fields made in between by another of its devices shows at the next sync). The watchers
-// of the others are found outside the transaction. Either way a contact added meanwhile
-// misses the notification but sees the change at its next sync, as it would if the list
-// were read inside the transaction after it began. Watchers get the row as committed.
-// (A user deleted since its token was read is answered as if changed; nothing is written.)
-func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time,
-	compose func(User) Notification) (User, error) {
-	var watchers []string
-	if compose != nil {
-		var err error
-		if watchers, err = contactsOf(ctx, s.fixed, caller.Phone); err != nil {
-			return User{}, fmt.Errorf("store: update profile: %w", err)
+// transaction, queues a profile update (QueueProfileUpdate) when anybody has the caller
+// among their contacts. It answers with the row as committed, and reports whether it
+// queued a notification. (A user deleted since its token was read is answered as not
+// found; nothing is written.)
+func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (u User, queued bool, err error) {
+	err = s.inProfileTx(ctx, func(tx *sql.Tx) error {
+		if err := updateProfile(ctx, tx, caller.UID, change, now); err != nil {
+			return err
 		}
-	}
-	if len(watchers) == 0 {
-		if err := updateProfile(ctx, s.fixed, caller.UID, change, now); err != nil {
-			return User{}, err
+		if u, err = scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", caller.UID)); err != nil {
+			return err
 		}
-		return change.appliedTo(caller.User, now), nil
-	}
-	tx, err := s.db.BeginTx(ctx, nil)
+		queued, err = queueProfileUpdate(ctx, tx, "u.uid = ?", []any{caller.UID}, now)
+		return err
+	})
 	if err != nil {
-		return User{}, fmt.Errorf("store: update profile: %w", err)
+		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+	}
+	return u, queued, nil
+}
+
+// UpdateProfileByToken writes change to the profile of the user that token belongs to
+// and queues a profile update when anybody has that user among their contacts, in one
+// transaction of two statements that prove the token themselves: the outbox row first,
+// then the UPDATE, so that the user's row is locked only for the UPDATE and the commit
+// (concurrent changes of one user wait for each other only that long). The row's id
+// then need not follow the order of the changes: a profile update says whose profile
+// to send, and is composed when sent (QueueProfileUpdate). It reports whether it wrote
+// (false: the token is unknown or expired, or its user is gone; nothing is written) and
+// whether it queued.
+func (s *Store) UpdateProfileByToken(ctx context.Context, token string, change ProfileChange, now time.Time) (written, queued bool, err error) {
+	err = s.inProfileTx(ctx, func(tx *sql.Tx) error {
+		if queued, err = queueProfileUpdate(ctx, tx, tokenUser, validTokenArgs(token), now); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, "UPDATE users AS u "+setProfile+" WHERE "+tokenUser,
+			setProfileArgs(change, now, validTokenArgs(token)...)...)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err == nil && n == 0 {
+			err = errNotWritten
+		}
+		return err
+	})
+	switch {
+	case errors.Is(err, errNotWritten):
+		return false, false, nil
+	case err != nil:
+		return false, false, fmt.Errorf("store: update profile by token: %w", err)
+	}
+	return true, queued, nil
+}
+
+// errNotWritten rolls back a profile transaction whose UPDATE found no row.
+var errNotWritten = errors.New("no row written")
+
+// tokenUser holds for the user (users u) of a valid token (validTokenArgs).
+const tokenUser = "u.uid = (SELECT t.uid FROM tokens t WHERE " + validToken + ")"
+
+// inProfileTx runs fn in a transaction at READ COMMITTED, where the outbox row's
+// INSERT … SELECT reads the users, tokens and contacts rows without locking them (at
+// REPEATABLE READ it would share-lock the user's row, and two changes of one user would
+// deadlock upgrading their locks for the UPDATE).
+func (s *Store) inProfileTx(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, s.d.readCommitted)
+	if err != nil {
+		return err
 	}
 	defer tx.Rollback()
-	if err := updateProfile(ctx, tx, caller.UID, change, now); err != nil {
-		return User{}, err
+	if err := fn(tx); err != nil {
+		return err
 	}
-	u, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", caller.UID))
+	return tx.Commit()
+}
+
+// ToContactsOfSender, as an outbox row's recipients, makes it a profile update: a silent
+// update of the sender's profile (from_addr) to the users who have the sender among their
+// contacts, both read when it is sent, its body composed then from the profile as it is
+// then. Such a row holds no state, so any number of them, in any order, end with the
+// watchers holding the profile's last state; and a row is written by one INSERT … SELECT
+// whatever the number of watchers.
+const ToContactsOfSender = "*"
+
+// QueueProfileUpdate queues, in tx, a profile update of the user (users u) for which who
+// holds, if anybody has that user among their contacts: one INSERT … SELECT that finds
+// the user and the watchers in SQL. It reports whether it queued.
+func queueProfileUpdate(ctx context.Context, tx *sql.Tx, who string, args []any, now time.Time) (bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
+		SELECT CONCAT('user:', u.phone), 1, u.phone, ?, '', ?, ? FROM users u WHERE `+who+` AND NOT `+nobodyWatches,
+		slices.Concat([]any{ToContactsOfSender, now.Unix(), now.UnixMilli()}, args)...)
 	if err != nil {
-		return User{}, fmt.Errorf("store: update profile: %w", err)
+		return false, fmt.Errorf("queue profile update: %w", err)
 	}
-	n := compose(u)
-	n.To = watchers
-	if err := enqueue(ctx, tx, n, now); err != nil {
-		return User{}, err
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// ProfileAudience reads the user with phone and the phones of the users who have it
+// among their contacts, as they are now: what a profile update is composed of when it is
+// sent. ErrNotFound: no such user.
+func (s *Store) ProfileAudience(ctx context.Context, phone string) (User, []string, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, '')
+		FROM users u LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
+		WHERE u.phone = ?`, phone)
+	if err != nil {
+		return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return User{}, fmt.Errorf("store: update profile: %w", err)
+	defer rows.Close()
+	var u User
+	found := false
+	var watchers []string
+	for rows.Next() {
+		var w string
+		if err := rows.Scan(append(u.fields(), &w)...); err != nil {
+			return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
+		}
+		found = true
+		if w != "" && w != u.Phone {
+			watchers = append(watchers, w)
+		}
 	}
-	return u, nil
+	if err := rows.Err(); err != nil {
+		return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
+	}
+	if !found {
+		return User{}, nil, ErrNotFound
+	}
+	return u, watchers, nil
 }
 
 // setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.
@@ -137,21 +221,6 @@ const mysqlDeadlock = 1213
 func isDeadlock(err error) bool {
 	myErr := (*mysql.MySQLError)(nil)
 	return errors.As(err, &myErr) && myErr.Number == mysqlDeadlock
-}
-
-// appliedTo is u after change at now.
-func (change ProfileChange) appliedTo(u User, now time.Time) User {
-	if change.Name != nil {
-		u.Name = *change.Name
-	}
-	if change.Status != nil {
-		u.Status = *change.Status
-	}
-	if change.Photo != nil {
-		u.Photo = *change.Photo
-	}
-	u.TS = nextTS(u.TS, now) // as nextUserTS computes it from the row as read
-	return u
 }
 
 // notifyContactsOf queues compose(u) for the users who have u among their contacts.
