@@ -13,8 +13,7 @@ import (
 
 // profile sets the caller's name and status, or a group's name when gid > 0; a picture
 // may come with it. Only the fields sent change. A change of one's own name or status
-// proves the token in its own statements: one when nobody is told about it, else a
-// transaction of two (store.UpdateProfileByToken).
+// nobody is told about proves the token in its one statement.
 func (a *API) profile(ctx context.Context, c *call) *Response {
 	req := c.req
 	gid, gidCode := req.GID()
@@ -22,23 +21,15 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	status, statusCode := req.Text("status", maxTextBytes)
 	fieldsOK := gidCode == "" && nameCode == "" && statusCode == ""
 	if fieldsOK && gid <= 0 && req.File == nil {
-		change := store.ProfileChange{Name: name, Status: status}
-		written, err := a.Store.UpdateUnwatchedProfile(ctx, c.token, change, c.now)
-		queued := false
-		if err == nil && !written { // somebody to tell, or an unknown token
-			written, queued, err = a.Store.UpdateProfileByToken(ctx, c.token, change, c.now)
-		}
+		written, err := a.Store.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Name: name, Status: status}, c.now)
 		if err != nil {
 			a.logError(ctx, "profile failed", zap.String("op", "profile"), zap.Error(err))
 			return fail("profile", c.now, CodeDBError, "")
 		}
 		if written {
-			if queued {
-				a.wake()
-			}
 			return ok("profile", c.now)
 		}
-		// Not written: an unknown or expired token, answered the usual way.
+		// Not written: an unknown token, or somebody to tell.
 	}
 	if resp := a.authenticate(ctx, c); resp != nil {
 		return resp

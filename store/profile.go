@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -18,104 +17,67 @@ type ProfileChange struct {
 	Photo  *string
 }
 
-// UpdateProfile applies change to the caller's row, sets its ts, and, in the same
-// transaction, queues a profile update (QueueProfileUpdate) when anybody has the caller
-// among their contacts. It answers with the row as committed, and reports whether it
-// queued a notification. (A user deleted since its token was read is answered as not
-// found; nothing is written.)
-func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (u User, queued bool, err error) {
-	err = s.inProfileTx(ctx, func(tx *sql.Tx) error {
-		if err := updateProfile(ctx, tx, caller.UID, change, now); err != nil {
-			return err
-		}
-		if u, err = scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", caller.UID)); err != nil {
-			return err
-		}
-		queued, err = queueProfileUpdate(ctx, tx, "u.uid = ?", []any{caller.UID}, now)
-		return err
-	})
+// UpdateProfile applies change to the caller's row and sets its ts; when anybody has
+// the caller among their contacts, it queues a profile update (ToContactsOfSender). It
+// answers with the change applied to the user as read (a change of the same user's
+// other fields made in between by another of its devices shows at the next sync), and
+// reports whether it queued.
+//
+// Concurrent changes of one user wait for each other on the user's row; so the row is
+// locked by one statement alone, the UPDATE, and the outbox row is written around it in
+// statements of their own that do not touch the user's row: first parked (due only
+// ProfileUpdatePark later), then made due once the UPDATE is done. A profile update
+// holds no state, so the row may be queued before the change, and a row whose change
+// never came (a crash, a failed UPDATE) only sends the profile as it is when its park
+// ends, once more. A contact added meanwhile sees the change at its next sync.
+func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (User, bool, error) {
+	parked, err := s.parkProfileUpdate(ctx, caller.User, now)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
 	}
-	return u, queued, nil
-}
-
-// UpdateProfileByToken writes change to the profile of the user that token belongs to
-// and queues a profile update when anybody has that user among their contacts, in one
-// transaction of two statements that prove the token themselves: the outbox row first,
-// then the UPDATE, so that the user's row is locked only for the UPDATE and the commit
-// (concurrent changes of one user wait for each other only that long). The row's id
-// then need not follow the order of the changes: a profile update says whose profile
-// to send, and is composed when sent (QueueProfileUpdate). It reports whether it wrote
-// (false: the token is unknown or expired, or its user is gone; nothing is written) and
-// whether it queued.
-func (s *Store) UpdateProfileByToken(ctx context.Context, token string, change ProfileChange, now time.Time) (written, queued bool, err error) {
-	err = s.inProfileTx(ctx, func(tx *sql.Tx) error {
-		if queued, err = queueProfileUpdate(ctx, tx, tokenUser, validTokenArgs(token), now); err != nil {
+	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
+		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+	}
+	if parked != 0 {
+		// A claim deleting the queue's waiting updates can pick this one-row statement as
+		// its deadlock's victim: it is tried again (and, failing, its row goes when its
+		// park ends).
+		if err := retryDeadlocks(func() error {
+			_, err := s.fixed.ExecContext(ctx, "UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.UnixMilli(), parked)
 			return err
+		}); err != nil {
+			return User{}, false, fmt.Errorf("store: update profile: queue: %w", err)
 		}
-		res, err := tx.ExecContext(ctx, "UPDATE users AS u "+setProfile+" WHERE "+tokenUser,
-			setProfileArgs(change, now, validTokenArgs(token)...)...)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err == nil && n == 0 {
-			err = errNotWritten
-		}
-		return err
-	})
-	switch {
-	case errors.Is(err, errNotWritten):
-		return false, false, nil
-	case err != nil:
-		return false, false, fmt.Errorf("store: update profile by token: %w", err)
 	}
-	return true, queued, nil
+	return change.appliedTo(caller.User, now), parked != 0, nil
 }
 
-// errNotWritten rolls back a profile transaction whose UPDATE found no row.
-var errNotWritten = errors.New("no row written")
-
-// tokenUser holds for the user (users u) of a valid token (validTokenArgs).
-const tokenUser = "u.uid = (SELECT t.uid FROM tokens t WHERE " + validToken + ")"
-
-// inProfileTx runs fn in a transaction at READ COMMITTED, where the outbox row's
-// INSERT … SELECT reads the users, tokens and contacts rows without locking them (at
-// REPEATABLE READ it would share-lock the user's row, and two changes of one user would
-// deadlock upgrading their locks for the UPDATE).
-func (s *Store) inProfileTx(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, s.d.readCommitted)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	return tx.Commit()
-}
+// ProfileUpdatePark is how long a profile update stays parked unless the change it is
+// queued for makes it due: longer than any request runs (op_timeout, 30 s by default),
+// so that it is never sent before its change is written.
+const ProfileUpdatePark = 2 * time.Minute
 
 // ToContactsOfSender, as an outbox row's recipients, makes it a profile update: a silent
 // update of the sender's profile (from_addr) to the users who have the sender among their
 // contacts, both read when it is sent, its body composed then from the profile as it is
 // then. Such a row holds no state, so any number of them, in any order, end with the
-// watchers holding the profile's last state; and a row is written by one INSERT … SELECT
-// whatever the number of watchers.
+// watchers holding the profile's last state.
 const ToContactsOfSender = "*"
 
-// QueueProfileUpdate queues, in tx, a profile update of the user (users u) for which who
-// holds, if anybody has that user among their contacts: one INSERT … SELECT that finds
-// the user and the watchers in SQL. It reports whether it queued.
-func queueProfileUpdate(ctx context.Context, tx *sql.Tx, who string, args []any, now time.Time) (bool, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
-		SELECT CONCAT('user:', u.phone), 1, u.phone, ?, '', ?, ? FROM users u WHERE `+who+` AND NOT `+nobodyWatches,
-		slices.Concat([]any{ToContactsOfSender, now.Unix(), now.UnixMilli()}, args)...)
+// parkProfileUpdate queues a parked profile update of u if anybody has u among their
+// contacts, in one INSERT … SELECT that finds out on the contacts index (it reads no
+// users row, so it never waits for a change of u), and returns its id, 0 if none.
+func (s *Store) parkProfileUpdate(ctx context.Context, u User, now time.Time) (int64, error) {
+	res, err := s.fixed.ExecContext(ctx, `INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
+		SELECT ?, 1, ?, ?, '', ?, ? FROM contacts c WHERE c.phone = ? AND c.uid != ? LIMIT 1`,
+		"user:"+u.Phone, u.Phone, ToContactsOfSender, now.Unix(), now.Add(ProfileUpdatePark).UnixMilli(), u.Phone, u.UID)
 	if err != nil {
-		return false, fmt.Errorf("queue profile update: %w", err)
+		return 0, fmt.Errorf("queue profile update: %w", err)
 	}
-	n, err := res.RowsAffected()
-	return n > 0, err
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return 0, err
+	}
+	return res.LastInsertId()
 }
 
 // ProfileAudience reads the user with phone and the phones of the users who have it
@@ -221,6 +183,21 @@ const mysqlDeadlock = 1213
 func isDeadlock(err error) bool {
 	myErr := (*mysql.MySQLError)(nil)
 	return errors.As(err, &myErr) && myErr.Number == mysqlDeadlock
+}
+
+// appliedTo is u after change at now.
+func (change ProfileChange) appliedTo(u User, now time.Time) User {
+	if change.Name != nil {
+		u.Name = *change.Name
+	}
+	if change.Status != nil {
+		u.Status = *change.Status
+	}
+	if change.Photo != nil {
+		u.Photo = *change.Photo
+	}
+	u.TS = nextTS(u.TS, now) // as nextUserTS computes it from the row as read
+	return u
 }
 
 // notifyContactsOf queues compose(u) for the users who have u among their contacts.
