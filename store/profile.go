@@ -31,6 +31,11 @@ type ProfileChange struct {
 // never came (a crash, a failed UPDATE) only sends the profile as it is when its park
 // ends, once more. A contact added meanwhile sees the change at its next sync.
 func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (User, bool, error) {
+	// A parked row holds its queue back until it is due, so the three statements are
+	// finished even when the client hangs up (a statement cut off by its context may
+	// still have been written).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
+	defer cancel()
 	parked, err := s.parkProfileUpdate(ctx, caller.User, now)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
@@ -51,6 +56,10 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 	}
 	return change.appliedTo(caller.User, now), parked != 0, nil
 }
+
+// profileWriteTimeout bounds a profile change's statements, which do not end with the
+// request's context.
+const profileWriteTimeout = 10 * time.Second
 
 // ProfileUpdatePark is how long a profile update stays parked unless the change it is
 // queued for makes it due: longer than any request runs (op_timeout, 30 s by default),
