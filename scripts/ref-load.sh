@@ -35,11 +35,14 @@ log() { printf '%s [ref-load] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 WORK=$(mktemp -d /tmp/ref-load-work.XXXXXX)
+# Per-user statement counts need MariaDB's userstat; it is put back as it was on exit.
+USERSTAT=$(mariadb -N -e "SELECT @@GLOBAL.userstat" 2>/dev/null || echo "")
 cleanup() {
 	local pid
 	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
 	for pid in "${PIDS[@]}"; do timeout 15 tail --pid="$pid" -f /dev/null 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; done
 	[ "${PHP_UP:-0}" = 1 ] && "$PHPREF/stop.sh" >/dev/null 2>&1
+	[ "$USERSTAT" != 0 ] || as_root_sql "SET GLOBAL userstat = 0" || true
 	[ "${KEEP_WORK:-0}" = 1 ] && log "work folder kept: $WORK" || rm -rf "$WORK"
 }
 trap cleanup EXIT
