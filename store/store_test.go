@@ -1055,14 +1055,22 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Errorf("%d notifications queued, want 1", n)
 	}
 	// What it is composed of when sent: 21 as stored now, to 22 (not 21 itself).
-	u, watchers, err := s.ProfileAudience(ctx, "919812340021")
-	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) {
-		t.Errorf("ProfileAudience(21) = %+v, %v, %v; want 21 away, to 22", u, watchers, err)
+	var id int64
+	if err := db.QueryRow("SELECT id FROM messenger_outbox").Scan(&id); err != nil {
+		t.Fatal(err)
 	}
-	if u, watchers, err := s.ProfileAudience(ctx, "919812340023"); err != nil || u.UID != 23 || len(watchers) != 0 {
-		t.Errorf("ProfileAudience(23) = %+v, %v, %v; want 23, nobody", u, watchers, err)
+	u, watchers, later, err := s.ProfileAudience(ctx, "919812340021", id)
+	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) || later {
+		t.Errorf("ProfileAudience(21) = %+v, %v, %v, %v; want 21 away, to 22, the last update", u, watchers, later, err)
 	}
-	if _, _, err := s.ProfileAudience(ctx, "919812340029"); !errors.Is(err, store.ErrNotFound) {
+	// With a later update queued, this one need not go.
+	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0)); err != nil || !queued {
+		t.Fatalf("UpdateProfile(21) again = %v, %v", queued, err)
+	}
+	if _, _, later, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !later {
+		t.Errorf("ProfileAudience(21, first update) = later %v, %v; want later, with a second update queued", later, err)
+	}
+	if _, _, _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ProfileAudience(unknown) = %v, want ErrNotFound", err)
 	}
 	// Name and picture of the unwatched user (upload answers with them): the fields sent
