@@ -378,6 +378,7 @@ func (h *Handler) apiConfig() handlers.Config {
 func (h *Handler) startBackground(ctx caddy.Context, deps deps, m *metrics.Metrics) {
 	worker := outbox.New(deps.store, deps.mesibo, h.logger.Named("outbox"))
 	worker.Metrics = m
+	worker.ProfileBody = h.api.ProfileUpdate
 	worker.Concurrency, worker.MaxBackoff = h.Outbox.Concurrency, time.Duration(h.Outbox.MaxBackoff)
 	worker.Lease = time.Duration(h.Outbox.Lease)
 	h.api.Outbox = worker.Wake

@@ -94,19 +94,43 @@ func (a *API) contactsAnswer(ctx context.Context, c *call, caller store.User, us
 		photos = append(photos, g.Photo)
 	}
 	tns := a.Media.Thumbnails(ctx, photos)
-	records := make([]map[string]any, 0, len(users)+len(groups))
+	records := make([]contactRecord, 0, len(users)+len(groups))
 	for _, u := range users {
-		records = append(records, withThumbnail(userRecord(u), tns[u.Photo]))
+		records = append(records, contactRecord{Name: u.Name, Status: u.Status, Phone: u.Phone, Photo: u.Photo, GID: "0",
+			TS: itoa(u.TS), TN: tns[u.Photo]})
 	}
 	for _, g := range groups {
-		records = append(records, withThumbnail(groupRecord(g), tns[g.Photo]))
+		records = append(records, contactRecord{Name: g.Name, Photo: g.Photo, GID: itoa(g.GID), TS: itoa(g.TS),
+			Members: &g.Members, TN: tns[g.Photo]})
 	}
 	resp := ok("getcontacts", c.now)
 	resp.Body["contacts"] = records
-	resp.Body["u"] = map[string]any{
-		"name": caller.Name, "phone": caller.Phone, "status": caller.Status, "photo": caller.Photo, "ts": itoa(caller.TS),
-	}
+	resp.Body["u"] = callerRecord{Name: caller.Name, Phone: caller.Phone, Status: caller.Status, Photo: caller.Photo, TS: itoa(caller.TS)}
 	return resp
+}
+
+// contactRecord is a user or a group as getcontacts lists it; gid and ts are decimal
+// strings, as the original sent them. members only for a group, tn (the base64
+// thumbnail) only where there is one. The fields are in the order of their names, as the
+// original's (and a map's) JSON has them.
+type contactRecord struct {
+	GID     string  `json:"gid"`
+	Members *string `json:"members,omitempty"`
+	Name    string  `json:"name"`
+	Phone   string  `json:"phone"`
+	Photo   string  `json:"photo"`
+	Status  string  `json:"status"`
+	TN      string  `json:"tn,omitempty"`
+	TS      string  `json:"ts"`
+}
+
+// callerRecord is the caller's own profile in a getcontacts answer (u).
+type callerRecord struct {
+	Name   string `json:"name"`
+	Phone  string `json:"phone"`
+	Photo  string `json:"photo"`
+	Status string `json:"status"`
+	TS     string `json:"ts"`
 }
 
 // contactPhones normalises an address book: numbers without a country code take the
@@ -160,25 +184,6 @@ func (a *API) chargeDiscovery(ctx context.Context, c *call, phones []string) ([]
 		return nil, nil, rateLimited("getcontacts", c.now, wait)
 	}
 	return fresh, knownUsers, nil
-}
-
-// userRecord is a user as getcontacts lists it; gid and ts are decimal strings, as the
-// original sent them.
-func userRecord(u store.User) map[string]any {
-	return map[string]any{"name": u.Name, "status": u.Status, "phone": u.Phone, "photo": u.Photo, "gid": "0", "ts": itoa(u.TS)}
-}
-
-// groupRecord is a group as getcontacts lists it.
-func groupRecord(g store.Group) map[string]any {
-	return map[string]any{"name": g.Name, "status": "", "phone": "", "photo": g.Photo, "gid": itoa(g.GID), "ts": itoa(g.TS), "members": g.Members}
-}
-
-// withThumbnail adds tn, the base64 thumbnail, to a record that has one.
-func withThumbnail(r map[string]any, tn string) map[string]any {
-	if tn != "" {
-		r["tn"] = tn
-	}
-	return r
 }
 
 // delContacts removes numbers from the caller's contact list.

@@ -52,6 +52,12 @@ func (a *API) profileNotification(ctx context.Context, subject, msg string) func
 	}
 }
 
+// ProfileUpdate is the body of a silent update of u's profile to u's contacts, as the
+// outbox composes it when it sends a profile update (store.ToContactsOfSender).
+func (a *API) ProfileUpdate(ctx context.Context, u store.User) []byte {
+	return a.profileNotification(ctx, "", "")(u).Body
+}
+
 // groupNotification tells a group's members about its new state, from the acting phone.
 func (a *API) groupNotification(ctx context.Context, from, subject string) func(store.Group) store.Notification {
 	return func(g store.Group) store.Notification {

@@ -13,7 +13,7 @@ import (
 
 // profile sets the caller's name and status, or a group's name when gid > 0; a picture
 // may come with it. Only the fields sent change. A change of one's own name or status
-// nobody is told about, the common case, proves the token in its one statement.
+// nobody is told about proves the token in its one statement.
 func (a *API) profile(ctx context.Context, c *call) *Response {
 	req := c.req
 	gid, gidCode := req.GID()
@@ -29,7 +29,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 		if written {
 			return ok("profile", c.now)
 		}
-		// Not written: an unknown token, or somebody to tell, or nothing changed.
+		// Not written: an unknown token, or somebody to tell.
 	}
 	if resp := a.authenticate(ctx, c); resp != nil {
 		return resp
@@ -54,14 +54,16 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 		answer.Body["gid"] = itoa(g.GID)
 		return answer
 	}
-	compose, wake := wakeAfter(a, a.profileNotification(ctx, "", ""))
 	change := store.ProfileChange{Name: name, Status: status, Photo: photo}
-	if _, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now, compose); err != nil {
+	_, queued, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now)
+	if err != nil {
 		a.discardPicture(photo)
 		a.logError(ctx, "profile failed", zap.Error(err))
 		return fail("profile", c.now, CodeDBError, "")
 	}
-	wake()
+	if queued {
+		a.wake()
+	}
 	return ok("profile", c.now)
 }
 

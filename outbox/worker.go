@@ -11,6 +11,9 @@ package outbox
 
 import (
 	"context"
+	"errors"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,6 +57,9 @@ type Worker struct {
 	// after half of it, so one delivery must take at most that. Default
 	// store.DefaultOutboxLease.
 	Lease time.Duration
+	// ProfileBody composes the body of a profile update (store.ToContactsOfSender) from
+	// the user's profile as it is when the update is sent.
+	ProfileBody func(context.Context, store.User) []byte
 	// StatsEvery is how often the gauges are updated (the query counts the outbox).
 	// Default 10s.
 	StatsEvery time.Duration
@@ -199,9 +205,42 @@ func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
 		w.Logger.Warn("outbox: dropping an expired notification", zap.Int64("id", m.ID), zap.Duration("age", age))
 		return nil
 	}
+	if m.To == store.ToContactsOfSender {
+		return w.sendProfile(ctx, m)
+	}
+	return w.sendTo(ctx, m, m.To, m.Body)
+}
+
+// sendProfile delivers a profile update, unless a later one is queued: the sender's
+// profile as it is now, to the users who have the sender among their contacts now, in
+// messages of up to
+// store.MaxRecipientsPerMessage recipients. A failure sends them all again at the next
+// attempt (they carry a state, so the second copy changes nothing).
+func (w *Worker) sendProfile(ctx context.Context, m store.OutboxMessage) error {
+	u, watchers, later, err := w.Store.ProfileAudience(ctx, m.From, m.ID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil // the user is gone: nothing to tell
+	case err != nil:
+		w.Logger.Warn("outbox: reading a profile update failed; will retry", zap.Int64("id", m.ID), zap.Error(err))
+		return err
+	case later:
+		return nil // a later profile update sends this state or a newer one
+	}
+	body := w.ProfileBody(ctx, u)
+	for to := range slices.Chunk(watchers, store.MaxRecipientsPerMessage) {
+		if err := w.sendTo(ctx, m, strings.Join(to, ","), body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendTo sends m's message with body to the comma-separated phones to.
+func (w *Worker) sendTo(ctx context.Context, m store.OutboxMessage, to string, body []byte) error {
 	_, err := w.Mesibo.SendMessage(ctx, mesiboclient.Message{
-		From: m.From, To: m.To, Type: 1, ExpirySeconds: int(MessageExpiry / time.Second),
-		Flags: mesiboclient.FlagTransient, Body: string(m.Body),
+		From: m.From, To: to, Type: 1, ExpirySeconds: int(MessageExpiry / time.Second),
+		Flags: mesiboclient.FlagTransient, Body: string(body),
 	})
 	switch {
 	case mesiboclient.IsRefused(err):

@@ -166,10 +166,10 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 // the app resumes from the highest ts it saw and a group with a later ts would make it
 // skip users.
 //
-// The caller, users and groups come from one statement (each branch finds the caller by
-// its token, an index look-up MariaDB does in microseconds, where a statement of its own
-// would cost a round trip), members of changed groups from a second one when there are
-// any: a periodic sync where no group changed is one round trip. The statement neither
+// The caller, users, and groups with their members come from one statement (each branch
+// finds the caller by its token, an index look-up MariaDB does in microseconds, where a
+// statement of its own would cost a round trip; a changed group is a row per member), so
+// a sync is one round trip. The statement neither
 // sorts nor cuts (done here): per-branch ORDER BY … LIMIT needs a parenthesised UNION,
 // which SQLite does not parse, or derived tables, which MariaDB materialises (on disk,
 // for the blob columns) at five times the cost. So a page reads every changed row, not
@@ -177,27 +177,30 @@ func (s *Store) UsersByPhones(ctx context.Context, phones []string, excludeUID i
 // about N²/2000 rows; lists stay in the low thousands (the discovery budget lets a user
 // add 5000 numbers and 10 an hour).
 func (s *Store) SyncSince(ctx context.Context, token string, since int64, userLimit, groupLimit int) (caller User, users []User, groups []Group, err error) {
-	// The first column tells the rows apart: 2 the caller, 0 a user, 1 a group.
-	rows, err := s.fixed.QueryContext(ctx, "SELECT 2, "+userColumns+", 0"+callerFrom+`
+	// The first column tells the rows apart: 2 the caller, 0 a user, 1 a group member
+	// (a row per member of each changed group; the last two columns are its phone and role).
+	rows, err := s.fixed.QueryContext(ctx, "SELECT 2, "+userColumns+", 0, 0, 0"+callerFrom+`
 		UNION ALL
-		SELECT 0, `+userColumns+`, 0
+		SELECT 0, `+userColumns+`, 0, 0, 0
 		FROM tokens t JOIN contacts c ON c.uid = t.uid JOIN users u ON u.phone = c.phone
 		WHERE `+validToken+` AND u.ts > ? AND u.uid != t.uid
 		UNION ALL
-		SELECT 1, g.gid, 0, 0, COALESCE(g.name, ''), '', COALESCE(g.photo, ''), COALESCE(g.ts, 0), g.type
+		SELECT 1, g.gid, 0, 0, COALESCE(g.name, ''), '', COALESCE(g.photo, ''), COALESCE(g.ts, 0), g.type, o.phone, COALESCE(o.role, 0)
 		FROM tokens t JOIN users me ON me.uid = t.uid JOIN members m ON m.phone = me.phone
-		JOIN `+"`groups`"+` g ON g.gid = m.gid WHERE `+validToken+` AND g.ts > ?`,
+		JOIN `+"`groups`"+` g ON g.gid = m.gid JOIN members o ON o.gid = g.gid WHERE `+validToken+` AND g.ts > ?`,
 		slices.Concat(validTokenArgs(token), validTokenArgs(token), []any{since}, validTokenArgs(token), []any{since})...)
 	if err != nil {
 		return User{}, nil, nil, fmt.Errorf("store: sync: %w", err)
 	}
 	defer rows.Close()
 	found := false
+	members := map[int64]*memberList{}
 	for rows.Next() {
 		var kind int
 		var u User
-		var groupType int
-		dest := append(append([]any{&kind}, u.fields()...), &groupType)
+		var groupType, role int
+		var member string
+		dest := append(append([]any{&kind}, u.fields()...), &groupType, &member, &role)
 		if err := rows.Scan(dest...); err != nil {
 			return User{}, nil, nil, fmt.Errorf("store: sync: %w", err)
 		}
@@ -205,7 +208,11 @@ func (s *Store) SyncSince(ctx context.Context, token string, since int64, userLi
 		case 2:
 			caller, found = u, true
 		case 1:
-			groups = append(groups, Group{GID: u.UID, Name: u.Name, Photo: u.Photo, Type: groupType, TS: u.TS})
+			if members[u.UID] == nil {
+				members[u.UID] = &memberList{}
+				groups = append(groups, Group{GID: u.UID, Name: u.Name, Photo: u.Photo, Type: groupType, TS: u.TS})
+			}
+			members[u.UID].add(member, role)
 		default:
 			users = append(users, u)
 		}
@@ -216,15 +223,16 @@ func (s *Store) SyncSince(ctx context.Context, token string, since int64, userLi
 	if !found {
 		return User{}, nil, nil, ErrNotFound
 	}
-	rows.Close()
 	users = FirstByTS(users, userLimit)
 	if len(users) == userLimit {
 		return caller, users, nil, nil
 	}
 	slices.SortFunc(groups, func(a, b Group) int { return cmp.Or(cmp.Compare(a.TS, b.TS), cmp.Compare(a.GID, b.GID)) })
 	groups = groups[:min(len(groups), groupLimit)]
-	if err := s.addMembers(ctx, groups); err != nil {
-		return User{}, nil, nil, err
+	for i := range groups {
+		l := members[groups[i].GID]
+		l.sort()
+		groups[i].Members, groups[i].Phones = l.String(), l.phones()
 	}
 	return caller, users, groups, nil
 }

@@ -119,7 +119,7 @@ func copyTable(ctx context.Context, src *Store, dst querier, table string, colum
 			if b, ok := v.([]byte); ok && !binary[columns[i]] {
 				v = string(b)
 			} else if ok {
-				v = append([]byte(nil), b...) // the driver reuses its buffer
+				v = append([]byte{}, b...) // the driver reuses its buffer; empty is not NULL
 			}
 			batch = append(batch, v)
 		}

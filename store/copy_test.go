@@ -46,10 +46,7 @@ func populatedEmbedded(t *testing.T) *store.Store {
 		}
 	}
 	status := "busy"
-	if _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute),
-		func(u store.User) store.Notification {
-			return store.Notification{From: u.Phone, Body: []byte(`{"status":"busy"}`)}
-		}); err != nil {
+	if _, _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.InsertGroup(ctx, store.NewGroup{GID: 7001, Name: "Team", Owner: "919800000101", Members: []string{"919800000102", "919800000103"}},
@@ -109,10 +106,11 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 			t.Errorf("groups after copy = %+v, %v", groups, err)
 		}
 	}
+	var queue string
 	var body []byte
-	if err := db.QueryRow("SELECT body FROM messenger_outbox WHERE to_addrs LIKE '%919800000104%' AND from_addr = '919800000105'").Scan(&body); err != nil ||
-		string(body) != `{"status":"busy"}` {
-		t.Errorf("queued notification after copy = %q, %v", body, err)
+	if err := db.QueryRow("SELECT queue, body FROM messenger_outbox WHERE to_addrs = ? AND from_addr = '919800000105'", store.ToContactsOfSender).Scan(&queue, &body); err != nil ||
+		queue != "user:919800000105" || body == nil || len(body) != 0 {
+		t.Errorf("queued profile update after copy = %q %q, %v", queue, body, err)
 	}
 	var expiry string
 	if err := db.QueryRow("SELECT expirytime FROM tokens WHERE uid = 103").Scan(&expiry); err != nil {

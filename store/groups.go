@@ -44,29 +44,6 @@ func (g Group) Role(phone string) int {
 	return NotMember
 }
 
-// addMembers fills in the member lists of groups, in one query whatever their number.
-func (s *Store) addMembers(ctx context.Context, groups []Group) error {
-	if len(groups) == 0 {
-		return nil
-	}
-	gids := make([]int64, len(groups))
-	for i, g := range groups {
-		gids[i] = g.GID
-	}
-	members, err := memberLists(ctx, s.db, gids)
-	if err != nil {
-		return err
-	}
-	for i := range groups {
-		l := members[groups[i].GID]
-		if l == nil {
-			l = &memberList{}
-		}
-		groups[i].Members, groups[i].Phones = l.String(), l.phones()
-	}
-	return nil
-}
-
 // memberList is a group's members.
 type memberList struct {
 	admins  int
@@ -106,39 +83,6 @@ func (m memberList) phones() []string {
 // String is the protocol's "ADMINCOUNT:PHONE,..." form; "0:" for no members.
 func (m memberList) String() string {
 	return strconv.Itoa(m.admins) + ":" + strings.Join(m.phones(), ",")
-}
-
-// memberLists reads the member lists of gids in one query.
-func memberLists(ctx context.Context, q querier, gids []int64) (map[int64]*memberList, error) {
-	lists := map[int64]*memberList{}
-	err := chunks(gids, func(chunk []int64) error {
-		rows, err := q.QueryContext(ctx, "SELECT gid, phone, COALESCE(role, 0) FROM members WHERE gid IN ("+placeholders(len(chunk), "?")+")",
-			anys(chunk)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var gid int64
-			var phone string
-			var role int
-			if err := rows.Scan(&gid, &phone, &role); err != nil {
-				return err
-			}
-			if lists[gid] == nil {
-				lists[gid] = &memberList{}
-			}
-			lists[gid].add(phone, role)
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: member lists: %w", err)
-	}
-	for _, l := range lists {
-		l.sort()
-	}
-	return lists, nil
 }
 
 // Group returns group gid with its members and their roles. A missing group is

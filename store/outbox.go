@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -28,9 +29,9 @@ type Notification struct {
 	Replaceable bool
 }
 
-// maxRecipientsPerMessage keeps one mesibo call to a sane size; a notification to more
+// MaxRecipientsPerMessage keeps one mesibo call to a sane size; a notification to more
 // phones becomes several outbox rows.
-const maxRecipientsPerMessage = 200
+const MaxRecipientsPerMessage = 200
 
 // enqueue queues n in tx, so it is sent if and only if the change that caused it commits.
 //
@@ -47,7 +48,7 @@ func enqueue(ctx context.Context, tx *sql.Tx, n Notification, now time.Time) err
 		}
 	}
 	for len(to) > 0 {
-		chunk := to[:min(len(to), maxRecipientsPerMessage)]
+		chunk := to[:min(len(to), MaxRecipientsPerMessage)]
 		to = to[len(chunk):]
 		if _, err := tx.ExecContext(ctx, `INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
 			VALUES (?, ?, ?, ?, ?, ?, ?)`, n.Queue, n.Replaceable, n.From, strings.Join(chunk, ","), n.Body, now.Unix(), now.UnixMilli()); err != nil {
@@ -146,7 +147,7 @@ func (s *Store) claimOutbox(ctx context.Context, runs, runLength int, lease time
 	if err != nil || len(heads) == 0 {
 		return nil, err
 	}
-	out, err := s.lockRuns(ctx, tx, heads, runLength)
+	out, err := s.lockRuns(ctx, tx, heads, runLength, now)
 	if err != nil || len(out) == 0 {
 		return nil, err
 	}
@@ -169,6 +170,11 @@ func (s *Store) claimOutbox(ctx context.Context, runs, runLength int, lease time
 	}); err != nil {
 		return nil, fmt.Errorf("store: outbox claim: drop superseded: %w", err)
 	}
+	for i := range out {
+		if err := s.dropWaitingProfileUpdates(ctx, tx, &out[i], runLength, now); err != nil {
+			return nil, fmt.Errorf("store: outbox claim: %w", err)
+		}
+	}
 	if err := setNextAttempt(ctx, tx, keep, leaseValue, -1); err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
@@ -176,6 +182,29 @@ func (s *Store) claimOutbox(ctx context.Context, runs, runLength int, lease time
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	return out, nil
+}
+
+// dropWaitingProfileUpdates deletes, when a full run ends with a profile update, the
+// profile updates due behind it in its queue, up to the first row of another kind or not
+// yet due: their changes are written (their rows were made due after), and the run's
+// last row sends the profile as it is when it goes, which holds them all. So a queue that
+// takes changes faster than mesibo answers stays short instead of being sent run after
+// run of the same profile.
+func (s *Store) dropWaitingProfileUpdates(ctx context.Context, tx *sql.Tx, r *OutboxRun, runLength int, now time.Time) error {
+	last := r.Messages[len(r.Messages)-1]
+	if len(r.Messages)+r.Superseded < runLength || last.To != ToContactsOfSender {
+		return nil
+	}
+	res, err := tx.ExecContext(ctx, `DELETE FROM messenger_outbox WHERE queue = ? AND id > ? AND to_addrs = ? AND next_attempt <= ?
+		AND id < (SELECT COALESCE(MIN(b.id), ?) FROM (SELECT id FROM messenger_outbox
+			WHERE queue = ? AND id > ? AND (to_addrs != ? OR next_attempt > ?)) AS b)`,
+		r.Queue, last.ID, ToContactsOfSender, now.UnixMilli(), int64(math.MaxInt64), r.Queue, last.ID, ToContactsOfSender, now.UnixMilli())
+	if err != nil {
+		return fmt.Errorf("drop waiting profile updates: %w", err)
+	}
+	n, err := res.RowsAffected()
+	r.Superseded += int(n)
+	return err
 }
 
 // head is the first row of a queue, as a claim locked it.
@@ -213,8 +242,9 @@ func (s *Store) claimHeads(ctx context.Context, tx *sql.Tx, limit int, now time.
 // are numbered within their queue on the (queue, id) index alone, and only those wanted
 // are read whole (a temporary table of whole rows, text and blob columns, would go to
 // disk). A row another claim holds (it took it for a head, and will let it go) is
-// skipped, and the run ends before it: a claim never waits for a row another holds.
-func (s *Store) lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int) ([]OutboxRun, error) {
+// skipped, and the run ends before it: a claim never waits for a row another holds. So
+// does a row not yet due (a parked profile update whose change is being written).
+func (s *Store) lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int, now time.Time) ([]OutboxRun, error) {
 	args := make([]any, 0, len(heads)+1)
 	for _, h := range heads {
 		args = append(args, h.queue)
@@ -222,7 +252,7 @@ func (s *Store) lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLengt
 	rows, err := tx.QueryContext(ctx, `SELECT r.n, o.id, o.queue, o.replaceable, o.from_addr, o.to_addrs, o.body, o.created, o.attempts
 		FROM messenger_outbox o JOIN (SELECT id, ROW_NUMBER() OVER (PARTITION BY queue ORDER BY id) AS n
 			FROM messenger_outbox WHERE queue IN (`+placeholders(len(heads), "?")+`)) AS r ON r.id = o.id
-		WHERE r.n <= ? ORDER BY o.queue, r.n`+s.d.skipLocked, append(args, runLength)...)
+		WHERE r.n <= ? AND o.next_attempt <= ? ORDER BY o.queue, r.n`+s.d.skipLocked, append(args, runLength, now.UnixMilli())...)
 	if err != nil {
 		return nil, fmt.Errorf("store: outbox claim: read runs: %w", err)
 	}

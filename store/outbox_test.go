@@ -217,6 +217,62 @@ func TestOutboxLaterRowWaitsForEarlier(t *testing.T) {
 	}
 }
 
+// TestOutboxRunEndsAtParkedRow: a row not yet due (a parked profile update, whose
+// change is still being written) ends its queue's run; the rows behind it wait for it.
+func TestOutboxRunEndsAtParkedRow(t *testing.T) {
+	s, db := readyStore(t)
+	now := time.Now()
+	a1 := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
+	a2 := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
+	a3 := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
+	if _, err := db.Exec("UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.Add(store.ProfileUpdatePark).UnixMilli(), a2); err != nil {
+		t.Fatal(err)
+	}
+	runs := claimAll(t, s, 10, now)
+	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{a1}) || runs[0].Superseded != 0 {
+		t.Fatalf("claim %+v, want only the row before the parked one", runs)
+	}
+	if _, err := s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error { return nil },
+		func(int) time.Duration { return time.Minute }); err != nil {
+		t.Fatal(err)
+	}
+	if runs := claimAll(t, s, 10, now); len(runs) != 0 {
+		t.Fatalf("claimed %+v while the queue's first row is parked", runs)
+	}
+	if _, err := db.Exec("UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.UnixMilli(), a2); err != nil {
+		t.Fatal(err)
+	}
+	runs = claimAll(t, s, 10, now)
+	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{a3}) || runs[0].Superseded != 1 {
+		t.Fatalf("claim once due %+v, want the last row, superseding the other", runs)
+	}
+}
+
+// TestOutboxDropsWaitingProfileUpdates: a full run that ends with a profile update takes
+// the due profile updates behind it along (deleted: the run's last sends the profile as
+// it is then), up to a row of another kind or one not yet due.
+func TestOutboxDropsWaitingProfileUpdates(t *testing.T) {
+	s, db := readyStore(t)
+	now := time.Now()
+	var rows []int64
+	for range 25 {
+		rows = append(rows, queueRow(t, db, "user:1", store.ToContactsOfSender, true))
+	}
+	other := queueRow(t, db, "user:1", "2", false)
+	after := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
+	runs := claimAll(t, s, 10, now) // claimAll's runs are 20 rows long
+	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{rows[19]}) || runs[0].Superseded != 24 {
+		t.Fatalf("claim %+v, want the 20th row, superseding the 24 others before the message", runs)
+	}
+	if _, err := s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error { return nil }, never); err != nil {
+		t.Fatal(err)
+	}
+	runs = claimAll(t, s, 10, now)
+	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{other, after}) {
+		t.Fatalf("second claim %+v, want the message and the update behind it", runs)
+	}
+}
+
 // TestOutboxOrderAcrossRetries: a queue of ten rows whose deliveries fail now and then is
 // delivered in the order queued, every row once after its last failure.
 func TestOutboxOrderAcrossRetries(t *testing.T) {
@@ -483,8 +539,7 @@ func migrateTo(t *testing.T, dsn string, version uint) {
 
 // TestProfileTSGrowsWithEveryChange: every change of a user's profile has a ts of its own,
 // growing with the order of the changes, also many in one second, also concurrent ones
-// (PROTOCOL.md §4); the notifications queued carry them in queue order; a login does not
-// move ts back.
+// (PROTOCOL.md §4); each queues a profile update; a login does not move ts back.
 func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := context.Background()
@@ -498,72 +553,65 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	if err := s.SaveContacts(ctx, 32, []string{"919812340031"}, false); err != nil { // 32 watches 31
 		t.Fatal(err)
 	}
-	compose := func(u store.User) store.Notification {
-		return store.Notification{From: u.Phone, Queue: "user:" + u.Phone, Replaceable: true, Body: fmt.Appendf(nil, "%d", u.TS)}
-	}
 	at := time.Unix(second, 0)
 	watched, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 31))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var answered []int64
-	for i := range 5 { // one after another, all in one second
-		name := fmt.Sprint("name ", i)
-		u, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Name: &name}, at, compose)
+	for i := range 5 { // one after another, all in one second, each request reading its caller
+		caller, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 31))
 		if err != nil {
 			t.Fatal(err)
 		}
+		name := fmt.Sprint("name ", i)
+		u, queued, err := s.UpdateProfile(ctx, caller, store.ProfileChange{Name: &name}, at)
+		if err != nil || !queued {
+			t.Fatalf("UpdateProfile = %v, %v; want queued", queued, err)
+		}
 		answered = append(answered, u.TS)
 	}
+	if want := []int64{second + 1, second + 2, second + 3, second + 4, second + 5}; !slices.Equal(answered, want) {
+		t.Errorf("one after another: ts %v, want %v", answered, want)
+	}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
 	for i := range 10 { // at once
 		wg.Go(func() {
 			status := fmt.Sprint("status ", i)
-			u, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at, compose)
-			if err != nil {
-				t.Error(err)
-				return
+			if _, queued, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at); err != nil || !queued {
+				t.Errorf("UpdateProfile = %v, %v; want queued", queued, err)
 			}
-			mu.Lock()
-			answered = append(answered, u.TS)
-			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	if want := []int64{second + 1, second + 2, second + 3, second + 4, second + 5}; !slices.Equal(answered[:5], want) {
-		t.Errorf("one after another: ts %v, want %v", answered[:5], want)
-	}
-	slices.Sort(answered)
-	if len(slices.Compact(answered)) != 15 {
-		t.Errorf("15 changes answered with ts %v: some share one", answered)
-	}
-	rows, err := db.Query("SELECT queue, replaceable, body FROM messenger_outbox ORDER BY id")
+	rows, err := db.Query("SELECT queue, replaceable, from_addr, to_addrs, body, next_attempt FROM messenger_outbox ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var queued []int64
+	queued := 0
 	for rows.Next() {
-		var queue, body string
+		var queue, from, to, body string
 		var replaceable bool
-		if err := rows.Scan(&queue, &replaceable, &body); err != nil {
+		var due int64
+		if err := rows.Scan(&queue, &replaceable, &from, &to, &body, &due); err != nil {
 			t.Fatal(err)
 		}
-		if queue != "user:919812340031" || !replaceable {
-			t.Errorf("queued in %q, replaceable %v", queue, replaceable)
+		if queue != "user:919812340031" || !replaceable || from != "919812340031" || to != store.ToContactsOfSender || body != "" {
+			t.Errorf("queued %q %v %q %q %q; want a profile update of 919812340031", queue, replaceable, from, to, body)
 		}
-		var ts int64
-		fmt.Sscan(body, &ts)
-		queued = append(queued, ts)
+		if due != at.UnixMilli() {
+			t.Errorf("profile update due at %d, want %d (made due by its change)", due, at.UnixMilli())
+		}
+		queued++
 	}
-	if len(queued) != 15 || !slices.IsSorted(queued) || len(slices.Compact(slices.Clone(queued))) != 15 {
-		t.Errorf("notifications in queue order carry ts %v, want 15 growing", queued)
+	if queued != 15 {
+		t.Errorf("%d profile updates queued for 15 changes", queued)
 	}
 	var stored int64
 	db.QueryRow("SELECT ts FROM users WHERE uid = 31").Scan(&stored)
 	if stored != second+15 {
-		t.Errorf("stored ts %d, want %d", stored, second+15)
+		t.Errorf("stored ts %d, want %d: every change a ts of its own", stored, second+15)
 	}
 
 	// Nobody watches 33: the one-statement way grows ts the same way.

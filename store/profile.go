@@ -17,54 +17,111 @@ type ProfileChange struct {
 	Photo  *string
 }
 
-// UpdateProfile applies change to the caller's row, sets its ts, and, in the same
-// transaction, queues the notification that compose builds from the updated user for every
-// user who has this one among their contacts.
+// UpdateProfile applies change to the caller's row and sets its ts; when anybody has
+// the caller among their contacts, it queues a profile update (ToContactsOfSender). It
+// answers with the change applied to the user as read (a change of the same user's
+// other fields made in between by another of its devices shows at the next sync), and
+// reports whether it queued.
 //
-// A caller with nobody to notify is changed by a single statement with no transaction
-// around it, and
-// answered with the change applied to the user as read (a change of the same user's other
-// fields made in between by another of its devices shows at the next sync). The watchers
-// of the others are found outside the transaction. Either way a contact added meanwhile
-// misses the notification but sees the change at its next sync, as it would if the list
-// were read inside the transaction after it began. Watchers get the row as committed.
-// (A user deleted since its token was read is answered as if changed; nothing is written.)
-func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time,
-	compose func(User) Notification) (User, error) {
-	var watchers []string
-	if compose != nil {
-		var err error
-		if watchers, err = contactsOf(ctx, s.fixed, caller.Phone); err != nil {
-			return User{}, fmt.Errorf("store: update profile: %w", err)
+// Concurrent changes of one user wait for each other on the user's row; so the row is
+// locked by one statement alone, the UPDATE, and the outbox row is written around it in
+// statements of their own that do not touch the user's row: first parked (due only
+// ProfileUpdatePark later), then made due once the UPDATE is done. A profile update
+// holds no state, so the row may be queued before the change, and a row whose change
+// never came (a crash, a failed UPDATE) only sends the profile as it is when its park
+// ends, once more. A contact added meanwhile sees the change at its next sync.
+func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (User, bool, error) {
+	// A parked row holds its queue back until it is due, so the three statements are
+	// finished even when the client hangs up (a statement cut off by its context may
+	// still have been written).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
+	defer cancel()
+	parked, err := s.parkProfileUpdate(ctx, caller.User, now)
+	if err != nil {
+		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+	}
+	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
+		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+	}
+	if parked != 0 {
+		// A claim deleting the queue's waiting updates can pick this one-row statement as
+		// its deadlock's victim: it is tried again (and, failing, its row goes when its
+		// park ends).
+		if err := retryDeadlocks(func() error {
+			_, err := s.fixed.ExecContext(ctx, "UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.UnixMilli(), parked)
+			return err
+		}); err != nil {
+			return User{}, false, fmt.Errorf("store: update profile: queue: %w", err)
 		}
 	}
-	if len(watchers) == 0 {
-		if err := updateProfile(ctx, s.fixed, caller.UID, change, now); err != nil {
-			return User{}, err
+	return change.appliedTo(caller.User, now), parked != 0, nil
+}
+
+// profileWriteTimeout bounds a profile change's statements, which do not end with the
+// request's context.
+const profileWriteTimeout = 10 * time.Second
+
+// ProfileUpdatePark is how long a profile update stays parked unless the change it is
+// queued for makes it due: longer than any request runs (op_timeout, 30 s by default),
+// so that it is never sent before its change is written.
+const ProfileUpdatePark = 2 * time.Minute
+
+// ToContactsOfSender, as an outbox row's recipients, makes it a profile update: a silent
+// update of the sender's profile (from_addr) to the users who have the sender among their
+// contacts, both read when it is sent, its body composed then from the profile as it is
+// then. Such a row holds no state, so any number of them, in any order, end with the
+// watchers holding the profile's last state.
+const ToContactsOfSender = "*"
+
+// parkProfileUpdate queues a parked profile update of u if anybody has u among their
+// contacts, in one INSERT … SELECT that finds out on the contacts index (it reads no
+// users row, so it never waits for a change of u), and returns its id, 0 if none.
+func (s *Store) parkProfileUpdate(ctx context.Context, u User, now time.Time) (int64, error) {
+	res, err := s.fixed.ExecContext(ctx, `INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
+		SELECT ?, 1, ?, ?, '', ?, ? FROM contacts c WHERE c.phone = ? AND c.uid != ? LIMIT 1`,
+		"user:"+u.Phone, u.Phone, ToContactsOfSender, now.Unix(), now.Add(ProfileUpdatePark).UnixMilli(), u.Phone, u.UID)
+	if err != nil {
+		return 0, fmt.Errorf("queue profile update: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return 0, err
+	}
+	return res.LastInsertId()
+}
+
+// ProfileAudience reads the user with phone and the phones of the users who have it
+// among their contacts, as they are now: what the profile update id is composed of when
+// it is sent. later reports that a later profile update of the user is queued: it will
+// send this state or a newer one, so this one need not go (two would send the same
+// state twice). ErrNotFound: no such user.
+func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u User, watchers []string, later bool, err error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''),
+		(SELECT COUNT(*) FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
+		FROM users u LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
+		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
+	if err != nil {
+		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
+	}
+	defer rows.Close()
+	found := false
+	for rows.Next() {
+		var w string
+		var newer int
+		if err := rows.Scan(append(u.fields(), &w, &newer)...); err != nil {
+			return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
 		}
-		return change.appliedTo(caller.User, now), nil
+		found, later = true, newer > 0
+		if w != "" && w != u.Phone {
+			watchers = append(watchers, w)
+		}
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return User{}, fmt.Errorf("store: update profile: %w", err)
+	if err := rows.Err(); err != nil {
+		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
 	}
-	defer tx.Rollback()
-	if err := updateProfile(ctx, tx, caller.UID, change, now); err != nil {
-		return User{}, err
+	if !found {
+		return User{}, nil, false, ErrNotFound
 	}
-	u, err := scanUser(tx.QueryRowContext(ctx, "SELECT "+userColumns+" FROM users u WHERE u.uid = ?", caller.UID))
-	if err != nil {
-		return User{}, fmt.Errorf("store: update profile: %w", err)
-	}
-	n := compose(u)
-	n.To = watchers
-	if err := enqueue(ctx, tx, n, now); err != nil {
-		return User{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return User{}, fmt.Errorf("store: update profile: %w", err)
-	}
-	return u, nil
+	return u, watchers, later, nil
 }
 
 // setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.

@@ -1010,8 +1010,9 @@ func TestUpdateUnwatchedProfileDeadlock(t *testing.T) {
 	}
 }
 
-// TestUpdateProfileNotifiesWatchersOnly: a profile change queues one notification to the
-// users who have the caller among their contacts, and none for a user nobody watches.
+// TestUpdateProfileNotifiesWatchersOnly: a profile change queues one profile update when
+// anybody has the caller among their contacts, composed when sent of the profile and
+// those users, and none for a user nobody watches.
 func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
@@ -1035,16 +1036,13 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		}
 		users[uid] = c
 	}
-	compose := func(u store.User) store.Notification {
-		return store.Notification{From: u.Phone, Body: []byte(u.Status)}
-	}
 	status := "away"
 	for _, uid := range []int64{21, 23} {
-		u, err := s.UpdateProfile(ctx, users[uid], store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), compose)
+		u, queued, err := s.UpdateProfile(ctx, users[uid], store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0))
 		want := users[uid].User
 		want.Status, want.TS = "away", 1_800_000_000
-		if err != nil || u != want {
-			t.Fatalf("UpdateProfile(%d) = %+v, %v; want %+v", uid, u, err, want)
+		if err != nil || u != want || queued != (uid == 21) {
+			t.Fatalf("UpdateProfile(%d) = %+v, %v, %v; want %+v, queued only for 21", uid, u, queued, err, want)
 		}
 		// The answer is the row as stored, watched (21) or not (23).
 		var name, stored string
@@ -1054,19 +1052,39 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 			t.Errorf("user %d stored as %q %q %d (%v), want %+v", uid, name, stored, ts, err, want)
 		}
 	}
-	var to, body string
-	if err := db.QueryRow("SELECT to_addrs, body FROM messenger_outbox").Scan(&to, &body); err != nil || to != "919812340022" || body != "away" {
-		t.Errorf("queued %q %q (%v), want one notification of 21's change to 22", to, body, err)
+	var from, to string
+	if err := db.QueryRow("SELECT from_addr, to_addrs FROM messenger_outbox").Scan(&from, &to); err != nil ||
+		from != "919812340021" || to != store.ToContactsOfSender {
+		t.Errorf("queued %q %q (%v), want one profile update of 21", from, to, err)
 	}
 	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
 		t.Errorf("%d notifications queued, want 1", n)
+	}
+	// What it is composed of when sent: 21 as stored now, to 22 (not 21 itself).
+	var id int64
+	if err := db.QueryRow("SELECT id FROM messenger_outbox").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	u, watchers, later, err := s.ProfileAudience(ctx, "919812340021", id)
+	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) || later {
+		t.Errorf("ProfileAudience(21) = %+v, %v, %v, %v; want 21 away, to 22, the last update", u, watchers, later, err)
+	}
+	// With a later update queued, this one need not go.
+	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0)); err != nil || !queued {
+		t.Fatalf("UpdateProfile(21) again = %v, %v", queued, err)
+	}
+	if _, _, later, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !later {
+		t.Errorf("ProfileAudience(21, first update) = later %v, %v; want later, with a second update queued", later, err)
+	}
+	if _, _, _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ProfileAudience(unknown) = %v, want ErrNotFound", err)
 	}
 	// Name and picture of the unwatched user (upload answers with them): the fields sent
 	// change, the status set above stays.
 	name, photo := "Cyd", "1800000060-0123456789abcdef.jpg"
 	before := users[23]
 	before.Status = "away"
-	u, err := s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0), compose)
+	u, _, err = s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0))
 	want := before.User
 	want.Name, want.Photo, want.TS = name, photo, 1_800_000_060
 	if err != nil || u != want {
