@@ -31,12 +31,7 @@ trap stop EXIT
 trap 'exit 130' INT TERM
 
 ensure_services
-as_root_sql "
-CREATE DATABASE IF NOT EXISTS messenger_fleet CHARACTER SET utf8mb4;
-CREATE USER IF NOT EXISTS 'messenger'@'localhost' IDENTIFIED BY 'messenger';
-CREATE USER IF NOT EXISTS 'messenger'@'127.0.0.1' IDENTIFIED BY 'messenger';
-GRANT ALL PRIVILEGES ON messenger_fleet.* TO 'messenger'@'localhost';
-GRANT ALL PRIVILEGES ON messenger_fleet.* TO 'messenger'@'127.0.0.1';"
+ensure_database messenger_fleet
 
 # What every instance must share (docs/operations.md#fleet).
 export MESSENGER_DSN="messenger:messenger@tcp(127.0.0.1:3306)/messenger_fleet"

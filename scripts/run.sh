@@ -13,12 +13,7 @@ cd "$(dirname "$0")/.."
 need_go
 if [ "${MESSENGER_BACKEND:-embedded}" = mysql ]; then
 	ensure_services
-	as_root_sql "
-CREATE DATABASE IF NOT EXISTS messenger CHARACTER SET utf8mb4;
-CREATE USER IF NOT EXISTS 'messenger'@'localhost' IDENTIFIED BY 'messenger';
-CREATE USER IF NOT EXISTS 'messenger'@'127.0.0.1' IDENTIFIED BY 'messenger';
-GRANT ALL PRIVILEGES ON messenger.* TO 'messenger'@'localhost';
-GRANT ALL PRIVILEGES ON messenger.* TO 'messenger'@'127.0.0.1';"
+	ensure_database messenger
 	export MESSENGER_DSN="${MESSENGER_DSN:-messenger:messenger@tcp(127.0.0.1:3306)/messenger}"
 	export MESSENGER_REDIS="${MESSENGER_REDIS:-redis://127.0.0.1:6379/0}"
 fi

@@ -59,3 +59,14 @@ ensure_services() {
 as_root_sql() {
 	$SUDO mariadb -uroot -e "$1" 2>/dev/null || mariadb -h127.0.0.1 -uroot -e "$1"
 }
+
+# ensure_database NAME: the database NAME, and the user messenger (password messenger) with
+# every right on it.
+ensure_database() {
+	as_root_sql "
+CREATE DATABASE IF NOT EXISTS $1 CHARACTER SET utf8mb4;
+CREATE USER IF NOT EXISTS 'messenger'@'localhost' IDENTIFIED BY 'messenger';
+CREATE USER IF NOT EXISTS 'messenger'@'127.0.0.1' IDENTIFIED BY 'messenger';
+GRANT ALL PRIVILEGES ON $1.* TO 'messenger'@'localhost';
+GRANT ALL PRIVILEGES ON $1.* TO 'messenger'@'127.0.0.1';"
+}
