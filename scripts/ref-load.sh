@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The reference load of issue 17 against this server and against the PHP original, back to
-# back, with ratios: ../shared/php-ref/load/run.sh (four cases, wrk) against each.
+# back, with ratios: php-ref/load/run.sh (four cases, wrk; php-ref is the team's harness beside
+# the checkout, not in this repository: docs/performance.md) against each.
 #
 #   ./scripts/ref-load.sh                          # both servers, fake mesibo at 0 latency
 #   FAKE_FLAGS="-latency 100ms" ./scripts/ref-load.sh
