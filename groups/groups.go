@@ -281,17 +281,10 @@ func (gs *Groups) delete(ctx context.Context, lock *store.GroupLock, g store.Gro
 	if err := gs.deleteAtMesibo(ctx, g.GID); err != nil {
 		return store.Group{}, err
 	}
-	var told func(store.Group) store.Notification
-	if notify != nil {
-		told = func(last store.Group) store.Notification {
-			n := notify(last)
-			n.To = g.Phones
-			return n
-		}
-	}
 	// A deleted group cannot be brought back at mesibo: nothing to undo with. Mesibo
-	// no longer has the group, so the owner's next delgroup deletes the rows.
-	last, err := lock.Delete(ctx, now, told)
+	// no longer has the group, so the owner's next delgroup deletes the rows. The last
+	// state has no members: the notification goes to those it had.
+	last, err := lock.Delete(ctx, now, addressed(notify, g.Phones))
 	if err != nil {
 		return store.Group{}, fmt.Errorf("groups: group %d deleted at mesibo but not here: %w", g.GID, err)
 	}

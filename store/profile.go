@@ -40,8 +40,8 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
 	}
-	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
-		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+	if err := updateProfile(ctx, s.fixed, caller.UID, change, now); err != nil {
+		return User{}, false, err
 	}
 	if parked != 0 {
 		// A claim deleting the queue's waiting updates can pick this one-row statement as
@@ -95,7 +95,7 @@ func (s *Store) parkProfileUpdate(ctx context.Context, u User, now time.Time) (i
 // send this state or a newer one, so this one need not go (two would send the same
 // state twice). ErrNotFound: no such user.
 func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u User, watchers []string, later bool, err error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''),
+	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''),
 		(SELECT COUNT(*) FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
 		FROM users u LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
 		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
@@ -191,9 +191,12 @@ func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change
 const mysqlDeadlock = 1213
 
 // isDeadlock reports whether err is MySQL rolling back a deadlock's victim.
-func isDeadlock(err error) bool {
+func isDeadlock(err error) bool { return isMySQLError(err, mysqlDeadlock) }
+
+// isMySQLError reports whether err is MySQL's error number.
+func isMySQLError(err error, number uint16) bool {
 	myErr := (*mysql.MySQLError)(nil)
-	return errors.As(err, &myErr) && myErr.Number == mysqlDeadlock
+	return errors.As(err, &myErr) && myErr.Number == number
 }
 
 // appliedTo is u after change at now.

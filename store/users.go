@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
 )
 
 // User is a row of `users`, as the API shows it.
@@ -84,7 +83,7 @@ func (e *UIDTakenError) Error() string {
 // transaction for every user who has the new user's phone among their contacts.
 func (s *Store) SaveLogin(ctx context.Context, l Login, compose func(User) Notification) (u User, isNew bool, err error) {
 	u, isNew, err = s.saveLogin(ctx, l, compose)
-	if myErr := (*mysql.MySQLError)(nil); errors.As(err, &myErr) && myErr.Number == mysqlDuplicateKey {
+	if isMySQLError(err, mysqlDuplicateKey) {
 		// A parallel first login of the same number inserted it first: now it exists.
 		u, isNew, err = s.saveLogin(ctx, l, compose)
 	}
