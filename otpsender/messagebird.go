@@ -28,6 +28,7 @@ type MessageBird struct {
 	Gateway
 
 	accessKey, from string
+	header          http.Header // every request's
 }
 
 const messageBirdEndpoint = "https://rest.messagebird.com"
@@ -45,6 +46,11 @@ func (m *MessageBird) Provision(ctx caddy.Context) error {
 	repl := caddy.NewReplacer()
 	m.accessKey = repl.ReplaceKnown(m.AccessKey, "")
 	m.from = repl.ReplaceKnown(m.From, "")
+	m.header = http.Header{
+		"Content-Type":  {"application/json"},
+		"Accept":        {"application/json"},
+		"Authorization": {"AccessKey " + m.accessKey},
+	}
 	m.provision(ctx, "messagebird", messageBirdEndpoint)
 	return nil
 }
@@ -81,24 +87,22 @@ func (m *MessageBird) SendOTP(ctx context.Context, d otp.Delivery) error {
 	if err != nil {
 		return fmt.Errorf("otp messagebird: %w", err)
 	}
-	header := http.Header{
-		"Content-Type":  {"application/json"},
-		"Accept":        {"application/json"},
-		"Authorization": {"AccessKey " + m.accessKey},
+	return m.send(ctx, "/messages", m.header, body, m.byStatus(messageBirdErrorCodes))
+}
+
+// messageBirdErrorCodes reads the error codes of a MessageBird error answer.
+func messageBirdErrorCodes(answer []byte) []int {
+	var e struct {
+		Errors []struct {
+			Code int `json:"code"`
+		} `json:"errors"`
 	}
-	return m.send(ctx, "/messages", header, body, m.byStatus(func(answer []byte) []int {
-		var e struct {
-			Errors []struct {
-				Code int `json:"code"`
-			} `json:"errors"`
-		}
-		json.Unmarshal(answer, &e)
-		var codes []int
-		for _, x := range e.Errors {
-			codes = append(codes, x.Code)
-		}
-		return codes
-	}))
+	json.Unmarshal(answer, &e)
+	var codes []int
+	for _, x := range e.Errors {
+		codes = append(codes, x.Code)
+	}
+	return codes
 }
 
 // UnmarshalCaddyfile sets up the sender from Caddyfile tokens. Syntax:

@@ -40,6 +40,10 @@ type Twilio struct {
 	Gateway
 
 	accountSID, user, password, from string
+	// fromField is "MessagingServiceSid" when from is a Messaging Service, else "From";
+	// path and header are every request's.
+	fromField, path string
+	header          http.Header
 }
 
 const twilioEndpoint = "https://api.twilio.com"
@@ -66,6 +70,16 @@ func (t *Twilio) Provision(ctx caddy.Context) error {
 	if t.APIKey != "" {
 		t.user, t.password = repl.ReplaceKnown(t.APIKey, ""), repl.ReplaceKnown(t.APISecret, "")
 	}
+	t.fromField = "From"
+	if messagingServiceSID.MatchString(t.from) {
+		t.fromField = "MessagingServiceSid"
+	}
+	t.path = "/2010-04-01/Accounts/" + url.PathEscape(t.accountSID) + "/Messages.json"
+	t.header = http.Header{
+		"Content-Type":  {"application/x-www-form-urlencoded"},
+		"Accept":        {"application/json"},
+		"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(t.user+":"+t.password))},
+	}
 	t.provision(ctx, "twilio", twilioEndpoint)
 	return nil
 }
@@ -85,31 +99,23 @@ func (t *Twilio) Validate() error {
 
 // SendOTP creates a Message resource for d.
 func (t *Twilio) SendOTP(ctx context.Context, d otp.Delivery) error {
-	form := url.Values{"To": {e164(d)}, "Body": {smsText(d)}}
-	if messagingServiceSID.MatchString(t.from) {
-		form.Set("MessagingServiceSid", t.from)
-	} else {
-		form.Set("From", t.from)
-	}
+	form := url.Values{"To": {e164(d)}, "Body": {smsText(d)}, t.fromField: {t.from}}
 	if secs := int(d.TTL.Seconds()); secs > 0 {
 		// A code is useless once expired: Twilio drops the message if it is still queued.
 		form.Set("ValidityPeriod", strconv.Itoa(min(secs, twilioMaxValidity)))
 	}
-	header := http.Header{
-		"Content-Type":  {"application/x-www-form-urlencoded"},
-		"Accept":        {"application/json"},
-		"Authorization": {"Basic " + base64.StdEncoding.EncodeToString([]byte(t.user+":"+t.password))},
+	return t.send(ctx, t.path, t.header, []byte(form.Encode()), t.byStatus(twilioErrorCodes))
+}
+
+// twilioErrorCodes reads the error code of a Twilio error answer.
+func twilioErrorCodes(answer []byte) []int {
+	var e struct {
+		Code int `json:"code"`
 	}
-	path := "/2010-04-01/Accounts/" + url.PathEscape(t.accountSID) + "/Messages.json"
-	return t.send(ctx, path, header, []byte(form.Encode()), t.byStatus(func(answer []byte) []int {
-		var e struct {
-			Code int `json:"code"`
-		}
-		if json.Unmarshal(answer, &e) != nil || e.Code == 0 {
-			return nil
-		}
-		return []int{e.Code}
-	}))
+	if json.Unmarshal(answer, &e) != nil || e.Code == 0 {
+		return nil
+	}
+	return []int{e.Code}
 }
 
 // UnmarshalCaddyfile sets up the sender from Caddyfile tokens. Syntax:

@@ -104,9 +104,11 @@ func (v *Vonage) SendOTP(ctx context.Context, d otp.Delivery) error {
 		// A code is useless once expired: Vonage stops trying to deliver it then.
 		form.Set("ttl", strconv.FormatInt(min(max(d.TTL, vonageMinTTL), vonageMaxTTL).Milliseconds(), 10))
 	}
-	header := http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, "Accept": {"application/json"}}
-	return v.send(ctx, "/sms/json", header, []byte(form.Encode()), v.judge)
+	return v.send(ctx, "/sms/json", vonageHeader, []byte(form.Encode()), v.judge)
 }
+
+// vonageHeader is every request's (send sends a copy).
+var vonageHeader = http.Header{"Content-Type": {"application/x-www-form-urlencoded"}, "Accept": {"application/json"}}
 
 // judge tells from an answer of the SMS API whether the message was taken: a 2xx answer
 // holds a status per part of the message, and only "0" means taken.
