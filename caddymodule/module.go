@@ -159,6 +159,7 @@ type Handler struct {
 	// stopWorker ends the outbox worker and waits for it (Cleanup, before the pools go).
 	stopWorker func()
 	answers    map[string]bool // Ops as a set; nil answers every op
+	limits     handlers.Limits // of every request's body
 	poolKey    []string
 	logger     *zap.Logger
 }
@@ -308,6 +309,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		for _, op := range h.Ops {
 			h.answers[strings.ToLower(op)] = true
 		}
+	}
+	h.limits = handlers.Limits{
+		MaxBody: h.MaxBodySize, MaxFile: max(h.MaxAttachmentSize, h.MaxPictureSize), TempDir: h.UploadTempDir,
+		KeepBody: h.answers != nil, // only then may a later handler need it
 	}
 	identity, sender, err := h.loadLogin(ctx)
 	if err != nil {
@@ -496,7 +501,7 @@ func (h *Handler) setDefaults() {
 		h.Outbox.Concurrency = outbox.DefaultConcurrency
 	}
 	if h.Outbox.MaxBackoff <= 0 {
-		h.Outbox.MaxBackoff = caddy.Duration(5 * time.Minute)
+		h.Outbox.MaxBackoff = caddy.Duration(outbox.DefaultMaxBackoff)
 	}
 	if h.Outbox.Lease <= 0 {
 		h.Outbox.Lease = caddy.Duration(store.DefaultOutboxLease)
@@ -612,10 +617,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		handlers.WritePreflight(w, r)
 		return nil
 	}
-	req, err := handlers.Decode(r, handlers.Limits{
-		MaxBody: h.MaxBodySize, MaxFile: max(h.MaxAttachmentSize, h.MaxPictureSize), TempDir: h.UploadTempDir,
-		KeepBody: h.answers != nil, // only then may a later handler need it
-	})
+	req, err := handlers.Decode(r, h.limits)
 	defer req.Close() // the request's temp files
 	if h.passes(req, err) {
 		return next.ServeHTTP(w, r)

@@ -32,6 +32,9 @@ const MessageExpiry = time.Hour
 // otherwise (docs/performance.md has the rates it reaches).
 const DefaultConcurrency = 128
 
+// DefaultMaxBackoff caps the wait between attempts of one row unless told otherwise.
+const DefaultMaxBackoff = 5 * time.Minute
+
 // claimGap is the least time between two claims while deliveries finish: the slots
 // freed meanwhile are filled by one claim rather than one claim each.
 const claimGap = 10 * time.Millisecond
@@ -51,7 +54,7 @@ type Worker struct {
 	RunLength int
 	// Poll is how often the worker looks for due rows without being woken. Default 2s.
 	Poll time.Duration
-	// MaxBackoff caps the wait between attempts of one row. Default 5m.
+	// MaxBackoff caps the wait between attempts of one row. Default DefaultMaxBackoff.
 	MaxBackoff time.Duration
 	// Lease is how long claimed rows stay with this worker; a run hands out no delivery
 	// after half of it, so one delivery must take at most that. Default
@@ -70,7 +73,7 @@ type Worker struct {
 // New returns a worker with defaults filled in.
 func New(s *store.Store, m *mesiboclient.Client, logger *zap.Logger) *Worker {
 	return &Worker{Store: s, Mesibo: m, Logger: logger, Concurrency: DefaultConcurrency, RunLength: 20,
-		Poll: 2 * time.Second, MaxBackoff: 5 * time.Minute, Lease: store.DefaultOutboxLease, StatsEvery: 10 * time.Second,
+		Poll: 2 * time.Second, MaxBackoff: DefaultMaxBackoff, Lease: store.DefaultOutboxLease, StatsEvery: 10 * time.Second,
 		wake: make(chan struct{}, 1)}
 }
 
