@@ -13,23 +13,25 @@ import (
 
 // profile sets the caller's name and status, or a group's name when gid > 0; a picture
 // may come with it. Only the fields sent change. A change of one's own name or status
-// nobody is told about proves the token in its one statement.
+// proves the token in the statement that writes it.
 func (a *API) profile(ctx context.Context, c *call) *Response {
 	req := c.req
 	gid, gidCode := req.GID()
 	name, nameCode := req.Text("name", maxTextBytes)
 	status, statusCode := req.Text("status", maxTextBytes)
-	fieldsOK := gidCode == "" && nameCode == "" && statusCode == ""
-	if fieldsOK && gid <= 0 && req.File == nil {
-		written, err := a.Store.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Name: name, Status: status}, c.now)
-		if err != nil {
+	if gidCode == "" && nameCode == "" && statusCode == "" && gid <= 0 && req.File == nil {
+		queued, err := a.Store.UpdateOwnProfile(ctx, c.token, store.ProfileChange{Name: name, Status: status}, c.now)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return refusal(c)
+		case err != nil:
 			a.logError(ctx, "profile failed", zap.String("op", "profile"), zap.Error(err))
 			return fail("profile", c.now, CodeDBError, "")
 		}
-		if written {
-			return ok("profile", c.now)
+		if queued {
+			a.wake()
 		}
-		// Not written: an unknown token, or somebody to tell.
+		return ok("profile", c.now)
 	}
 	if resp := a.authenticate(ctx, c); resp != nil {
 		return resp

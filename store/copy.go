@@ -22,7 +22,7 @@ var copiedTables = []struct {
 	{name: "members", columns: []string{"gid", "phone", "role"}},
 	{name: "notifytokens", columns: []string{"uid", "device", "token", "production"}},
 	{name: "names", columns: []string{"name", "status"}},
-	{name: "messenger_outbox", columns: []string{"id", "queue", "replaceable", "from_addr", "to_addrs", "body", "created", "attempts", "next_attempt", "last_error"},
+	{name: "messenger_outbox", columns: []string{"id", "queue", "replaceable", "waiting", "from_addr", "to_addrs", "body", "created", "attempts", "next_attempt", "last_error"},
 		binary: map[string]bool{"body": true}},
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -170,41 +169,18 @@ func (s *Store) claimOutbox(ctx context.Context, runs, runLength int, lease time
 	}); err != nil {
 		return nil, fmt.Errorf("store: outbox claim: drop superseded: %w", err)
 	}
-	for i := range out {
-		if err := s.dropWaitingProfileUpdates(ctx, tx, &out[i], runLength, now); err != nil {
-			return nil, fmt.Errorf("store: outbox claim: %w", err)
-		}
-	}
-	if err := setNextAttempt(ctx, tx, keep, leaseValue, -1); err != nil {
+	// A claimed profile update no longer waits: the next change queues one behind it.
+	if err := chunks(keep, func(ids []int64) error {
+		_, err := tx.ExecContext(ctx, "UPDATE messenger_outbox SET next_attempt = ?, waiting = NULL WHERE id IN ("+placeholders(len(ids), "?")+")",
+			append([]any{leaseValue}, anys(ids)...)...)
+		return err
+	}); err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
 		return nil, fmt.Errorf("store: outbox claim: %w", err)
 	}
 	return out, nil
-}
-
-// dropWaitingProfileUpdates deletes, when a full run ends with a profile update, the
-// profile updates due behind it in its queue, up to the first row of another kind or not
-// yet due: their changes are written (their rows were made due after), and the run's
-// last row sends the profile as it is when it goes, which holds them all. So a queue that
-// takes changes faster than mesibo answers stays short instead of being sent run after
-// run of the same profile.
-func (s *Store) dropWaitingProfileUpdates(ctx context.Context, tx *sql.Tx, r *OutboxRun, runLength int, now time.Time) error {
-	last := r.Messages[len(r.Messages)-1]
-	if len(r.Messages)+r.Superseded < runLength || last.To != ToContactsOfSender {
-		return nil
-	}
-	res, err := tx.ExecContext(ctx, `DELETE FROM messenger_outbox WHERE queue = ? AND id > ? AND to_addrs = ? AND next_attempt <= ?
-		AND id < (SELECT COALESCE(MIN(b.id), ?) FROM (SELECT id FROM messenger_outbox
-			WHERE queue = ? AND id > ? AND (to_addrs != ? OR next_attempt > ?)) AS b)`,
-		r.Queue, last.ID, ToContactsOfSender, now.UnixMilli(), int64(math.MaxInt64), r.Queue, last.ID, ToContactsOfSender, now.UnixMilli())
-	if err != nil {
-		return fmt.Errorf("drop waiting profile updates: %w", err)
-	}
-	n, err := res.RowsAffected()
-	r.Superseded += int(n)
-	return err
 }
 
 // head is the first row of a queue, as a claim locked it.
@@ -243,7 +219,7 @@ func (s *Store) claimHeads(ctx context.Context, tx *sql.Tx, limit int, now time.
 // are read whole (a temporary table of whole rows, text and blob columns, would go to
 // disk). A row another claim holds (it took it for a head, and will let it go) is
 // skipped, and the run ends before it: a claim never waits for a row another holds. So
-// does a row not yet due (a parked profile update whose change is being written).
+// does a row not yet due.
 func (s *Store) lockRuns(ctx context.Context, tx *sql.Tx, heads []head, runLength int, now time.Time) ([]OutboxRun, error) {
 	args := make([]any, 0, len(heads)+1)
 	for _, h := range heads {
@@ -350,19 +326,19 @@ func (s *Store) settle(ctx context.Context, run OutboxRun, delivered []int64, re
 	return retryDeadlocks(func() error { return s.settleOnce(ctx, run, delivered, rest, failure, next) })
 }
 
-// settleOnce is one attempt of settle.
+// settleOnce is one attempt of settle. A run delivered whole (the common case) is one
+// DELETE by primary key, which needs no transaction around it.
 func (s *Store) settleOnce(ctx context.Context, run OutboxRun, delivered []int64, rest []OutboxMessage, failure error, next int64) error {
+	if failure == nil && len(rest) == 0 {
+		return deleteDelivered(ctx, s.db, run, delivered)
+	}
 	tx, err := s.db.BeginTx(ctx, s.d.readCommitted)
 	if err != nil {
 		return fmt.Errorf("store: outbox settle: %w", err)
 	}
 	defer tx.Rollback()
-	if err := chunks(delivered, func(ids []int64) error {
-		_, err := tx.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id IN ("+placeholders(len(ids), "?")+") AND next_attempt = ?",
-			append(anys(ids), run.lease)...)
+	if err := deleteDelivered(ctx, tx, run, delivered); err != nil {
 		return err
-	}); err != nil {
-		return fmt.Errorf("store: outbox delete: %w", err)
 	}
 	if failure != nil {
 		msg := failure.Error()
@@ -388,17 +364,24 @@ func (s *Store) settleOnce(ctx context.Context, run OutboxRun, delivered []int64
 	return nil
 }
 
+// deleteDelivered deletes the delivered rows of run, those it still holds.
+func deleteDelivered(ctx context.Context, q querier, run OutboxRun, delivered []int64) error {
+	if err := chunks(delivered, func(ids []int64) error {
+		_, err := q.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id IN ("+placeholders(len(ids), "?")+") AND next_attempt = ?",
+			append(anys(ids), run.lease)...)
+		return err
+	}); err != nil {
+		return fmt.Errorf("store: outbox delete: %w", err)
+	}
+	return nil
+}
+
 // setNextAttempt sets the next attempt of the rows ids to at (Unix ms), only of those
-// whose next attempt is still ifLease unless ifLease is -1.
-func setNextAttempt(ctx context.Context, q querier, ids []int64, at, ifLease int64) error {
+// whose next attempt is still lease (the claim's).
+func setNextAttempt(ctx context.Context, q querier, ids []int64, at, lease int64) error {
 	return chunks(ids, func(ids []int64) error {
-		args := append([]any{at}, anys(ids)...)
-		query := "UPDATE messenger_outbox SET next_attempt = ? WHERE id IN (" + placeholders(len(ids), "?") + ")"
-		if ifLease != -1 {
-			query += " AND next_attempt = ?"
-			args = append(args, ifLease)
-		}
-		_, err := q.ExecContext(ctx, query, args...)
+		_, err := q.ExecContext(ctx, "UPDATE messenger_outbox SET next_attempt = ? WHERE id IN ("+placeholders(len(ids), "?")+") AND next_attempt = ?",
+			append(append([]any{at}, anys(ids)...), lease)...)
 		return err
 	})
 }

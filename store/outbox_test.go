@@ -217,27 +217,27 @@ func TestOutboxLaterRowWaitsForEarlier(t *testing.T) {
 	}
 }
 
-// TestOutboxRunEndsAtParkedRow: a row not yet due (a parked profile update, whose
-// change is still being written) ends its queue's run; the rows behind it wait for it.
-func TestOutboxRunEndsAtParkedRow(t *testing.T) {
+// TestOutboxRunEndsAtRowNotDue: a row not yet due (as one of an older version, parked
+// while its change was written) ends its queue's run; the rows behind it wait for it.
+func TestOutboxRunEndsAtRowNotDue(t *testing.T) {
 	s, db := readyStore(t)
 	now := time.Now()
 	a1 := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
 	a2 := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
 	a3 := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
-	if _, err := db.Exec("UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.Add(store.ProfileUpdatePark).UnixMilli(), a2); err != nil {
+	if _, err := db.Exec("UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.Add(2*time.Minute).UnixMilli(), a2); err != nil {
 		t.Fatal(err)
 	}
 	runs := claimAll(t, s, 10, now)
 	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{a1}) || runs[0].Superseded != 0 {
-		t.Fatalf("claim %+v, want only the row before the parked one", runs)
+		t.Fatalf("claim %+v, want only the row before the one not due", runs)
 	}
 	if _, err := s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error { return nil },
 		func(int) time.Duration { return time.Minute }); err != nil {
 		t.Fatal(err)
 	}
 	if runs := claimAll(t, s, 10, now); len(runs) != 0 {
-		t.Fatalf("claimed %+v while the queue's first row is parked", runs)
+		t.Fatalf("claimed %+v while the queue's first row is not due", runs)
 	}
 	if _, err := db.Exec("UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.UnixMilli(), a2); err != nil {
 		t.Fatal(err)
@@ -245,31 +245,6 @@ func TestOutboxRunEndsAtParkedRow(t *testing.T) {
 	runs = claimAll(t, s, 10, now)
 	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{a3}) || runs[0].Superseded != 1 {
 		t.Fatalf("claim once due %+v, want the last row, superseding the other", runs)
-	}
-}
-
-// TestOutboxDropsWaitingProfileUpdates: a full run that ends with a profile update takes
-// the due profile updates behind it along (deleted: the run's last sends the profile as
-// it is then), up to a row of another kind or one not yet due.
-func TestOutboxDropsWaitingProfileUpdates(t *testing.T) {
-	s, db := readyStore(t)
-	now := time.Now()
-	var rows []int64
-	for range 25 {
-		rows = append(rows, queueRow(t, db, "user:1", store.ToContactsOfSender, true))
-	}
-	other := queueRow(t, db, "user:1", "2", false)
-	after := queueRow(t, db, "user:1", store.ToContactsOfSender, true)
-	runs := claimAll(t, s, 10, now) // claimAll's runs are 20 rows long
-	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{rows[19]}) || runs[0].Superseded != 24 {
-		t.Fatalf("claim %+v, want the 20th row, superseding the 24 others before the message", runs)
-	}
-	if _, err := s.DeliverRun(context.Background(), runs[0], func(store.OutboxMessage) error { return nil }, never); err != nil {
-		t.Fatal(err)
-	}
-	runs = claimAll(t, s, 10, now)
-	if len(runs) != 1 || !slices.Equal(ids(runs[0]), []int64{other, after}) {
-		t.Fatalf("second claim %+v, want the message and the update behind it", runs)
 	}
 }
 
@@ -566,8 +541,8 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 		}
 		name := fmt.Sprint("name ", i)
 		u, queued, err := s.UpdateProfile(ctx, caller, store.ProfileChange{Name: &name}, at)
-		if err != nil || !queued {
-			t.Fatalf("UpdateProfile = %v, %v; want queued", queued, err)
+		if err != nil || queued != (i == 0) {
+			t.Fatalf("UpdateProfile %d = %v, %v; want queued the first time only (then one waits)", i, queued, err)
 		}
 		answered = append(answered, u.TS)
 	}
@@ -575,38 +550,36 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 		t.Errorf("one after another: ts %v, want %v", answered, want)
 	}
 	var wg sync.WaitGroup
-	for i := range 10 { // at once
+	for i := range 10 { // at once, half of them the token's way
 		wg.Go(func() {
 			status := fmt.Sprint("status ", i)
-			if _, queued, err := s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at); err != nil || !queued {
-				t.Errorf("UpdateProfile = %v, %v; want queued", queued, err)
+			var err error
+			if i%2 == 0 {
+				_, _, err = s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at)
+			} else {
+				_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 31), store.ProfileChange{Status: &status}, at)
+			}
+			if err != nil {
+				t.Errorf("change %d: %v", i, err)
 			}
 		})
 	}
 	wg.Wait()
-	rows, err := db.Query("SELECT queue, replaceable, from_addr, to_addrs, body, next_attempt FROM messenger_outbox ORDER BY id")
-	if err != nil {
+	var queue, from, to, body string
+	var replaceable bool
+	var waiting, due int64
+	if err := db.QueryRow("SELECT queue, replaceable, waiting, from_addr, to_addrs, body, next_attempt FROM messenger_outbox").Scan(
+		&queue, &replaceable, &waiting, &from, &to, &body, &due); err != nil {
 		t.Fatal(err)
 	}
-	defer rows.Close()
-	queued := 0
-	for rows.Next() {
-		var queue, from, to, body string
-		var replaceable bool
-		var due int64
-		if err := rows.Scan(&queue, &replaceable, &from, &to, &body, &due); err != nil {
-			t.Fatal(err)
-		}
-		if queue != "user:919812340031" || !replaceable || from != "919812340031" || to != store.ToContactsOfSender || body != "" {
-			t.Errorf("queued %q %v %q %q %q; want a profile update of 919812340031", queue, replaceable, from, to, body)
-		}
-		if due != at.UnixMilli() {
-			t.Errorf("profile update due at %d, want %d (made due by its change)", due, at.UnixMilli())
-		}
-		queued++
+	if queue != "user:919812340031" || !replaceable || waiting != 919812340031 || from != "919812340031" || to != store.ToContactsOfSender || body != "" {
+		t.Errorf("queued %q %v %d %q %q %q; want a waiting profile update of 919812340031", queue, replaceable, waiting, from, to, body)
 	}
-	if queued != 15 {
-		t.Errorf("%d profile updates queued for 15 changes", queued)
+	if due != at.UnixMilli() {
+		t.Errorf("profile update due at %d, want %d", due, at.UnixMilli())
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
+		t.Errorf("%d profile updates queued for 15 changes, want the 1 that waits for them all", n)
 	}
 	var stored int64
 	db.QueryRow("SELECT ts FROM users WHERE uid = 31").Scan(&stored)
@@ -614,11 +587,11 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 		t.Errorf("stored ts %d, want %d: every change a ts of its own", stored, second+15)
 	}
 
-	// Nobody watches 33: the one-statement way grows ts the same way.
+	// Nobody watches 33: the token's way grows ts the same way, and queues nothing.
 	for i := range 3 {
 		status := fmt.Sprint("alone ", i)
-		if ok, err := s.UpdateUnwatchedProfile(ctx, fmt.Sprintf("%064d", 33), store.ProfileChange{Status: &status}, at); err != nil || !ok {
-			t.Fatalf("UpdateUnwatchedProfile = %v, %v", ok, err)
+		if queued, err := s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 33), store.ProfileChange{Status: &status}, at); err != nil || queued {
+			t.Fatalf("UpdateOwnProfile = %v, %v; want written, nothing queued", queued, err)
 		}
 	}
 	db.QueryRow("SELECT ts FROM users WHERE uid = 33").Scan(&stored)

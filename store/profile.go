@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -17,54 +19,68 @@ type ProfileChange struct {
 	Photo  *string
 }
 
-// UpdateProfile applies change to the caller's row and sets its ts; when anybody has
-// the caller among their contacts, it queues a profile update (ToContactsOfSender). It
-// answers with the change applied to the user as read (a change of the same user's
-// other fields made in between by another of its devices shows at the next sync), and
-// reports whether it queued.
-//
-// Concurrent changes of one user wait for each other on the user's row; so the row is
-// locked by one statement alone, the UPDATE, and the outbox row is written around it in
-// statements of their own that do not touch the user's row: first parked (due only
-// ProfileUpdatePark later), then made due once the UPDATE is done. A profile update
-// holds no state, so the row may be queued before the change, and a row whose change
-// never came (a crash, a failed UPDATE) only sends the profile as it is when its park
-// ends, once more. A contact added meanwhile sees the change at its next sync.
+// UpdateProfile applies change to the caller's row and sets its ts, then announces it
+// (announceProfile). It answers with the change applied to the user as read (a change of
+// the same user's other fields made in between by another of its devices shows at the
+// next sync), and reports whether it queued a profile update.
 func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (User, bool, error) {
-	// A parked row holds its queue back until it is due, so the three statements are
-	// finished even when the client hangs up (a statement cut off by its context may
-	// still have been written).
+	// The change is announced even when the client hangs up once it is written.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
 	defer cancel()
-	parked, err := s.parkProfileUpdate(ctx, caller.User, now)
+	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
+		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+	}
+	queued, err := s.announceProfile(ctx, "users u", "u.uid = ?", []any{caller.UID}, now)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
 	}
-	if err := updateProfile(ctx, s.fixed, caller.UID, change, now); err != nil {
-		return User{}, false, err
-	}
-	if parked != 0 {
-		// A claim deleting the queue's waiting updates can pick this one-row statement as
-		// its deadlock's victim: it is tried again (and, failing, its row goes when its
-		// park ends).
-		if err := retryDeadlocks(func() error {
-			_, err := s.fixed.ExecContext(ctx, "UPDATE messenger_outbox SET next_attempt = ? WHERE id = ?", now.UnixMilli(), parked)
+	return change.appliedTo(caller.User, now), queued, nil
+}
+
+// UpdateOwnProfile applies change to the row of the user token belongs to, in one
+// statement that also proves the token, and announces it (announceProfile): a profile
+// op's common case in two round trips, with no token look-up before. The changes of one
+// user that come at once in this process share their announcement: one look, after all
+// of them are written (rounds), tells whether a profile update waits for them all. It
+// reports whether this or a change sharing its announcement queued one. ErrNotFound: the
+// token is not valid, and nothing was written.
+//
+// At MySQL's REPEATABLE READ the UPDATE's subquery locks the token row it reads until it
+// commits, so a new login of the same user (users row, then tokens) can close a deadlock
+// with it; InnoDB then rolls back the UPDATE, which has written nothing, and it is tried
+// again.
+func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (queued bool, err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
+	defer cancel()
+	var n int64
+	err = retryDeadlocks(func() error {
+		res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+")",
+			setProfileArgs(change, now, validTokenArgs(token)...)...)
+		if err != nil {
 			return err
-		}); err != nil {
-			return User{}, false, fmt.Errorf("store: update profile: queue: %w", err)
 		}
+		n, err = res.RowsAffected() // ts always changes, so MySQL's changed rows are the matched ones
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: update own profile: %w", err)
 	}
-	return change.appliedTo(caller.User, now), parked != 0, nil
+	if n == 0 {
+		return false, ErrNotFound
+	}
+	// A token gone since (a logout) leaves the change written and unannounced.
+	queued, err = s.ownProfileAnnouncements.join(token, func() (bool, error) {
+		return s.announceProfile(ctx, "tokens t JOIN users u ON u.uid = t.uid", validToken, validTokenArgs(token), now)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: update own profile: %w", err)
+	}
+	return queued, nil
 }
 
 // profileWriteTimeout bounds a profile change's statements, which do not end with the
 // request's context.
 const profileWriteTimeout = 10 * time.Second
-
-// ProfileUpdatePark is how long a profile update stays parked unless the change it is
-// queued for makes it due: longer than any request runs (op_timeout, 30 s by default),
-// so that it is never sent before its change is written.
-const ProfileUpdatePark = 2 * time.Minute
 
 // ToContactsOfSender, as an outbox row's recipients, makes it a profile update: a silent
 // update of the sender's profile (from_addr) to the users who have the sender among their
@@ -73,55 +89,93 @@ const ProfileUpdatePark = 2 * time.Minute
 // watchers holding the profile's last state.
 const ToContactsOfSender = "*"
 
-// parkProfileUpdate queues a parked profile update of u if anybody has u among their
-// contacts, in one INSERT … SELECT that finds out on the contacts index (it reads no
-// users row, so it never waits for a change of u), and returns its id, 0 if none.
-func (s *Store) parkProfileUpdate(ctx context.Context, u User, now time.Time) (int64, error) {
-	res, err := s.fixed.ExecContext(ctx, `INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
-		SELECT ?, 1, ?, ?, '', ?, ? FROM contacts c WHERE c.phone = ? AND c.uid != ? LIMIT 1`,
-		"user:"+u.Phone, u.Phone, ToContactsOfSender, now.Unix(), now.Add(ProfileUpdatePark).UnixMilli(), u.Phone, u.UID)
+// announceProfile queues a profile update of the user (users u) that the tables who
+// with the condition which select with args, due now, if anybody has that user among their
+// contacts and no profile update of the user is waiting, and reports whether it did. It
+// runs after the change is written: a profile update waiting then is claimed later, and
+// reads the change.
+//
+// Under a stream of changes a waiting row is the common case, which costs one read.
+// Concurrent changes of one user would all find no waiting row right after a worker
+// claims it, and race to insert one; InnoDB settles such a race on a unique key with
+// deadlocks. So one process queues a user's updates one at a time, each asking again
+// (the later ones find the row), and a race with another process is tried again.
+// Watchers gone in between make the row send nothing.
+func (s *Store) announceProfile(ctx context.Context, who, which string, args []any, now time.Time) (queued bool, err error) {
+	var u User
+	var watched, waiting bool
+	err = s.fixed.QueryRowContext(ctx, `SELECT u.uid, u.phone, c.uid IS NOT NULL, o.id IS NOT NULL FROM `+who+`
+		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN messenger_outbox o ON o.waiting = u.phone
+		WHERE `+which+" LIMIT 1", args...).Scan(&u.UID, &u.Phone, &watched, &waiting)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && (!watched || waiting) {
+		return false, nil
+	}
 	if err != nil {
-		return 0, fmt.Errorf("queue profile update: %w", err)
+		return false, fmt.Errorf("announce profile: %w", err)
 	}
-	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return 0, err
+	defer s.profileQueues.lock(u.Phone)()
+	err = retryDeadlocks(func() error {
+		if err := s.fixed.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM messenger_outbox WHERE waiting = ?)", u.Phone).Scan(&waiting); err != nil || waiting {
+			return err
+		}
+		res, err := s.fixed.ExecContext(ctx, s.d.insertIgnore+` INTO messenger_outbox (queue, waiting, replaceable, from_addr, to_addrs, body, created, next_attempt)
+			VALUES (?, ?, 1, ?, ?, '', ?, ?)`, "user:"+u.Phone, u.Phone, u.Phone, ToContactsOfSender, now.Unix(), now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		queued = n > 0
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("announce profile: %w", err)
 	}
-	return res.LastInsertId()
+	return queued, nil
+}
+
+// stripedLocks serialise work on one key within this process: a key is hashed to one of
+// its mutexes, and unrelated keys that share one only wait for each other briefly.
+type stripedLocks [64]sync.Mutex
+
+// stripeSeed hashes keys to stripedLocks.
+var stripeSeed = maphash.MakeSeed()
+
+// lock locks key's mutex and returns its unlock.
+func (l *stripedLocks) lock(key string) func() {
+	mu := &l[maphash.String(stripeSeed, key)%uint64(len(l))]
+	mu.Lock()
+	return mu.Unlock
 }
 
 // ProfileAudience reads the user with phone and the phones of the users who have it
-// among their contacts, as they are now: what the profile update id is composed of when
-// it is sent. later reports that a later profile update of the user is queued: it will
-// send this state or a newer one, so this one need not go (two would send the same
-// state twice). ErrNotFound: no such user.
-func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u User, watchers []string, later bool, err error) {
-	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''),
-		(SELECT COUNT(*) FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
+// among their contacts, as they are now: what a profile update is composed of when it is
+// sent. ErrNotFound: no such user.
+func (s *Store) ProfileAudience(ctx context.Context, phone string) (u User, watchers []string, err error) {
+	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, '')
 		FROM users u LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
-		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
+		WHERE u.phone = ?`, phone)
 	if err != nil {
-		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
+		return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
 	}
 	defer rows.Close()
 	found := false
 	for rows.Next() {
 		var w string
-		var newer int
-		if err := rows.Scan(append(u.fields(), &w, &newer)...); err != nil {
-			return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
+		if err := rows.Scan(append(u.fields(), &w)...); err != nil {
+			return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
 		}
-		found, later = true, newer > 0
+		found = true
 		if w != "" && w != u.Phone {
 			watchers = append(watchers, w)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
+		return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
 	}
 	if !found {
-		return User{}, nil, false, ErrNotFound
+		return User{}, nil, ErrNotFound
 	}
-	return u, watchers, later, nil
+	return u, watchers, nil
 }
 
 // setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.
@@ -142,49 +196,6 @@ func nextUserTSArgs(unix int64) []any { return []any{unix, unix} }
 func setProfileArgs(change ProfileChange, now time.Time, more ...any) []any {
 	args := append([]any{change.Name, change.Status, change.Photo}, nextUserTSArgs(now.Unix())...)
 	return append(args, more...)
-}
-
-// updateProfile writes change and ts to the user's row.
-func updateProfile(ctx context.Context, q querier, uid int64, change ProfileChange, now time.Time) error {
-	if _, err := q.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, uid)...); err != nil {
-		return fmt.Errorf("store: update profile: %w", err)
-	}
-	return nil
-}
-
-// UpdateUnwatchedProfile writes change to the profile of the user that token belongs to,
-// in one statement that also proves the token, if nobody has that user among their
-// contacts (so there is nobody to notify). That is a profile change's common case with
-// one round trip instead of a token look-up and then an UPDATE: MariaDB spends about a
-// third less on it and the server saves a round trip.
-//
-// It reports whether it wrote. false means nothing was written, and the request takes
-// the general way (CallerByToken, UpdateProfile), which tells the reasons apart: an
-// unknown or expired token, a watched user, a change that leaves the row as it was
-// (MySQL counts changed rows, not matched ones), or a deadlock. The last can happen
-// because, at MySQL's REPEATABLE READ, the statement's subqueries lock what they read
-// (the token row, and the contacts index around the user's phone) until it commits: a
-// new login of the same user (users row, then tokens) can close a cycle with it. InnoDB
-// then rolls back the lighter transaction, normally this statement, which has written
-// nothing while it waits; retrying it the general way (no such locks) is safe. A
-// contacts upload that inserted a phone next to the user's only delays it until commit.
-// On SQLite the statement takes the write lock even when it writes nothing, so such a
-// request waits for a concurrent writer as every change does.
-func (s *Store) UpdateUnwatchedProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (bool, error) {
-	res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+
-		" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+") AND "+nobodyWatches,
-		setProfileArgs(change, now, validTokenArgs(token)...)...)
-	if isDeadlock(err) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("store: update unwatched profile: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("store: update unwatched profile: %w", err)
-	}
-	return n > 0, nil
 }
 
 // mysqlDeadlock is MySQL's ER_LOCK_DEADLOCK: the statement's transaction was rolled back.

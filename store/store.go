@@ -41,6 +41,11 @@ type Store struct {
 	// this database in the MySQL named locks.
 	groupLocks groupLocks
 	lockPrefix string
+	// profileQueues serialises, in this process, the queueing of each user's profile
+	// updates (announceProfile); ownProfileAnnouncements lets concurrent changes of one
+	// user (by token) share one (UpdateOwnProfile).
+	profileQueues           stripedLocks
+	ownProfileAnnouncements rounds
 
 	migrateMu sync.Mutex
 	migrated  atomic.Bool

@@ -21,7 +21,7 @@ import (
 var wantTables = []string{"contacts", "groups", "members", "messenger_outbox", "names", "notifytokens", "schema_migrations", "tokens", "users"}
 
 // latestVersion is the number of the newest migration.
-const latestVersion = 4
+const latestVersion = 5
 
 // Columns of the original tables (PROTOCOL.md §6), in the original's order.
 var wantColumns = map[string]string{
@@ -872,10 +872,10 @@ func TestKnownContacts(t *testing.T) {
 	}
 }
 
-// TestUpdateUnwatchedProfile: the one-statement change writes the profile of a valid
-// token's user whom nobody has as a contact, and writes nothing (reporting so) for a
-// watched user, an unknown or expired token; values are stored as sent.
-func TestUpdateUnwatchedProfile(t *testing.T) {
+// TestUpdateOwnProfile: the token's way writes the profile of a valid token's user,
+// watched or not, queueing a profile update only for a watched one, and writes nothing
+// for an unknown or expired token (ErrNotFound); values are stored as sent.
+func TestUpdateOwnProfile(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
 	tokenOf := func(uid int64) string { return fmt.Sprintf("%064d", uid) }
@@ -903,116 +903,132 @@ func TestUpdateUnwatchedProfile(t *testing.T) {
 	status := "it's \x00 me'; DROP TABLE users; -- 🙂"
 	at := time.Unix(1_800_000_000, 0)
 	for _, c := range []struct {
-		name  string
-		token string
-		uid   int64
-		want  bool
+		name   string
+		token  string
+		uid    int64
+		queued bool
+		err    error
 	}{
-		{"watching another user", tokenOf(32), 32, true},
-		{"in only its own book", tokenOf(33), 33, true},
-		{"watched by another user", tokenOf(31), 31, false},
-		{"expired token", tokenOf(34), 34, false},
-		{"unknown token", tokenOf(35), 35, false},
+		{"watching another user", tokenOf(32), 32, false, nil},
+		{"in only its own book", tokenOf(33), 33, false, nil},
+		{"watched by another user", tokenOf(31), 31, true, nil},
+		{"expired token", tokenOf(34), 34, false, store.ErrNotFound},
+		{"unknown token", tokenOf(35), 35, false, store.ErrNotFound},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var before string
 			if c.uid != 35 {
 				before = row(c.uid)
 			}
-			written, err := s.UpdateUnwatchedProfile(ctx, c.token, store.ProfileChange{Status: &status}, at)
-			if err != nil || written != c.want {
-				t.Fatalf("UpdateUnwatchedProfile(user %d) = %v, %v; want %v", c.uid, written, err, c.want)
+			queued, err := s.UpdateOwnProfile(ctx, c.token, store.ProfileChange{Status: &status}, at)
+			if !errors.Is(err, c.err) || queued != c.queued {
+				t.Fatalf("UpdateOwnProfile(user %d) = %v, %v; want %v, %v", c.uid, queued, err, c.queued, c.err)
 			}
 			switch {
 			case c.uid == 35:
-			case c.want:
+			case c.err == nil:
 				if got, want := row(c.uid), fmt.Sprintf("N%d|%s||1800000000", c.uid, status); got != want {
 					t.Errorf("user %d stored as %q, want %q", c.uid, got, want)
 				}
 			default:
 				if got := row(c.uid); got != before {
-					t.Errorf("user %d changed to %q although not written (was %q)", c.uid, got, before)
+					t.Errorf("user %d changed to %q with a token that is not valid (was %q)", c.uid, got, before)
 				}
 			}
 		})
 	}
 	// Only the fields sent change: a name (even empty) and a picture, the status stays.
 	empty, photo := "", "1800000060-0123456789abcdef.jpg"
-	if written, err := s.UpdateUnwatchedProfile(ctx, tokenOf(32), store.ProfileChange{Name: &empty, Photo: &photo}, at.Add(time.Minute)); err != nil || !written {
-		t.Fatalf("UpdateUnwatchedProfile(32, name and photo) = %v, %v", written, err)
+	if _, err := s.UpdateOwnProfile(ctx, tokenOf(32), store.ProfileChange{Name: &empty, Photo: &photo}, at.Add(time.Minute)); err != nil {
+		t.Fatalf("UpdateOwnProfile(32, name and photo) = %v", err)
 	}
 	if got, want := row(32), "|"+status+"|"+photo+"|1800000060"; got != want {
 		t.Errorf("user 32 stored as %q, want %q", got, want)
 	}
-	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 0 {
-		t.Errorf("%d notifications queued by unwatched changes", n)
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox WHERE from_addr = '919812340031'"); n != 1 {
+		t.Errorf("%d profile updates of the watched user, want 1", n)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
+		t.Errorf("%d notifications queued, want only the watched user's", n)
 	}
 	if n := count(t, db, "SELECT COUNT(*) FROM users"); n != 4 {
 		t.Errorf("%d users after the changes, want 4", n)
 	}
 }
 
-// TestUpdateUnwatchedProfileDeadlock: the one-statement change locks what its subqueries
-// read; when that makes it the victim of a deadlock it reports "not written" without an
-// error (the request then goes the general way), and the other transaction goes on.
-func TestUpdateUnwatchedProfileDeadlock(t *testing.T) {
+// TestUpdateOwnProfileDeadlock: the token's way locks the token row its subquery reads;
+// when that makes it the victim of a deadlock (a transaction holding the user's row asks
+// for the token's), it is tried again once the other transaction is done, and both
+// changes stay.
+func TestUpdateOwnProfileDeadlock(t *testing.T) {
 	testenv.SkipIfEmbedded(t, "SQLite has no row locks to deadlock on")
 	s, db := readyStore(t)
 	ctx := ctxT(t)
 	if _, _, err := s.SaveLogin(ctx, store.Login{UID: 41, Phone: "919812340041", Token: tokenA, Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
 		t.Fatal(err)
 	}
+	deadlocks := func() int {
+		var name string
+		var n int
+		if err := db.QueryRow("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'").Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := deadlocks()
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer tx.Rollback()
-	// Another user takes 41 into its book (and others: the heavier transaction, which
-	// InnoDB keeps when it breaks a deadlock), uncommitted.
-	if _, err := tx.ExecContext(ctx, "INSERT INTO contacts (uid, phone) VALUES (42, 919812340041), (42, 1), (42, 2), (42, 3), (42, 4), (42, 5)"); err != nil {
+	// Another transaction (heavier: InnoDB keeps it when it breaks a deadlock) holds 41's
+	// row, uncommitted.
+	if _, err := tx.ExecContext(ctx, "INSERT INTO contacts (uid, phone) VALUES (42, 1), (42, 2), (42, 3), (42, 4), (42, 5)"); err != nil {
 		t.Fatal(err)
 	}
-	type result struct {
-		written bool
-		err     error
+	if _, err := tx.ExecContext(ctx, "UPDATE users SET name = 'theirs' WHERE uid = 41"); err != nil {
+		t.Fatal(err)
 	}
-	done := make(chan result, 1)
+	done := make(chan error, 1)
 	status := "mine"
 	go func() {
-		written, err := s.UpdateUnwatchedProfile(ctx, tokenA, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0))
-		done <- result{written, err}
+		_, err := s.UpdateOwnProfile(ctx, tokenA, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0))
+		done <- err
 	}()
-	// The change holds 41's row and waits for the contacts index (it runs for longer than
-	// a statement without a wait would); the transaction then asks for 41's row: a cycle.
+	// The change holds the token row and waits for 41's; the transaction then asks for
+	// the token row: a cycle.
 	for deadline := time.Now().Add(10 * time.Second); count(t, db, `SELECT COUNT(*) FROM information_schema.processlist
 		WHERE db = DATABASE() AND info LIKE 'UPDATE users AS u %' AND time_ms > 100`) == 0; {
 		select {
-		case r := <-done:
-			t.Fatalf("UpdateUnwatchedProfile did not wait for the uncommitted contacts row: %v, %v", r.written, r.err)
+		case err := <-done:
+			t.Fatalf("UpdateOwnProfile did not wait for the uncommitted users row: %v", err)
 		case <-time.After(5 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("UpdateUnwatchedProfile was not seen waiting within 10 s")
+			t.Fatal("UpdateOwnProfile was not seen waiting within 10 s")
 		}
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE users SET name = 'theirs' WHERE uid = 41"); err != nil {
+	if _, err := tx.ExecContext(ctx, "UPDATE tokens SET ipaddr = ipaddr + 1 WHERE uid = 41"); err != nil {
 		t.Fatalf("the heavier transaction was rolled back: %v", err)
-	}
-	if r := <-done; r.written || r.err != nil {
-		t.Fatalf("UpdateUnwatchedProfile as a deadlock's victim = %v, %v; want not written, no error", r.written, r.err)
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
+	if err := <-done; err != nil {
+		t.Fatalf("UpdateOwnProfile as a deadlock's victim = %v; want tried again, no error", err)
+	}
+	if n := deadlocks() - before; n < 1 {
+		t.Fatalf("%d deadlocks: the change did not deadlock with the transaction", n)
+	}
 	var name, stored string
-	if err := db.QueryRow("SELECT name, COALESCE(status, '') FROM users WHERE uid = 41").Scan(&name, &stored); err != nil || name != "theirs" || stored != "" {
-		t.Fatalf("user 41: %q %q (%v), want only the transaction's name", name, stored, err)
+	if err := db.QueryRow("SELECT name, COALESCE(status, '') FROM users WHERE uid = 41").Scan(&name, &stored); err != nil || name != "theirs" || stored != "mine" {
+		t.Fatalf("user 41: %q %q (%v), want both changes", name, stored, err)
 	}
 }
 
 // TestUpdateProfileNotifiesWatchersOnly: a profile change queues one profile update when
-// anybody has the caller among their contacts, composed when sent of the profile and
-// those users, and none for a user nobody watches.
+// anybody has the caller among their contacts and none waits yet, composed when sent of
+// the profile and those users, and none for a user nobody watches.
 func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
@@ -1061,22 +1077,29 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Errorf("%d notifications queued, want 1", n)
 	}
 	// What it is composed of when sent: 21 as stored now, to 22 (not 21 itself).
-	var id int64
-	if err := db.QueryRow("SELECT id FROM messenger_outbox").Scan(&id); err != nil {
-		t.Fatal(err)
+	u, watchers, err := s.ProfileAudience(ctx, "919812340021")
+	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) {
+		t.Errorf("ProfileAudience(21) = %+v, %v, %v; want 21 away, to 22", u, watchers, err)
 	}
-	u, watchers, later, err := s.ProfileAudience(ctx, "919812340021", id)
-	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) || later {
-		t.Errorf("ProfileAudience(21) = %+v, %v, %v, %v; want 21 away, to 22, the last update", u, watchers, later, err)
+	// While it waits, another change queues nothing; once a worker claims it, the next
+	// change queues one behind it.
+	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0)); err != nil || queued {
+		t.Fatalf("UpdateProfile(21) while one waits = %v, %v; want nothing queued", queued, err)
 	}
-	// With a later update queued, this one need not go.
-	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0)); err != nil || !queued {
-		t.Fatalf("UpdateProfile(21) again = %v, %v", queued, err)
+	runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Unix(1_800_000_001, 0))
+	if err != nil || len(runs) != 1 || len(runs[0].Messages) != 1 {
+		t.Fatalf("claim = %+v, %v; want the one update", runs, err)
 	}
-	if _, _, later, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !later {
-		t.Errorf("ProfileAudience(21, first update) = later %v, %v; want later, with a second update queued", later, err)
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox WHERE waiting IS NOT NULL"); n != 0 {
+		t.Errorf("%d updates still waiting once claimed", n)
 	}
-	if _, _, _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
+	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_002, 0)); err != nil || !queued {
+		t.Fatalf("UpdateProfile(21) once claimed = %v, %v; want queued", queued, err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 2 {
+		t.Errorf("%d rows, want the claimed update and the one behind it", n)
+	}
+	if _, _, err := s.ProfileAudience(ctx, "919812340029"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ProfileAudience(unknown) = %v, want ErrNotFound", err)
 	}
 	// Name and picture of the unwatched user (upload answers with them): the fields sent

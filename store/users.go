@@ -202,9 +202,6 @@ func validTokenArgs(token string) []any {
 // valid token (tokens t).
 const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid WHERE ` + validToken
 
-// nobodyWatches holds for a user (users u) that no other user has among their contacts.
-const nobodyWatches = `NOT EXISTS (SELECT 1 FROM contacts c WHERE c.phone = u.phone AND c.uid != u.uid)`
-
 // CallerByToken finds the user an access token belongs to. Tokens written by the
 // original backend carry no expiry (a zero date) and stay valid, as they did there.
 func (s *Store) CallerByToken(ctx context.Context, token string) (Caller, error) {

@@ -1,0 +1,61 @@
+package store
+
+import "sync"
+
+// rounds runs a function once for many callers of one key: a caller joins the next round
+// of its key, which starts once the key's running round (if any) has ended, and gets
+// that round's result. So every caller is served by a run that started after it joined,
+// and a key has at most one run going, however many callers come meanwhile.
+//
+// It serves work that is idempotent and only has to happen after something each caller
+// did, such as looking for a waiting profile update after a profile change
+// (UpdateOwnProfile): the changes of one user coming together share one look.
+type rounds struct {
+	mu      sync.Mutex
+	running map[string]*round // the key's round that has started
+	next    map[string]*round // the key's round that callers join
+}
+
+// round is one run of a rounds key, and its result once done is closed.
+type round struct {
+	after *round // the round running when this one was opened; it starts once that ends
+	done  chan struct{}
+	ok    bool
+	err   error
+}
+
+// join runs run in the next round of key, or waits for that round's run, and returns its
+// result.
+func (r *rounds) join(key string, run func() (bool, error)) (bool, error) {
+	r.mu.Lock()
+	if r.running == nil {
+		r.running, r.next = map[string]*round{}, map[string]*round{}
+	}
+	this, joined := r.next[key]
+	if !joined {
+		this = &round{after: r.running[key], done: make(chan struct{})}
+		r.next[key] = this
+	}
+	r.mu.Unlock()
+	if joined {
+		<-this.done
+		return this.ok, this.err
+	}
+	// The caller that opened the round runs it.
+	if this.after != nil {
+		<-this.after.done
+	}
+	r.mu.Lock()
+	delete(r.next, key) // from now on, callers join a later round
+	r.running[key] = this
+	r.mu.Unlock()
+	this.ok, this.err = run()
+	r.mu.Lock()
+	if r.running[key] == this {
+		delete(r.running, key)
+	}
+	r.mu.Unlock()
+	this.after = nil
+	close(this.done)
+	return this.ok, this.err
+}
