@@ -16,6 +16,8 @@
 # Environment: CADDY [/tmp/perf-caddy]  PHPREF [../shared/php-ref beside the checkout]
 #   BASE_PORT [16080] (uses BASE_PORT..+11)  FAKE_FLAGS []  SIDES ["ours php"]
 #   PPROF_DIR []: save a CPU profile of our caddy (8 s) in each case there
+#   HALF_RATE [0]: 1 also runs the small cases (full sync, getgroup, profile) against ours
+#     at half the rate wrk reached, open loop (tools/loadgen -rate), for their p99
 #   KEEP_WORK [0]: keep the work folder in /tmp
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -151,10 +153,27 @@ EOF
 	[ -n "$t" ] && [ "$t" != null ] || die "our login failed"
 	log "ours: measuring (caddy pid $cpid, load average $(cut -d' ' -f1-3 /proc/loadavg))"
 	measure ours "$url" "$t" "$cpid"
+	[ "${HALF_RATE:-0}" = 1 ] && half_rate "$url" "$t"
 	log "ours: $(grep -c '"level":"error"' "$WORK/caddy.log" || true) error lines in caddy's log"
 	for i in "${PIDS[@]}"; do kill -TERM "$i" 2>/dev/null || true; done
 	for i in "${PIDS[@]}"; do timeout 15 tail --pid="$i" -f /dev/null || true; done
 	PIDS=()
+}
+
+# half_rate URL TOKEN: the small cases' requests, as run.sh makes them, at half the rate
+# wrk reached with each, open loop; appends loadgen's lines to half.txt.
+half_rate() {
+	local url=$1 token=$2 c rate gid
+	(cd tools && go build -o "$WORK/loadgen" ./loadgen) || die "building tools/loadgen failed"
+	gid=$(mariadb -N -e "SELECT MAX(gid) FROM $DB.\`groups\`")
+	printf 'op=getcontacts&token=%s&ts=0' "$token" >"$WORK/half-getcontacts-0.txt"
+	printf 'op=getgroup&token=%s&gid=%s' "$token" "$gid" >"$WORK/half-getgroup.txt"
+	printf 'op=profile&token=%s&name=Load%%20Tester&status=Busy%%20benchmarking' "$token" >"$WORK/half-profile.txt"
+	for c in getcontacts-0 getgroup profile; do
+		rate=$(awk -v r="$(rate "$c" ours)" 'BEGIN { printf "%d", r / 2 }')
+		sleep 3
+		echo "$c at $rate/s: $("$WORK/loadgen" -url "$url" -case body -body "$WORK/half-$c.txt" -rate "$rate" -d 10s -c 64)" >>"$WORK/half.txt"
+	done
 }
 
 run_php() {
@@ -171,15 +190,16 @@ run_php() {
 	PHP_UP=0
 }
 
+rate() { sed -n "s/^$1 *req\/s= *\([0-9.]*\).*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); FAKE_FLAGS='${FAKE_FLAGS:-}'"
 for side in $SIDES; do "run_$side"; sleep 3; done
 
-rate() { sed -n "s/^$1 *req\/s= *\([0-9.]*\).*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 p99() { sed -n "s/^$1 .*p99= *\([0-9.]*\)ms.*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 reqs() { sed -n "s/^$1 .*requests=\([0-9]*\).*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 echo
 echo "$(date -u '+%F %H:%M') UTC, $(nproc) CPUs, load average at the end $(cut -d' ' -f1-3 /proc/loadavg), FAKE_FLAGS='${FAKE_FLAGS:-}'"
 for side in $SIDES; do echo "--- $side"; cat "$WORK/$side.txt"; done
+[ -s "$WORK/half.txt" ] && { echo "--- ours at half rate, open loop"; cat "$WORK/half.txt"; }
 echo
 echo "| case | PHP req/s | ours req/s | ratio | target | p99 ms PHP / ours | our caddy RSS peak MB | our SQL statements / request |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|"

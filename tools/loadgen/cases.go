@@ -27,7 +27,7 @@ type caseDef struct {
 	users [2]int
 }
 
-var caseOrder = []string{"otp-request", "otp-verify", "getcontacts-0", "getcontacts-delta", "getcontacts-1000", "getgroup", "profile", "profile-50"}
+var caseOrder = []string{"otp-request", "otp-verify", "getcontacts-0", "getcontacts-delta", "getcontacts-1000", "getgroup", "profile", "profile-50", "body"}
 
 var caseTable = map[string]caseDef{
 	"otp-request": {otp: true, gen: func(e *env) generator {
@@ -49,6 +49,9 @@ var caseTable = map[string]caseDef{
 	"getgroup":   {gen: constant(form("op", "getgroup", "token", tokenOf(mainUID), "gid", strconv.Itoa(groupGID)))},
 	"profile":    {gen: profileOf(loneUID, nLone), users: [2]int{loneUID, nLone}},
 	"profile-50": {gen: profileOf(2, nRegistered), users: [2]int{2, nRegistered}},
+	"body": {gen: func(e *env) generator {
+		return func() (string, bool) { return e.o.body, e.o.body != "" }
+	}},
 }
 
 func constant(body string) func(*env) generator {

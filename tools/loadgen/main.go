@@ -20,6 +20,8 @@
 //	profile-50        profile status=... of one of 50 users that 50 others each have as a
 //	                  contact (each request queues a notification that the outbox worker
 //	                  delivers to mesibo)
+//	body              the request body in the file -body, as it is (a form): any op of a
+//	                  server set up otherwise (scripts/ref-load.sh's HALF_RATE)
 //
 // -seed (with -dsn) writes the users, tokens, contacts and group the cases need, and
 // 100,000 other users registered days ago (a deployment's users table), straight
@@ -78,6 +80,7 @@ type options struct {
 	h2c         bool
 	retryReused bool
 	redis       string
+	body        string // the body case's request, read from -body
 	phones      int
 }
 
@@ -107,7 +110,15 @@ func main() {
 	wrkOnly := flag.Bool("wrk-script", false, "print a wrk script for the -case and exit")
 	watch := flag.String("watch", "", "report the CPU use of these processes per run: name=pid,... (pid self = loadgen)")
 	flag.DurationVar(&maxRun, "max", 15*time.Minute, "give up after this long in all")
+	bodyFile := flag.String("body", "", "the body case's request body: a file holding a form")
 	flag.Parse()
+	if *bodyFile != "" {
+		b, err := os.ReadFile(*bodyFile)
+		if err != nil {
+			log.Fatalf("loadgen: -body: %v", err)
+		}
+		o.body = strings.TrimSpace(string(b))
+	}
 
 	for _, c := range strings.Split(cases, ",") {
 		if c = strings.TrimSpace(c); c != "" {
