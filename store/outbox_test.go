@@ -608,3 +608,102 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 		t.Errorf("ts %d after a login, want %d", stored, second+4)
 	}
 }
+
+// TestProfileChangesEndWithTheLastStateSent: while many changes of one watched user come
+// at once, some through the token's way and some with the caller known, and a worker
+// claims and sends profile updates meanwhile (reading the profile when it sends, as
+// outbox.Worker does), the last update sent carries the last change, and fewer updates
+// than changes are sent.
+func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	for uid, phone := range map[int64]string{51: "919812340051", 52: "919812340052"} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, 52, []string{"919812340051"}, false); err != nil { // 52 watches 51
+		t.Fatal(err)
+	}
+	caller, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 51))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []string
+	deliver := func(m store.OutboxMessage) error {
+		u, watchers, err := s.ProfileAudience(ctx, m.From)
+		if err != nil || !slices.Equal(watchers, []string{"919812340052"}) {
+			return fmt.Errorf("audience %v, %v", watchers, err)
+		}
+		sent = append(sent, u.Status)
+		time.Sleep(2 * time.Millisecond) // mesibo answering: changes come meanwhile
+		return nil
+	}
+	work := func() int { // one round of a worker: what it claimed
+		runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Now())
+		if err != nil {
+			t.Error(err)
+			return 0
+		}
+		n := 0
+		for _, r := range runs {
+			n += len(r.Messages)
+			if _, err := s.DeliverRun(ctx, r, deliver, never); err != nil {
+				t.Error(err)
+			}
+		}
+		return n
+	}
+	done := make(chan struct{})
+	worked := make(chan struct{})
+	go func() {
+		defer close(worked)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				work()
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	const writers, changes = 8, 25
+	for w := range writers {
+		wg.Go(func() {
+			for i := range changes {
+				status := fmt.Sprintf("%d-%d", w, i)
+				var err error
+				if w%2 == 0 {
+					_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 51), store.ProfileChange{Status: &status}, time.Now())
+				} else {
+					_, _, err = s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now())
+				}
+				if err != nil {
+					t.Errorf("change %s: %v", status, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	<-worked
+	for work() > 0 { // the updates queued after the worker's last round
+	}
+	var last string
+	if err := db.QueryRow("SELECT status FROM users WHERE uid = 51").Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	if len(sent) == 0 || sent[len(sent)-1] != last {
+		t.Fatalf("%d updates sent, the last %q; want the last change %q sent last", len(sent), sent[max(len(sent)-1, 0):], last)
+	}
+	if len(sent) >= writers*changes {
+		t.Errorf("%d updates sent for %d changes, want fewer (one waits for many)", len(sent), writers*changes)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 0 {
+		t.Errorf("%d rows left in the outbox", n)
+	}
+	t.Logf("%d changes, %d updates sent", writers*changes, len(sent))
+}
