@@ -201,15 +201,18 @@ func (w *Worker) observe(ctx context.Context) {
 	}
 }
 
-// send delivers one message. A message past its expiry, or one mesibo refuses (which
-// retrying cannot change), is dropped with a warning rather than retried forever.
+// send delivers one message. A message past its expiry (but a profile update), or one
+// mesibo refuses (which retrying cannot change), is dropped with a warning rather than
+// retried forever.
 func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
+	if m.To == store.ToContactsOfSender {
+		// Composed when it is sent, and its row stands for every change since it was
+		// queued: it never expires.
+		return w.sendProfile(ctx, m)
+	}
 	if age := time.Since(m.Created); age > MessageExpiry {
 		w.Logger.Warn("outbox: dropping an expired notification", zap.Int64("id", m.ID), zap.Duration("age", age))
 		return nil
-	}
-	if m.To == store.ToContactsOfSender {
-		return w.sendProfile(ctx, m)
 	}
 	return w.sendTo(ctx, m, m.To, m.Body)
 }

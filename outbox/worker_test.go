@@ -261,3 +261,40 @@ func TestWorkerAbandonedRunIsDeliveredByAnother(t *testing.T) {
 		t.Errorf("after A came back: %d rows, B sent %d, A sent %d", n, len(up.Messages()), len(hung.Messages()))
 	}
 }
+
+// TestWorkerOldProfileUpdateStillGoes: a message older than its expiry is dropped, but a
+// profile update of that age is sent (composed when it goes, its row stands for every
+// change since it was queued).
+func TestWorkerOldProfileUpdateStillGoes(t *testing.T) {
+	s, db, _ := open(t)
+	ctx := context.Background()
+	for uid, phone := range map[int64]string{61: "919800000061", 62: "919800000062"} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, 62, []string{"919800000061"}, false); err != nil { // 62 watches 61
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-2 * outbox.MessageExpiry)
+	for _, row := range [][]any{{"group:1", 0, "100", "919800000062", `{"queue":"group:1","note":0}`},
+		{"user:919800000061", 1, "919800000061", store.ToContactsOfSender, ""}} {
+		if _, err := db.Exec(`INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
+			VALUES (?, ?, ?, ?, ?, ?, ?)`, append(row, old.Unix(), time.Now().UnixMilli())...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFake(t)
+	w := worker(t, s, f, 5*time.Second)
+	w.ProfileBody = func(_ context.Context, u store.User) []byte { return []byte(`{"phone":"` + u.Phone + `"}`) }
+	start(t, w)
+	waitFor(t, "an empty outbox", 10*time.Second, func() bool { return depth(t, db) == 0 })
+	msgs := f.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("sent %+v; want only the profile update", msgs)
+	}
+	if msg, _ := msgs[0].Fields["message"].(map[string]any); msg["from"] != "919800000061" || msg["to"] != "919800000062" {
+		t.Errorf("sent %+v; want the profile update of 61 to 62", msg)
+	}
+}

@@ -326,19 +326,19 @@ func (s *Store) settle(ctx context.Context, run OutboxRun, delivered []int64, re
 	return retryDeadlocks(func() error { return s.settleOnce(ctx, run, delivered, rest, failure, next) })
 }
 
-// settleOnce is one attempt of settle. A run delivered whole (the common case) is one
-// DELETE by primary key, which needs no transaction around it.
+// settleOnce is one attempt of settle.
 func (s *Store) settleOnce(ctx context.Context, run OutboxRun, delivered []int64, rest []OutboxMessage, failure error, next int64) error {
-	if failure == nil && len(rest) == 0 {
-		return deleteDelivered(ctx, s.db, run, delivered)
-	}
 	tx, err := s.db.BeginTx(ctx, s.d.readCommitted)
 	if err != nil {
 		return fmt.Errorf("store: outbox settle: %w", err)
 	}
 	defer tx.Rollback()
-	if err := deleteDelivered(ctx, tx, run, delivered); err != nil {
+	if err := chunks(delivered, func(ids []int64) error {
+		_, err := tx.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id IN ("+placeholders(len(ids), "?")+") AND next_attempt = ?",
+			append(anys(ids), run.lease)...)
 		return err
+	}); err != nil {
+		return fmt.Errorf("store: outbox delete: %w", err)
 	}
 	if failure != nil {
 		msg := failure.Error()
@@ -360,18 +360,6 @@ func (s *Store) settleOnce(ctx context.Context, run OutboxRun, delivered []int64
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("store: outbox settle: %w", err)
-	}
-	return nil
-}
-
-// deleteDelivered deletes the delivered rows of run, those it still holds.
-func deleteDelivered(ctx context.Context, q querier, run OutboxRun, delivered []int64) error {
-	if err := chunks(delivered, func(ids []int64) error {
-		_, err := q.ExecContext(ctx, "DELETE FROM messenger_outbox WHERE id IN ("+placeholders(len(ids), "?")+") AND next_attempt = ?",
-			append(anys(ids), run.lease)...)
-		return err
-	}); err != nil {
-		return fmt.Errorf("store: outbox delete: %w", err)
 	}
 	return nil
 }

@@ -68,8 +68,12 @@ func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change Profi
 	if n == 0 {
 		return false, ErrNotFound
 	}
-	// A token gone since (a logout) leaves the change written and unannounced.
+	// A token gone since (a logout, a new login replacing it, its expiry) leaves the change
+	// written and unannounced: the watchers see it at their next sync. The shared look has
+	// its own time: the opener's may be spent waiting for the round before.
 	queued, err = s.ownProfileAnnouncements.join(token, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), profileWriteTimeout)
+		defer cancel()
 		return s.announceProfile(ctx, "tokens t JOIN users u ON u.uid = t.uid", validToken, validTokenArgs(token), now)
 	})
 	if err != nil {
@@ -89,9 +93,10 @@ const profileWriteTimeout = 10 * time.Second
 // watchers holding the profile's last state.
 const ToContactsOfSender = "*"
 
-// announceProfile queues a profile update of the user (users u) that the tables who
-// with the condition which select with args, due now, if anybody has that user among their
-// contacts and no profile update of the user is waiting, and reports whether it did. It
+// announceProfile queues a profile update, due now, of the user (users u) that who and
+// which (a FROM list and a WHERE condition) select with args, if anybody has that user
+// among their contacts and no profile update of the user is waiting, and reports whether
+// it did. It
 // runs after the change is written: a profile update waiting then is claimed later, and
 // reads the change.
 //

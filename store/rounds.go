@@ -1,6 +1,9 @@
 package store
 
-import "sync"
+import (
+	"errors"
+	"sync"
+)
 
 // rounds runs a function once for many callers of one key: a caller joins the next round
 // of its key, which starts once the key's running round (if any) has ended, and gets
@@ -18,10 +21,11 @@ type rounds struct {
 
 // round is one run of a rounds key, and its result once done is closed.
 type round struct {
-	after *round // the round running when this one was opened; it starts once that ends
-	done  chan struct{}
-	ok    bool
-	err   error
+	after   *round // the round running when this one was opened; it starts once that ends
+	callers int    // how many callers joined it
+	done    chan struct{}
+	ok      bool
+	err     error
 }
 
 // join runs run in the next round of key, or waits for that round's run, and returns its
@@ -36,6 +40,7 @@ func (r *rounds) join(key string, run func() (bool, error)) (bool, error) {
 		this = &round{after: r.running[key], done: make(chan struct{})}
 		r.next[key] = this
 	}
+	this.callers++
 	r.mu.Unlock()
 	if joined {
 		<-this.done
@@ -49,13 +54,19 @@ func (r *rounds) join(key string, run func() (bool, error)) (bool, error) {
 	delete(r.next, key) // from now on, callers join a later round
 	r.running[key] = this
 	r.mu.Unlock()
+	defer func() { // also when run panics: the callers and later rounds must not wait forever
+		r.mu.Lock()
+		if r.running[key] == this {
+			delete(r.running, key)
+		}
+		r.mu.Unlock()
+		this.after = nil
+		close(this.done)
+	}()
+	this.err = errRoundFailed // what the joined callers get if run panics
 	this.ok, this.err = run()
-	r.mu.Lock()
-	if r.running[key] == this {
-		delete(r.running, key)
-	}
-	r.mu.Unlock()
-	this.after = nil
-	close(this.done)
 	return this.ok, this.err
 }
+
+// errRoundFailed is the result of a round whose run panicked.
+var errRoundFailed = errors.New("store: the shared run failed")

@@ -10,7 +10,7 @@ import (
 
 // TestRounds: a lone caller runs at once; callers that come while a key's run goes share
 // one later run that starts after they all joined, and get its result; other keys do not
-// wait.
+// wait; a run that panics does not leave its key's callers waiting.
 func TestRounds(t *testing.T) {
 	var r rounds
 	if ok, err := r.join("a", func() (bool, error) { return true, nil }); !ok || err != nil {
@@ -30,10 +30,8 @@ func TestRounds(t *testing.T) {
 	boom := errors.New("boom")
 	var wg sync.WaitGroup
 	results := make([]error, 10)
-	var entered atomic.Int32
 	for i := range results {
 		wg.Go(func() {
-			entered.Add(1)
 			_, results[i] = r.join("a", func() (bool, error) {
 				runs.Add(1)
 				if !joinedAll.Load() {
@@ -49,9 +47,12 @@ func TestRounds(t *testing.T) {
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		r.mu.Lock()
-		waiting := r.next["a"] != nil
+		joined := 0
+		if r.next["a"] != nil {
+			joined = r.next["a"].callers
+		}
 		r.mu.Unlock()
-		if waiting && entered.Load() == 10 {
+		if joined == 10 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -59,7 +60,6 @@ func TestRounds(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond) // the callers that entered join the open round
 	joinedAll.Store(true)
 	close(release)
 	wg.Wait()
@@ -70,6 +70,13 @@ func TestRounds(t *testing.T) {
 		if !errors.Is(err, boom) {
 			t.Errorf("caller %d got %v, want the round's error", i, err)
 		}
+	}
+	func() {
+		defer func() { _ = recover() }()
+		r.join("a", func() (bool, error) { panic("boom") })
+	}()
+	if _, err := r.join("a", func() (bool, error) { return true, nil }); err != nil {
+		t.Errorf("after a panicking run: %v", err)
 	}
 	if len(r.running) != 0 || len(r.next) != 0 {
 		t.Errorf("rounds left behind: running %v, next %v", r.running, r.next)
