@@ -74,7 +74,7 @@ func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change Profi
 	queued, err = s.ownProfileAnnouncements.join(token, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), profileWriteTimeout)
 		defer cancel()
-		return s.announceProfile(ctx, "tokens t JOIN users u ON u.uid = t.uid", validToken, validTokenArgs(token), now)
+		return s.announceProfile(ctx, callerTables, validToken, validTokenArgs(token), now)
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: update own profile: %w", err)
