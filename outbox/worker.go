@@ -217,18 +217,21 @@ func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
 	return w.sendTo(ctx, m, m.To, m.Body)
 }
 
-// sendProfile delivers a profile update: the sender's profile as it is now, to the users
-// who have the sender among their contacts now, in messages of up to
+// sendProfile delivers a profile update, unless a later one is queued: the sender's
+// profile as it is now, to the users who have the sender among their contacts now, in
+// messages of up to
 // store.MaxRecipientsPerMessage recipients. A failure sends them all again at the next
 // attempt (they carry a state, so the second copy changes nothing).
 func (w *Worker) sendProfile(ctx context.Context, m store.OutboxMessage) error {
-	u, watchers, err := w.Store.ProfileAudience(ctx, m.From)
+	u, watchers, later, err := w.Store.ProfileAudience(ctx, m.From, m.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil // the user is gone: nothing to tell
 	case err != nil:
 		w.Logger.Warn("outbox: reading a profile update failed; will retry", zap.Int64("id", m.ID), zap.Error(err))
 		return err
+	case later:
+		return nil // a later profile update sends this state or a newer one
 	}
 	body := w.ProfileBody(ctx, u)
 	for to := range slices.Chunk(watchers, store.MaxRecipientsPerMessage) {

@@ -153,34 +153,38 @@ func (l *stripedLocks) lock(key string) func() {
 }
 
 // ProfileAudience reads the user with phone and the phones of the users who have it
-// among their contacts, as they are now: what a profile update is composed of when it is
-// sent. ErrNotFound: no such user.
-func (s *Store) ProfileAudience(ctx context.Context, phone string) (u User, watchers []string, err error) {
-	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, '')
+// among their contacts, as they are now: what the profile update id is composed of when
+// it is sent. later reports that a later profile update of the user is queued: it is
+// sent after this one and reads the profile then, so this one need not go (two would
+// mostly send the same state twice). ErrNotFound: no such user.
+func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u User, watchers []string, later bool, err error) {
+	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''),
+		(SELECT COUNT(*) FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
 		FROM users u LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
-		WHERE u.phone = ?`, phone)
+		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
 	if err != nil {
-		return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
+		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
 	}
 	defer rows.Close()
 	found := false
 	for rows.Next() {
 		var w string
-		if err := rows.Scan(append(u.fields(), &w)...); err != nil {
-			return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
+		var newer int
+		if err := rows.Scan(append(u.fields(), &w, &newer)...); err != nil {
+			return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
 		}
-		found = true
+		found, later = true, newer > 0
 		if w != "" && w != u.Phone {
 			watchers = append(watchers, w)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return User{}, nil, fmt.Errorf("store: profile audience: %w", err)
+		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
 	}
 	if !found {
-		return User{}, nil, ErrNotFound
+		return User{}, nil, false, ErrNotFound
 	}
-	return u, watchers, nil
+	return u, watchers, later, nil
 }
 
 // setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.

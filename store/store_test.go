@@ -1077,9 +1077,13 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Errorf("%d notifications queued, want 1", n)
 	}
 	// What it is composed of when sent: 21 as stored now, to 22 (not 21 itself).
-	u, watchers, err := s.ProfileAudience(ctx, "919812340021")
-	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) {
-		t.Errorf("ProfileAudience(21) = %+v, %v, %v; want 21 away, to 22", u, watchers, err)
+	var id int64
+	if err := db.QueryRow("SELECT id FROM messenger_outbox").Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	u, watchers, later, err := s.ProfileAudience(ctx, "919812340021", id)
+	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) || later {
+		t.Errorf("ProfileAudience(21) = %+v, %v, %v, %v; want 21 away, to 22, the last update", u, watchers, later, err)
 	}
 	// While it waits, another change queues nothing; once a worker claims it, the next
 	// change queues one behind it.
@@ -1099,7 +1103,11 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 2 {
 		t.Errorf("%d rows, want the claimed update and the one behind it", n)
 	}
-	if _, _, err := s.ProfileAudience(ctx, "919812340029"); !errors.Is(err, store.ErrNotFound) {
+	// With the later update queued, the claimed one need not go.
+	if _, _, later, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !later {
+		t.Errorf("ProfileAudience(21, first update) = later %v, %v; want later, with a second update queued", later, err)
+	}
+	if _, _, _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ProfileAudience(unknown) = %v, want ErrNotFound", err)
 	}
 	// Name and picture of the unwatched user (upload answers with them): the fields sent
