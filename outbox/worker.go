@@ -217,27 +217,31 @@ func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
 	return w.sendTo(ctx, m, m.To, m.Body)
 }
 
-// sendProfile delivers a profile update, unless a later one is queued: the sender's
-// profile as it is now, to the users who have the sender among their contacts now, in
-// messages of up to
-// store.MaxRecipientsPerMessage recipients. A failure sends them all again at the next
-// attempt (they carry a state, so the second copy changes nothing).
+// sendProfile delivers a profile update unless it is stale (a later one is queued, or
+// this state went already): the sender's profile as it is now, to the users who have the
+// sender among their contacts now, in messages of up to store.MaxRecipientsPerMessage
+// recipients. A failure sends them all again at the next attempt (they carry a state, so
+// the second copy changes nothing).
 func (w *Worker) sendProfile(ctx context.Context, m store.OutboxMessage) error {
-	u, watchers, later, err := w.Store.ProfileAudience(ctx, m.From, m.ID)
+	u, watchers, stale, err := w.Store.ProfileAudience(ctx, m.From, m.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil // the user is gone: nothing to tell
 	case err != nil:
 		w.Logger.Warn("outbox: reading a profile update failed; will retry", zap.Int64("id", m.ID), zap.Error(err))
 		return err
-	case later:
-		return nil // a later profile update sends this state or a newer one
+	case stale:
+		return nil
 	}
 	body := w.ProfileBody(ctx, u)
 	for to := range slices.Chunk(watchers, store.MaxRecipientsPerMessage) {
 		if err := w.sendTo(ctx, m, strings.Join(to, ","), body); err != nil {
 			return err
 		}
+	}
+	if err := w.Store.ProfileSent(ctx, u.Phone, u.TS); err != nil {
+		// Sent all the same: at worst the next update sends this state again.
+		w.Logger.Warn("outbox: recording a sent profile update failed", zap.Int64("id", m.ID), zap.Error(err))
 	}
 	return nil
 }

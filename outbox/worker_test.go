@@ -262,21 +262,28 @@ func TestWorkerAbandonedRunIsDeliveredByAnother(t *testing.T) {
 	}
 }
 
+// watched logs in the users uid and watcher (phones 9198000000 and the uid, ts 1), and
+// puts uid among watcher's contacts.
+func watched(t testing.TB, s *store.Store, uid, watcher int64) {
+	t.Helper()
+	ctx := context.Background()
+	for _, id := range []int64{uid, watcher} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: id, Phone: fmt.Sprintf("91980000%04d", id), Token: fmt.Sprintf("%064d", id),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, watcher, []string{fmt.Sprintf("91980000%04d", uid)}, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWorkerOldProfileUpdateStillGoes: a message older than its expiry is dropped, but a
 // profile update of that age is sent (composed when it goes, its row stands for every
 // change since it was queued).
 func TestWorkerOldProfileUpdateStillGoes(t *testing.T) {
 	s, db, _ := open(t)
-	ctx := context.Background()
-	for uid, phone := range map[int64]string{61: "919800000061", 62: "919800000062"} {
-		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Token: fmt.Sprintf("%064d", uid),
-			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := s.SaveContacts(ctx, 62, []string{"919800000061"}, false); err != nil { // 62 watches 61
-		t.Fatal(err)
-	}
+	watched(t, s, 61, 62)
 	old := time.Now().Add(-2 * outbox.MessageExpiry)
 	for _, row := range [][]any{{"group:1", 0, "100", "919800000062", `{"queue":"group:1","note":0}`},
 		{"user:919800000061", 1, "919800000061", store.ToContactsOfSender, ""}} {
@@ -296,5 +303,53 @@ func TestWorkerOldProfileUpdateStillGoes(t *testing.T) {
 	}
 	if msg, _ := msgs[0].Fields["message"].(map[string]any); msg["from"] != "919800000061" || msg["to"] != "919800000062" {
 		t.Errorf("sent %+v; want the profile update of 61 to 62", msg)
+	}
+}
+
+// TestWorkerSendsAProfileStateOnce: a profile update that finds the profile as the last
+// one sent it (its change was sent by the update before, which read it) sends nothing;
+// one after a change sends it.
+func TestWorkerSendsAProfileStateOnce(t *testing.T) {
+	s, db, _ := open(t)
+	ctx := context.Background()
+	watched(t, s, 63, 64)
+	queueUpdate := func() {
+		t.Helper()
+		if _, err := db.Exec(`INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
+			VALUES ('user:919800000063', 1, '919800000063', ?, '', ?, ?)`, store.ToContactsOfSender, time.Now().Unix(), time.Now().UnixMilli()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := newFake(t)
+	w := worker(t, s, f, 5*time.Second)
+	w.ProfileBody = func(_ context.Context, u store.User) []byte { return []byte(fmt.Sprintf(`{"status":%q}`, u.Status)) }
+	start(t, w)
+	sentAll := func(n int) {
+		t.Helper()
+		waitFor(t, "an empty outbox", 10*time.Second, func() bool { return depth(t, db) == 0 })
+		if got := len(f.Messages()); got != n {
+			t.Fatalf("%d messages sent, want %d", got, n)
+		}
+	}
+	queueUpdate()
+	sentAll(1)
+	queueUpdate() // the profile has not changed since
+	sentAll(1)
+	var ts int64
+	if err := db.QueryRow("SELECT ts FROM messenger_profile_sent WHERE phone = 919800000063").Scan(&ts); err != nil || ts != 1 {
+		t.Errorf("recorded state %d (%v), want ts 1", ts, err)
+	}
+	status := "away"
+	caller, err := s.CallerByToken(ctx, fmt.Sprintf("%064d", 63))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, queued, err := s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now()); err != nil || !queued {
+		t.Fatalf("UpdateProfile = %v, %v; want an update queued", queued, err)
+	}
+	w.Wake()
+	sentAll(2)
+	if msg, _ := f.Messages()[1].Fields["message"].(map[string]any); msg["message"] != `{"status":"away"}` {
+		t.Errorf("second message %+v, want the status away", msg)
 	}
 }

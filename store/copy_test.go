@@ -49,6 +49,9 @@ func populatedEmbedded(t *testing.T) *store.Store {
 	if _, _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
+	if err := s.ProfileSent(ctx, "919800000104", now.Unix()+4); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := s.InsertGroup(ctx, store.NewGroup{GID: 7001, Name: "Team", Owner: "919800000101", Members: []string{"919800000102", "919800000103"}},
 		now, func(g store.Group) store.Notification {
 			return store.Notification{From: "100", To: g.Phones, Body: []byte("{}")}
@@ -74,7 +77,8 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 	for _, c := range counts {
 		got[c.Table] = c.Rows
 	}
-	want := map[string]int64{"users": 30, "tokens": 30, "contacts": 30 * 40, "groups": 1, "members": 3, "notifytokens": 30}
+	want := map[string]int64{"users": 30, "tokens": 30, "contacts": 30 * 40, "groups": 1, "members": 3, "notifytokens": 30,
+		"messenger_profile_sent": 1}
 	for table, n := range want {
 		if got[table] != n {
 			t.Errorf("copied %d rows of %s, want %d", got[table], table, n)
@@ -111,6 +115,9 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 	if err := db.QueryRow("SELECT queue, body FROM messenger_outbox WHERE to_addrs = ? AND from_addr = '919800000105'", store.ToContactsOfSender).Scan(&queue, &body); err != nil ||
 		queue != "user:919800000105" || body == nil || len(body) != 0 {
 		t.Errorf("queued profile update after copy = %q %q, %v", queue, body, err)
+	}
+	if _, _, stale, err := dst.ProfileAudience(ctx, "919800000104", 0); err != nil || !stale {
+		t.Errorf("after copy, the profile sent of 104 is stale %v, %v; want stale (its state was sent)", stale, err)
 	}
 	var expiry string
 	if err := db.QueryRow("SELECT expirytime FROM tokens WHERE uid = 103").Scan(&expiry); err != nil {

@@ -612,8 +612,8 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 // TestProfileChangesEndWithTheLastStateSent: while many changes of one watched user come
 // at once, some through the token's way and some with the caller known, and a worker
 // claims and sends profile updates meanwhile (reading the profile when it sends, as
-// outbox.Worker does), the last update sent carries the last change, and fewer updates
-// than changes are sent.
+// outbox.Worker does), the last update sent carries the last change, no state is sent
+// twice, and fewer updates than changes are sent.
 func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
@@ -631,17 +631,18 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sent []string
+	var sentTS []int64
 	deliver := func(m store.OutboxMessage) error {
-		u, watchers, later, err := s.ProfileAudience(ctx, m.From, m.ID)
+		u, watchers, stale, err := s.ProfileAudience(ctx, m.From, m.ID)
 		if err != nil || !slices.Equal(watchers, []string{"919812340052"}) {
 			return fmt.Errorf("audience %v, %v", watchers, err)
 		}
-		if later { // as outbox.Worker: the later one sends
+		if stale { // as outbox.Worker: a later one sends, or this state went already
 			return nil
 		}
-		sent = append(sent, u.Status)
+		sent, sentTS = append(sent, u.Status), append(sentTS, u.TS)
 		time.Sleep(2 * time.Millisecond) // mesibo answering: changes come meanwhile
-		return nil
+		return s.ProfileSent(ctx, u.Phone, u.TS)
 	}
 	work := func() int { // one round of a worker: what it claimed
 		runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Now())
@@ -701,6 +702,11 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 	}
 	if len(sent) == 0 || sent[len(sent)-1] != last {
 		t.Fatalf("%d updates sent, the last %q; want the last change %q sent last", len(sent), sent[max(len(sent)-1, 0):], last)
+	}
+	for i := 1; i < len(sentTS); i++ {
+		if sentTS[i] <= sentTS[i-1] {
+			t.Fatalf("state ts %d sent after %d; want every state once, in order", sentTS[i], sentTS[i-1])
+		}
 	}
 	if len(sent) >= writers*changes {
 		t.Errorf("%d updates sent for %d changes, want fewer (one waits for many)", len(sent), writers*changes)

@@ -154,13 +154,18 @@ func (l *stripedLocks) lock(key string) func() {
 
 // ProfileAudience reads the user with phone and the phones of the users who have it
 // among their contacts, as they are now: what the profile update id is composed of when
-// it is sent. later reports that a later profile update of the user is queued: it is
-// sent after this one and reads the profile then, so this one need not go (two would
-// mostly send the same state twice). ErrNotFound: no such user.
-func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u User, watchers []string, later bool, err error) {
-	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''),
+// it is sent. stale reports that the update need not go: a later profile update of the
+// user is queued (it is sent after this one and reads the profile then), or the profile
+// as it is now was sent already (ProfileSent). ErrNotFound: no such user.
+//
+// A profile state is sent twice without the second check: a change's update is queued
+// after the change is written, so a worker may claim the update before it, read the
+// change and send it before the change's own update is there to make it stale.
+func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u User, watchers []string, stale bool, err error) {
+	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''), COALESCE(p.ts = u.ts, 0),
 		(SELECT COUNT(*) FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
-		FROM users u LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
+		FROM users u LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
+		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
 		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
 	if err != nil {
 		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
@@ -169,11 +174,12 @@ func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u 
 	found := false
 	for rows.Next() {
 		var w string
-		var newer int
-		if err := rows.Scan(append(u.fields(), &w, &newer)...); err != nil {
+		var sent bool
+		var later int
+		if err := rows.Scan(append(u.fields(), &w, &sent, &later)...); err != nil {
 			return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
 		}
-		found, later = true, newer > 0
+		found, stale = true, sent || later > 0
 		if w != "" && w != u.Phone {
 			watchers = append(watchers, w)
 		}
@@ -184,7 +190,19 @@ func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u 
 	if !found {
 		return User{}, nil, false, ErrNotFound
 	}
-	return u, watchers, later, nil
+	return u, watchers, stale, nil
+}
+
+// ProfileSent records that the profile of the user with phone, at ts, reached its
+// watchers: a profile update that finds the profile still at ts is stale
+// (ProfileAudience). The rows of a user's queue go one after another, so the record is
+// there before the next one is claimed.
+func (s *Store) ProfileSent(ctx context.Context, phone string, ts int64) error {
+	if _, err := s.fixed.ExecContext(ctx, "INSERT INTO messenger_profile_sent (phone, ts) VALUES (?, ?) "+s.d.onConflictUpdate+" ts = ?",
+		phone, ts, ts); err != nil {
+		return fmt.Errorf("store: record profile sent: %w", err)
+	}
+	return nil
 }
 
 // setProfile is the SET clause of a profile change; its arguments are setProfileArgs'.

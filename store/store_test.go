@@ -18,10 +18,10 @@ import (
 	"github.com/caddy-messenger/messenger/store"
 )
 
-var wantTables = []string{"contacts", "groups", "members", "messenger_outbox", "names", "notifytokens", "schema_migrations", "tokens", "users"}
+var wantTables = []string{"contacts", "groups", "members", "messenger_outbox", "messenger_profile_sent", "names", "notifytokens", "schema_migrations", "tokens", "users"}
 
 // latestVersion is the number of the newest migration.
-const latestVersion = 5
+const latestVersion = 6
 
 // Columns of the original tables (PROTOCOL.md §6), in the original's order.
 var wantColumns = map[string]string{
@@ -1081,14 +1081,24 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if err := db.QueryRow("SELECT id FROM messenger_outbox").Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	u, watchers, later, err := s.ProfileAudience(ctx, "919812340021", id)
-	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) || later {
-		t.Errorf("ProfileAudience(21) = %+v, %v, %v, %v; want 21 away, to 22, the last update", u, watchers, later, err)
+	u, watchers, stale, err := s.ProfileAudience(ctx, "919812340021", id)
+	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) || stale {
+		t.Errorf("ProfileAudience(21) = %+v, %v, %v, %v; want 21 away, to 22, to be sent", u, watchers, stale, err)
 	}
-	// While it waits, another change queues nothing; once a worker claims it, the next
-	// change queues one behind it.
+	// Once this state is sent (by an earlier update), the update need not go.
+	if err := s.ProfileSent(ctx, "919812340021", u.TS); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, stale, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !stale {
+		t.Errorf("ProfileAudience(21) once its state is sent = stale %v, %v; want stale", stale, err)
+	}
+	// While it waits, another change queues nothing, and makes it due again; once a
+	// worker claims it, the next change queues one behind it.
 	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0)); err != nil || queued {
 		t.Fatalf("UpdateProfile(21) while one waits = %v, %v; want nothing queued", queued, err)
+	}
+	if _, _, stale, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || stale {
+		t.Errorf("ProfileAudience(21) after a change = stale %v, %v; want to be sent", stale, err)
 	}
 	runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Unix(1_800_000_001, 0))
 	if err != nil || len(runs) != 1 || len(runs[0].Messages) != 1 {
@@ -1104,8 +1114,8 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Errorf("%d rows, want the claimed update and the one behind it", n)
 	}
 	// With the later update queued, the claimed one need not go.
-	if _, _, later, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !later {
-		t.Errorf("ProfileAudience(21, first update) = later %v, %v; want later, with a second update queued", later, err)
+	if _, _, stale, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !stale {
+		t.Errorf("ProfileAudience(21, first update) = stale %v, %v; want stale, with a second update queued", stale, err)
 	}
 	if _, _, _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ProfileAudience(unknown) = %v, want ErrNotFound", err)
