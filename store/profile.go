@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -30,7 +31,7 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
 	}
-	queued, err := s.announceProfile(ctx, "users u", "u.uid = ?", []any{caller.UID}, now)
+	queued, err := s.announceProfile(caller.UID, now)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
 	}
@@ -38,12 +39,10 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 }
 
 // UpdateOwnProfile applies change to the row of the user token belongs to, in one
-// statement that also proves the token, and announces it (announceProfile): a profile
-// op's common case in two round trips, with no token look-up before. The changes of one
-// user that come at once in this process share their announcement: one look, after all
-// of them are written (rounds), tells whether a profile update waits for them all. It
-// reports whether this or a change sharing its announcement queued one. ErrNotFound: the
-// token is not valid, and nothing was written.
+// statement that also proves the token and tells whose row it wrote, and announces it
+// (announceProfile): a profile op's common case in two round trips, with no token
+// look-up before. It reports whether this change, or one sharing its announcement,
+// queued a profile update. ErrNotFound: the token is not valid, and nothing was written.
 //
 // At MySQL's REPEATABLE READ the UPDATE's subquery locks the token row it reads until it
 // commits, so a new login of the same user (users row, then tokens) can close a deadlock
@@ -52,34 +51,41 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (queued bool, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
 	defer cancel()
-	var n int64
-	err = retryDeadlocks(func() error {
-		res, err := s.fixed.ExecContext(ctx, "UPDATE users AS u "+setProfile+" WHERE u.uid = (SELECT t.uid FROM tokens t WHERE "+validToken+")",
-			setProfileArgs(change, now, validTokenArgs(token)...)...)
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected() // ts always changes, so MySQL's changed rows are the matched ones
+	var uid int64
+	err = retryDeadlocks(func() (err error) {
+		uid, err = s.writeOwnProfile(ctx, token, change, now)
 		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: update own profile: %w", err)
 	}
-	if n == 0 {
-		return false, ErrNotFound
-	}
-	// A token gone since (a logout, a new login replacing it, its expiry) leaves the change
-	// written and unannounced: the watchers see it at their next sync. The shared look has
-	// its own time: the opener's may be spent waiting for the round before.
-	queued, err = s.ownProfileAnnouncements.join(token, func() (bool, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), profileWriteTimeout)
-		defer cancel()
-		return s.announceProfile(ctx, callerTables, validToken, validTokenArgs(token), now)
-	})
-	if err != nil {
+	if queued, err = s.announceProfile(uid, now); err != nil {
 		return false, fmt.Errorf("store: update own profile: %w", err)
 	}
 	return queued, nil
+}
+
+// writeOwnProfile is UpdateOwnProfile's UPDATE: it returns the uid of the row it wrote,
+// or ErrNotFound.
+func (s *Store) writeOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (uid int64, err error) {
+	query := "UPDATE users AS u " + setProfile + s.d.keepUID + " WHERE u.uid = (SELECT t.uid FROM tokens t WHERE " + validToken + ")" + s.d.returningUID
+	args := setProfileArgs(change, now, validTokenArgs(token)...)
+	if s.d.returningUID != "" {
+		err = s.fixed.QueryRowContext(ctx, query, args...).Scan(&uid)
+		if errors.Is(err, sql.ErrNoRows) {
+			return 0, ErrNotFound
+		}
+		return uid, err
+	}
+	res, err := s.fixed.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, err
+	}
+	// ts always changes, so MySQL's changed rows are the matched ones.
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return 0, cmp.Or(err, ErrNotFound)
+	}
+	return res.LastInsertId()
 }
 
 // profileWriteTimeout bounds a profile change's statements, which do not end with the
@@ -93,12 +99,21 @@ const profileWriteTimeout = 10 * time.Second
 // watchers holding the profile's last state.
 const ToContactsOfSender = "*"
 
-// announceProfile queues a profile update, due now, of the user (users u) that who and
-// which (a FROM list and a WHERE condition) select with args, if anybody has that user
-// among their contacts and no profile update of the user is waiting, and reports whether
-// it did. It
-// runs after the change is written: a profile update waiting then is claimed later, and
-// reads the change.
+// announceProfile queues a profile update, due now, of the user uid, whose change is
+// written, if anybody has that user among their contacts and no profile update of the
+// user is waiting, and reports whether it did. A profile update waiting then is claimed
+// later, and reads the change. The changes of one user that come at once in this process
+// share one look (rounds), after all of them are written, with its own time: a caller's
+// may be spent waiting for the round before.
+func (s *Store) announceProfile(uid int64, now time.Time) (bool, error) {
+	return s.profileAnnouncements.join(uid, func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), profileWriteTimeout)
+		defer cancel()
+		return s.queueProfileUpdate(ctx, uid, now)
+	})
+}
+
+// queueProfileUpdate is one look of announceProfile.
 //
 // Under a stream of changes a waiting row is the common case, which costs one read.
 // Concurrent changes of one user would all find no waiting row right after a worker
@@ -106,25 +121,25 @@ const ToContactsOfSender = "*"
 // deadlocks. So one process queues a user's updates one at a time, each asking again
 // (the later ones find the row), and a race with another process is tried again.
 // Watchers gone in between make the row send nothing.
-func (s *Store) announceProfile(ctx context.Context, who, which string, args []any, now time.Time) (queued bool, err error) {
-	var u User
+func (s *Store) queueProfileUpdate(ctx context.Context, uid int64, now time.Time) (queued bool, err error) {
+	var phone string
 	var watched, waiting bool
-	err = s.fixed.QueryRowContext(ctx, `SELECT u.uid, u.phone, c.uid IS NOT NULL, o.id IS NOT NULL FROM `+who+`
+	err = s.fixed.QueryRowContext(ctx, `SELECT u.phone, c.uid IS NOT NULL, o.id IS NOT NULL FROM users u
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN messenger_outbox o ON o.waiting = u.phone
-		WHERE `+which+" LIMIT 1", args...).Scan(&u.UID, &u.Phone, &watched, &waiting)
+		WHERE u.uid = ? LIMIT 1`, uid).Scan(&phone, &watched, &waiting)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && (!watched || waiting) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("announce profile: %w", err)
 	}
-	defer s.profileQueues.lock(u.Phone)()
+	defer s.profileQueues.lock(phone)()
 	err = retryDeadlocks(func() error {
-		if err := s.fixed.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM messenger_outbox WHERE waiting = ?)", u.Phone).Scan(&waiting); err != nil || waiting {
+		if err := s.fixed.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM messenger_outbox WHERE waiting = ?)", phone).Scan(&waiting); err != nil || waiting {
 			return err
 		}
 		res, err := s.fixed.ExecContext(ctx, s.d.insertIgnore+` INTO messenger_outbox (queue, waiting, replaceable, from_addr, to_addrs, body, created, next_attempt)
-			VALUES (?, ?, 1, ?, ?, '', ?, ?)`, "user:"+u.Phone, u.Phone, u.Phone, ToContactsOfSender, now.Unix(), now.UnixMilli())
+			VALUES (?, ?, 1, ?, ?, '', ?, ?)`, "user:"+phone, phone, phone, ToContactsOfSender, now.Unix(), now.UnixMilli())
 		if err != nil {
 			return err
 		}

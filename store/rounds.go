@@ -12,11 +12,11 @@ import (
 //
 // It serves work that is idempotent and only has to happen after something each caller
 // did, such as looking for a waiting profile update after a profile change
-// (UpdateOwnProfile): the changes of one user coming together share one look.
-type rounds struct {
+// (announceProfile): the changes of one user coming together share one look.
+type rounds[K comparable] struct {
 	mu      sync.Mutex
-	running map[string]*round // the key's round that has started
-	next    map[string]*round // the key's round that callers join
+	running map[K]*round // the key's round that has started
+	next    map[K]*round // the key's round that callers join
 }
 
 // round is one run of a rounds key, and its result once done is closed.
@@ -30,10 +30,10 @@ type round struct {
 
 // join runs run in the next round of key, or waits for that round's run, and returns its
 // result.
-func (r *rounds) join(key string, run func() (bool, error)) (bool, error) {
+func (r *rounds[K]) join(key K, run func() (bool, error)) (bool, error) {
 	r.mu.Lock()
 	if r.running == nil {
-		r.running, r.next = map[string]*round{}, map[string]*round{}
+		r.running, r.next = map[K]*round{}, map[K]*round{}
 	}
 	this, joined := r.next[key]
 	if !joined {

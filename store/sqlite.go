@@ -28,6 +28,7 @@ import (
 var sqliteDialect = dialect{
 	insertIgnore:     "INSERT OR IGNORE",
 	onConflictUpdate: "ON CONFLICT DO UPDATE SET",
+	returningUID:     " RETURNING uid",
 }
 
 var sqliteMigrations sync.Mutex

@@ -42,10 +42,10 @@ type Store struct {
 	groupLocks groupLocks
 	lockPrefix string
 	// profileQueues serialises, in this process, the queueing of each user's profile
-	// updates (announceProfile); ownProfileAnnouncements lets concurrent changes of one
-	// user (by token) share one (UpdateOwnProfile).
-	profileQueues           stripedLocks
-	ownProfileAnnouncements rounds
+	// updates; profileAnnouncements lets concurrent changes of one user (by uid) share
+	// the look for a waiting one (announceProfile).
+	profileQueues        stripedLocks
+	profileAnnouncements rounds[int64]
 
 	migrateMu sync.Mutex
 	migrated  atomic.Bool

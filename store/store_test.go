@@ -956,6 +956,50 @@ func TestUpdateOwnProfile(t *testing.T) {
 	}
 }
 
+// TestOwnProfileChangeAnnouncedWhenItsTokenGoes: a change written through a token that
+// is gone before its update is looked for (a logout in between) is still announced: the
+// look goes by the uid the UPDATE wrote, not by the token.
+func TestOwnProfileChangeAnnouncedWhenItsTokenGoes(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	for _, uid := range []int64{36, 37} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: fmt.Sprintf("9198123400%d", uid), Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, 37, []string{"919812340036"}, false); err != nil { // 37 watches 36
+		t.Fatal(err)
+	}
+	release := s.HoldProfileAnnouncements(36)
+	status := "gone"
+	type result struct {
+		queued bool
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		queued, err := s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 36), store.ProfileChange{Status: &status}, time.Now())
+		done <- result{queued, err}
+	}()
+	for count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 36 AND status = 'gone'") == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.Logout(ctx, 36); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM tokens WHERE uid = 36"); n != 0 {
+		t.Fatalf("%d tokens of 36 after the logout", n)
+	}
+	release()
+	if r := <-done; r.err != nil || !r.queued {
+		t.Fatalf("UpdateOwnProfile = %v, %v; want the change announced", r.queued, r.err)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox WHERE from_addr = '919812340036' AND waiting = 919812340036"); n != 1 {
+		t.Errorf("%d profile updates of 36 waiting, want 1", n)
+	}
+}
+
 // TestUpdateOwnProfileDeadlock: the token's way locks the token row its subquery reads;
 // when that makes it the victim of a deadlock (a transaction holding the user's row asks
 // for the token's), it is tried again once the other transaction is done, and both

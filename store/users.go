@@ -198,13 +198,9 @@ func validTokenArgs(token string) []any {
 	return []any{token, time.Now().UTC().Format(timeLayout)}
 }
 
-// callerTables are the tables of a token look-up: a token (tokens t) and its user
-// (users u); validToken is the condition on them.
-const callerTables = `tokens t JOIN users u ON u.uid = t.uid`
-
 // callerFrom is the part of a token look-up after its columns: the user (users u) of a
 // valid token (tokens t).
-const callerFrom = ` FROM ` + callerTables + ` WHERE ` + validToken
+const callerFrom = ` FROM tokens t JOIN users u ON u.uid = t.uid WHERE ` + validToken
 
 // CallerByToken finds the user an access token belongs to. Tokens written by the
 // original backend carry no expiry (a zero date) and stay valid, as they did there.
