@@ -217,30 +217,36 @@ func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
 	return w.sendTo(ctx, m, m.To, m.Body)
 }
 
-// sendProfile delivers a profile update unless it is stale (a later one is queued, or
-// this state went already): the sender's profile as it is now, to the users who have the
-// sender among their contacts now, in messages of up to store.MaxRecipientsPerMessage
-// recipients. A failure sends them all again at the next attempt (they carry a state, so
-// the second copy changes nothing).
+// sendProfile delivers a profile update, unless a later one is queued: the sender's
+// profile as it is now, to the users who have the sender among their contacts now, in
+// messages of up to store.MaxRecipientsPerMessage recipients; not when it is the message
+// the user's last update carried. A failure sends them all again at the next attempt
+// (they carry a state, so the second copy changes nothing).
 func (w *Worker) sendProfile(ctx context.Context, m store.OutboxMessage) error {
-	u, watchers, stale, err := w.Store.ProfileAudience(ctx, m.From, m.ID)
+	p, err := w.Store.ProfileAudience(ctx, m.From, m.ID)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil // the user is gone: nothing to tell
 	case err != nil:
 		w.Logger.Warn("outbox: reading a profile update failed; will retry", zap.Int64("id", m.ID), zap.Error(err))
 		return err
-	case stale:
+	case p.Later:
+		return nil // the later one sends this state or a newer one
+	}
+	body := w.ProfileBody(ctx, p.User)
+	if p.SentAlready(body) {
 		return nil
 	}
-	body := w.ProfileBody(ctx, u)
-	for to := range slices.Chunk(watchers, store.MaxRecipientsPerMessage) {
+	for to := range slices.Chunk(p.Watchers, store.MaxRecipientsPerMessage) {
 		if err := w.sendTo(ctx, m, strings.Join(to, ","), body); err != nil {
 			return err
 		}
 	}
-	if err := w.Store.ProfileSent(ctx, u.Phone, u.TS); err != nil {
-		// Sent all the same: at worst the next update sends this state again.
+	// Recorded even when a config reload stops the worker now: it was sent.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := w.Store.ProfileSent(rctx, p.User.Phone, body); err != nil {
+		// Sent all the same: at worst the next update sends this message again.
 		w.Logger.Warn("outbox: recording a sent profile update failed", zap.Int64("id", m.ID), zap.Error(err))
 	}
 	return nil

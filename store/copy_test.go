@@ -49,7 +49,7 @@ func populatedEmbedded(t *testing.T) *store.Store {
 	if _, _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ProfileSent(ctx, "919800000104", now.Unix()+4); err != nil {
+	if err := s.ProfileSent(ctx, "919800000104", []byte("104's profile")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.InsertGroup(ctx, store.NewGroup{GID: 7001, Name: "Team", Owner: "919800000101", Members: []string{"919800000102", "919800000103"}},
@@ -116,8 +116,8 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 		queue != "user:919800000105" || body == nil || len(body) != 0 {
 		t.Errorf("queued profile update after copy = %q %q, %v", queue, body, err)
 	}
-	if _, _, stale, err := dst.ProfileAudience(ctx, "919800000104", 0); err != nil || !stale {
-		t.Errorf("after copy, the profile sent of 104 is stale %v, %v; want stale (its state was sent)", stale, err)
+	if p, err := dst.ProfileAudience(ctx, "919800000104", 0); err != nil || !p.SentAlready([]byte("104's profile")) {
+		t.Errorf("after copy, the last profile update of 104 = %+v, %v; want its message sent already", p, err)
 	}
 	var expiry string
 	if err := db.QueryRow("SELECT expirytime FROM tokens WHERE uid = 103").Scan(&expiry); err != nil {

@@ -17,13 +17,13 @@ type dialect struct {
 	// skipLocked ends a SELECT that locks its rows and passes over those another
 	// transaction has locked.
 	skipLocked string
-	// keepUID ends the SET clause of an UPDATE of users rows so that the statement's
-	// last insert id is the uid of the row it wrote, where the dialect has no RETURNING
+	// keepPhone ends the SET clause of an UPDATE of users rows so that the statement's
+	// last insert id is the phone of the row it wrote, where the dialect has no RETURNING
 	// (MariaDB's UPDATE has none): MySQL returns the value of LAST_INSERT_ID(expr) so.
-	keepUID string
-	// returningUID ends an UPDATE of one users row that answers the uid of the row it
+	keepPhone string
+	// returningPhone ends an UPDATE of one users row that answers the phone of the row it
 	// wrote, where the dialect has RETURNING.
-	returningUID string
+	returningPhone string
 	// readCommitted are the options of the transactions that want READ COMMITTED (fewer
 	// gap locks); nil where there are no isolation levels to choose.
 	readCommitted *sql.TxOptions

@@ -16,7 +16,7 @@ var mysqlDialect = dialect{
 	onConflictUpdate: "ON DUPLICATE KEY UPDATE",
 	forUpdate:        " FOR UPDATE",
 	skipLocked:       " FOR UPDATE SKIP LOCKED",
-	keepUID:          ", uid = LAST_INSERT_ID(uid)",
+	keepPhone:        ", phone = LAST_INSERT_ID(phone)",
 	readCommitted:    &sql.TxOptions{Isolation: sql.LevelReadCommitted},
 }
 

@@ -633,16 +633,17 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 	var sent []string
 	var sentTS []int64
 	deliver := func(m store.OutboxMessage) error {
-		u, watchers, stale, err := s.ProfileAudience(ctx, m.From, m.ID)
-		if err != nil || !slices.Equal(watchers, []string{"919812340052"}) {
-			return fmt.Errorf("audience %v, %v", watchers, err)
+		p, err := s.ProfileAudience(ctx, m.From, m.ID)
+		if err != nil || !slices.Equal(p.Watchers, []string{"919812340052"}) {
+			return fmt.Errorf("audience %v, %v", p.Watchers, err)
 		}
-		if stale { // as outbox.Worker: a later one sends, or this state went already
+		message := fmt.Appendf(nil, "%s %d", p.User.Status, p.User.TS)
+		if p.Later || p.SentAlready(message) { // as outbox.Worker
 			return nil
 		}
-		sent, sentTS = append(sent, u.Status), append(sentTS, u.TS)
+		sent, sentTS = append(sent, p.User.Status), append(sentTS, p.User.TS)
 		time.Sleep(2 * time.Millisecond) // mesibo answering: changes come meanwhile
-		return s.ProfileSent(ctx, u.Phone, u.TS)
+		return s.ProfileSent(ctx, p.User.Phone, message)
 	}
 	work := func() int { // one round of a worker: what it claimed
 		runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Now())

@@ -3,10 +3,13 @@ package store
 import (
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"sync"
 	"time"
 
@@ -31,7 +34,7 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
 	}
-	queued, err := s.announceProfile(caller.UID, now)
+	queued, err := s.announceProfile(caller.Phone, now)
 	if err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
 	}
@@ -51,41 +54,44 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (queued bool, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
 	defer cancel()
-	var uid int64
+	var phone string
 	err = retryDeadlocks(func() (err error) {
-		uid, err = s.writeOwnProfile(ctx, token, change, now)
+		phone, err = s.writeOwnProfile(ctx, token, change, now)
 		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("store: update own profile: %w", err)
 	}
-	if queued, err = s.announceProfile(uid, now); err != nil {
+	if queued, err = s.announceProfile(phone, now); err != nil {
 		return false, fmt.Errorf("store: update own profile: %w", err)
 	}
 	return queued, nil
 }
 
-// writeOwnProfile is UpdateOwnProfile's UPDATE: it returns the uid of the row it wrote,
-// or ErrNotFound.
-func (s *Store) writeOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (uid int64, err error) {
-	query := "UPDATE users AS u " + setProfile + s.d.keepUID + " WHERE u.uid = (SELECT t.uid FROM tokens t WHERE " + validToken + ")" + s.d.returningUID
+// writeOwnProfile is UpdateOwnProfile's UPDATE: it returns the phone of the user whose
+// row it wrote, or ErrNotFound.
+func (s *Store) writeOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (phone string, err error) {
+	query := "UPDATE users AS u " + setProfile + s.d.keepPhone + " WHERE u.uid = (SELECT t.uid FROM tokens t WHERE " + validToken + ")" + s.d.returningPhone
 	args := setProfileArgs(change, now, validTokenArgs(token)...)
-	if s.d.returningUID != "" {
-		err = s.fixed.QueryRowContext(ctx, query, args...).Scan(&uid)
+	if s.d.returningPhone != "" {
+		err = s.fixed.QueryRowContext(ctx, query, args...).Scan(&phone)
 		if errors.Is(err, sql.ErrNoRows) {
-			return 0, ErrNotFound
+			return "", ErrNotFound
 		}
-		return uid, err
+		return phone, err
 	}
 	res, err := s.fixed.ExecContext(ctx, query, args...)
 	if err != nil {
-		return 0, err
+		return "", err
 	}
 	// ts always changes, so MySQL's changed rows are the matched ones.
 	if n, err := res.RowsAffected(); err != nil || n == 0 {
-		return 0, cmp.Or(err, ErrNotFound)
+		return "", cmp.Or(err, ErrNotFound)
 	}
-	return res.LastInsertId()
+	// MySQL reports the value of LAST_INSERT_ID(expr) as an UPDATE's last insert id (its
+	// manual, LAST_INSERT_ID(); TestUpdateOwnProfile fails on a server that does not).
+	id, err := res.LastInsertId()
+	return strconv.FormatInt(id, 10), err
 }
 
 // profileWriteTimeout bounds a profile change's statements, which do not end with the
@@ -99,17 +105,17 @@ const profileWriteTimeout = 10 * time.Second
 // watchers holding the profile's last state.
 const ToContactsOfSender = "*"
 
-// announceProfile queues a profile update, due now, of the user uid, whose change is
-// written, if anybody has that user among their contacts and no profile update of the
+// announceProfile queues a profile update, due now, of the user with phone, whose change
+// is written, if anybody has that user among their contacts and no profile update of the
 // user is waiting, and reports whether it did. A profile update waiting then is claimed
 // later, and reads the change. The changes of one user that come at once in this process
 // share one look (rounds), after all of them are written, with its own time: a caller's
 // may be spent waiting for the round before.
-func (s *Store) announceProfile(uid int64, now time.Time) (bool, error) {
-	return s.profileAnnouncements.join(uid, func() (bool, error) {
+func (s *Store) announceProfile(phone string, now time.Time) (bool, error) {
+	return s.profileAnnouncements.join(phone, func() (bool, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), profileWriteTimeout)
 		defer cancel()
-		return s.queueProfileUpdate(ctx, uid, now)
+		return s.queueProfileUpdate(ctx, phone, now)
 	})
 }
 
@@ -121,12 +127,11 @@ func (s *Store) announceProfile(uid int64, now time.Time) (bool, error) {
 // deadlocks. So one process queues a user's updates one at a time, each asking again
 // (the later ones find the row), and a race with another process is tried again.
 // Watchers gone in between make the row send nothing.
-func (s *Store) queueProfileUpdate(ctx context.Context, uid int64, now time.Time) (queued bool, err error) {
-	var phone string
+func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.Time) (queued bool, err error) {
 	var watched, waiting bool
-	err = s.fixed.QueryRowContext(ctx, `SELECT u.phone, c.uid IS NOT NULL, o.id IS NOT NULL FROM users u
+	err = s.fixed.QueryRowContext(ctx, `SELECT c.uid IS NOT NULL, o.id IS NOT NULL FROM users u
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN messenger_outbox o ON o.waiting = u.phone
-		WHERE u.uid = ? LIMIT 1`, uid).Scan(&phone, &watched, &waiting)
+		WHERE u.phone = ? LIMIT 1`, phone).Scan(&watched, &waiting)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && (!watched || waiting) {
 		return false, nil
 	}
@@ -167,54 +172,81 @@ func (l *stripedLocks) lock(key string) func() {
 	return mu.Unlock
 }
 
-// ProfileAudience reads the user with phone and the phones of the users who have it
-// among their contacts, as they are now: what the profile update id is composed of when
-// it is sent. stale reports that the update need not go: a later profile update of the
-// user is queued (it is sent after this one and reads the profile then), or the profile
-// as it is now was sent already (ProfileSent). ErrNotFound: no such user.
-//
-// A profile state is sent twice without the second check: a change's update is queued
-// after the change is written, so a worker may claim the update before it, read the
-// change and send it before the change's own update is there to make it stale.
-func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (u User, watchers []string, stale bool, err error) {
-	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''), COALESCE(p.ts = u.ts, 0),
+// ProfileUpdate is what a profile update (ToContactsOfSender) is made of when it is
+// sent: the user and its watchers as they are then (ProfileAudience).
+type ProfileUpdate struct {
+	// User is the user whose profile changed, as stored now.
+	User User
+	// Watchers are the phones of the users who have User among their contacts now.
+	Watchers []string
+	// Later reports that a later profile update of the user is queued: it is sent after
+	// this one and reads the profile then, so this one need not go.
+	Later bool
+
+	lastSent sql.NullInt64 // the fingerprint of the user's last update sent (ProfileSent)
+}
+
+// SentAlready reports whether message is the one the user's last profile update
+// carried (ProfileSent): sending it again changes nothing. Without this check a state
+// would often go twice: a change's update is queued after the change is written, so a
+// worker may claim the update before it, read the change and send it before the
+// change's own update is there to make it Later.
+func (p ProfileUpdate) SentAlready(message []byte) bool {
+	return p.lastSent.Valid && p.lastSent.Int64 == fingerprint(message)
+}
+
+// fingerprint stands for a message in messenger_profile_sent: the first 8 bytes of its
+// SHA-256.
+func fingerprint(message []byte) int64 {
+	sum := sha256.Sum256(message)
+	return int64(binary.BigEndian.Uint64(sum[:8]))
+}
+
+// ProfileAudience reads what the profile update id of the user with phone is made of
+// now. ErrNotFound: no such user.
+func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (ProfileUpdate, error) {
+	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''), p.fingerprint,
 		(SELECT COUNT(*) FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
 		FROM users u LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
 		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
 	if err != nil {
-		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
+		return ProfileUpdate{}, fmt.Errorf("store: profile audience: %w", err)
 	}
 	defer rows.Close()
+	var p ProfileUpdate
 	found := false
 	for rows.Next() {
 		var w string
-		var sent bool
 		var later int
-		if err := rows.Scan(append(u.fields(), &w, &sent, &later)...); err != nil {
-			return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
+		if err := rows.Scan(append(p.User.fields(), &w, &p.lastSent, &later)...); err != nil {
+			return ProfileUpdate{}, fmt.Errorf("store: profile audience: %w", err)
 		}
-		found, stale = true, sent || later > 0
-		if w != "" && w != u.Phone {
-			watchers = append(watchers, w)
+		found, p.Later = true, later > 0
+		if w != "" && w != p.User.Phone {
+			p.Watchers = append(p.Watchers, w)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return User{}, nil, false, fmt.Errorf("store: profile audience: %w", err)
+		return ProfileUpdate{}, fmt.Errorf("store: profile audience: %w", err)
 	}
 	if !found {
-		return User{}, nil, false, ErrNotFound
+		return ProfileUpdate{}, ErrNotFound
 	}
-	return u, watchers, stale, nil
+	return p, nil
 }
 
-// ProfileSent records that the profile of the user with phone, at ts, reached its
-// watchers: a profile update that finds the profile still at ts is stale
-// (ProfileAudience). The rows of a user's queue go one after another, so the record is
-// there before the next one is claimed.
-func (s *Store) ProfileSent(ctx context.Context, phone string, ts int64) error {
-	if _, err := s.fixed.ExecContext(ctx, "INSERT INTO messenger_profile_sent (phone, ts) VALUES (?, ?) "+s.d.onConflictUpdate+" ts = ?",
-		phone, ts, ts); err != nil {
+// ProfileSent records that message, a profile update of the user with phone, reached
+// its watchers (ProfileUpdate.SentAlready). The rows of a user's queue go one after
+// another, so the record is there before the next one is claimed.
+func (s *Store) ProfileSent(ctx context.Context, phone string, message []byte) error {
+	fp := fingerprint(message)
+	err := retryDeadlocks(func() error {
+		_, err := s.fixed.ExecContext(ctx, "INSERT INTO messenger_profile_sent (phone, fingerprint) VALUES (?, ?) "+s.d.onConflictUpdate+" fingerprint = ?",
+			phone, fp, fp)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("store: record profile sent: %w", err)
 	}
 	return nil

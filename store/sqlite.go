@@ -28,7 +28,7 @@ import (
 var sqliteDialect = dialect{
 	insertIgnore:     "INSERT OR IGNORE",
 	onConflictUpdate: "ON CONFLICT DO UPDATE SET",
-	returningUID:     " RETURNING uid",
+	returningPhone:   " RETURNING phone",
 }
 
 var sqliteMigrations sync.Mutex

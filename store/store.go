@@ -11,6 +11,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/golang-migrate/migrate/v4"
 	"github.com/golang-migrate/migrate/v4/database"
+	"github.com/golang-migrate/migrate/v4/source"
 	"github.com/golang-migrate/migrate/v4/source/iofs"
 	"go.uber.org/zap"
 
@@ -42,10 +44,10 @@ type Store struct {
 	groupLocks groupLocks
 	lockPrefix string
 	// profileQueues serialises, in this process, the queueing of each user's profile
-	// updates; profileAnnouncements lets concurrent changes of one user (by uid) share
+	// updates; profileAnnouncements lets concurrent changes of one user (by phone) share
 	// the look for a waiting one (announceProfile).
 	profileQueues        stripedLocks
-	profileAnnouncements rounds[int64]
+	profileAnnouncements rounds[string]
 
 	migrateMu sync.Mutex
 	migrated  atomic.Bool
@@ -122,7 +124,10 @@ func (s *Store) Ready(ctx context.Context) error {
 	return nil
 }
 
-// applyMigrations applies the files of migrations/<dialect> through driver.
+// applyMigrations applies the files of migrations/<dialect> through driver. A database
+// already past this build's last migration (a newer instance of a rolling upgrade
+// migrated it) is left as it is: migrations only add, so this build runs on it, where
+// migrate would refuse a version it has no file for.
 func applyMigrations(dialect string, driver database.Driver) error {
 	source, err := iofs.New(migrations.FS, dialect)
 	if err != nil {
@@ -133,8 +138,35 @@ func applyMigrations(dialect string, driver database.Driver) error {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
 	defer m.Close() // releases the driver's dedicated connection
+	if current, _, err := m.Version(); err == nil {
+		last, err := lastMigration(source)
+		if err != nil {
+			return fmt.Errorf("store: migrate: %w", err)
+		}
+		if current > last {
+			return nil
+		}
+	}
 	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
 	return nil
+}
+
+// lastMigration is the version of the last migration src has.
+func lastMigration(src source.Driver) (uint, error) {
+	version, err := src.First()
+	if err != nil {
+		return 0, err
+	}
+	for {
+		next, err := src.Next(version)
+		if errors.Is(err, fs.ErrNotExist) {
+			return version, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		version = next
+	}
 }

@@ -148,6 +148,29 @@ func count(t *testing.T, db *sql.DB, query string, args ...any) int {
 	return n
 }
 
+// TestReadyOnANewerSchema: a database that a newer build migrated past this build's last
+// migration (a rolling upgrade) is used as it is, not refused.
+func TestReadyOnANewerSchema(t *testing.T) {
+	dsn := testenv.Database(t)
+	if err := openStore(t, dsn).Ready(ctxT(t)); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	db := testenv.Open(t, dsn)
+	if _, err := db.Exec("UPDATE schema_migrations SET version = ?", latestVersion+1); err != nil {
+		t.Fatal(err)
+	}
+	s := openStore(t, dsn)
+	if err := s.Ready(ctxT(t)); err != nil {
+		t.Fatalf("Ready on a newer schema: %v", err)
+	}
+	if _, err := s.CallerByToken(ctxT(t), tokenA); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("CallerByToken on a newer schema = %v, want ErrNotFound", err)
+	}
+	if n := count(t, db, "SELECT version FROM schema_migrations"); n != latestVersion+1 {
+		t.Errorf("schema version %d, want %d left as it was", n, latestVersion+1)
+	}
+}
+
 func TestReadyCreatesSchema(t *testing.T) {
 	dsn := testenv.Database(t)
 	db := testenv.Open(t, dsn)
@@ -958,7 +981,7 @@ func TestUpdateOwnProfile(t *testing.T) {
 
 // TestOwnProfileChangeAnnouncedWhenItsTokenGoes: a change written through a token that
 // is gone before its update is looked for (a logout in between) is still announced: the
-// look goes by the uid the UPDATE wrote, not by the token.
+// look goes by the phone of the row the UPDATE wrote, not by the token.
 func TestOwnProfileChangeAnnouncedWhenItsTokenGoes(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
@@ -971,7 +994,7 @@ func TestOwnProfileChangeAnnouncedWhenItsTokenGoes(t *testing.T) {
 	if err := s.SaveContacts(ctx, 37, []string{"919812340036"}, false); err != nil { // 37 watches 36
 		t.Fatal(err)
 	}
-	release := s.HoldProfileAnnouncements(36)
+	release := s.HoldProfileAnnouncements("919812340036")
 	status := "gone"
 	type result struct {
 		queued bool
@@ -982,7 +1005,15 @@ func TestOwnProfileChangeAnnouncedWhenItsTokenGoes(t *testing.T) {
 		queued, err := s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 36), store.ProfileChange{Status: &status}, time.Now())
 		done <- result{queued, err}
 	}()
-	for count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 36 AND status = 'gone'") == 0 {
+	for deadline := time.Now().Add(10 * time.Second); count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 36 AND status = 'gone'") == 0; {
+		select {
+		case r := <-done:
+			t.Fatalf("UpdateOwnProfile = %v, %v before the change was seen written", r.queued, r.err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the change was not written")
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	if err := s.Logout(ctx, 36); err != nil {
@@ -990,6 +1021,9 @@ func TestOwnProfileChangeAnnouncedWhenItsTokenGoes(t *testing.T) {
 	}
 	if n := count(t, db, "SELECT COUNT(*) FROM tokens WHERE uid = 36"); n != 0 {
 		t.Fatalf("%d tokens of 36 after the logout", n)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 0 {
+		t.Fatalf("%d rows queued while the look was held", n)
 	}
 	release()
 	if r := <-done; r.err != nil || !r.queued {
@@ -1125,24 +1159,23 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if err := db.QueryRow("SELECT id FROM messenger_outbox").Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	u, watchers, stale, err := s.ProfileAudience(ctx, "919812340021", id)
-	if err != nil || u.UID != 21 || u.Status != "away" || !slices.Equal(watchers, []string{"919812340022"}) || stale {
-		t.Errorf("ProfileAudience(21) = %+v, %v, %v, %v; want 21 away, to 22, to be sent", u, watchers, stale, err)
+	p, err := s.ProfileAudience(ctx, "919812340021", id)
+	if err != nil || p.User.UID != 21 || p.User.Status != "away" || !slices.Equal(p.Watchers, []string{"919812340022"}) || p.Later ||
+		p.SentAlready([]byte("away")) {
+		t.Errorf("ProfileAudience(21) = %+v, %v; want 21 away, to 22, to be sent", p, err)
 	}
-	// Once this state is sent (by an earlier update), the update need not go.
-	if err := s.ProfileSent(ctx, "919812340021", u.TS); err != nil {
+	// Once a message is sent, the update that would send it again need not go; another
+	// one would.
+	if err := s.ProfileSent(ctx, "919812340021", []byte("away")); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, stale, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !stale {
-		t.Errorf("ProfileAudience(21) once its state is sent = stale %v, %v; want stale", stale, err)
+	if p, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !p.SentAlready([]byte("away")) || p.SentAlready([]byte("busy")) {
+		t.Errorf("ProfileAudience(21) once its message is sent = %+v, %v; want that message sent already, no other", p, err)
 	}
-	// While it waits, another change queues nothing, and makes it due again; once a
-	// worker claims it, the next change queues one behind it.
+	// While it waits, another change queues nothing; once a worker claims it, the next
+	// change queues one behind it.
 	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0)); err != nil || queued {
 		t.Fatalf("UpdateProfile(21) while one waits = %v, %v; want nothing queued", queued, err)
-	}
-	if _, _, stale, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || stale {
-		t.Errorf("ProfileAudience(21) after a change = stale %v, %v; want to be sent", stale, err)
 	}
 	runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Unix(1_800_000_001, 0))
 	if err != nil || len(runs) != 1 || len(runs[0].Messages) != 1 {
@@ -1158,10 +1191,10 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Errorf("%d rows, want the claimed update and the one behind it", n)
 	}
 	// With the later update queued, the claimed one need not go.
-	if _, _, stale, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !stale {
-		t.Errorf("ProfileAudience(21, first update) = stale %v, %v; want stale, with a second update queued", stale, err)
+	if p, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !p.Later {
+		t.Errorf("ProfileAudience(21, first update) = later %v, %v; want later, with a second update queued", p.Later, err)
 	}
-	if _, _, _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ProfileAudience(unknown) = %v, want ErrNotFound", err)
 	}
 	// Name and picture of the unwatched user (upload answers with them): the fields sent
@@ -1169,7 +1202,7 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	name, photo := "Cyd", "1800000060-0123456789abcdef.jpg"
 	before := users[23]
 	before.Status = "away"
-	u, _, err = s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0))
+	u, _, err := s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0))
 	want := before.User
 	want.Name, want.Photo, want.TS = name, photo, 1_800_000_060
 	if err != nil || u != want {

@@ -1,5 +1,5 @@
--- The last profile state sent of each user, as mysql/0006.
+-- The last profile update sent of each user, as mysql/0006.
 CREATE TABLE IF NOT EXISTS `messenger_profile_sent` (
   `phone` INTEGER NOT NULL PRIMARY KEY,
-  `ts` INTEGER NOT NULL
+  `fingerprint` INTEGER NOT NULL
 );
