@@ -89,9 +89,12 @@ func (s *Store) writeOwnProfile(ctx context.Context, token string, change Profil
 		return "", cmp.Or(err, ErrNotFound)
 	}
 	// MySQL reports the value of LAST_INSERT_ID(expr) as an UPDATE's last insert id (its
-	// manual, LAST_INSERT_ID(); TestUpdateOwnProfile fails on a server that does not).
+	// manual, LAST_INSERT_ID()); a server that does not would leave changes unannounced.
 	id, err := res.LastInsertId()
-	return strconv.FormatInt(id, 10), err
+	if err == nil && id == 0 {
+		err = errors.New("the database did not report the phone of the row written (LAST_INSERT_ID)")
+	}
+	return strconv.FormatUint(uint64(id), 10), err
 }
 
 // profileWriteTimeout bounds a profile change's statements, which do not end with the

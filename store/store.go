@@ -125,29 +125,28 @@ func (s *Store) Ready(ctx context.Context) error {
 }
 
 // applyMigrations applies the files of migrations/<dialect> through driver. A database
-// already past this build's last migration (a newer instance of a rolling upgrade
-// migrated it) is left as it is: migrations only add, so this build runs on it, where
-// migrate would refuse a version it has no file for.
+// already past this build's last migration, cleanly (a newer instance of a rolling
+// upgrade migrated it), is left as it is: migrations only add, so this build runs on it,
+// where migrate refuses a version it has no file for.
 func applyMigrations(dialect string, driver database.Driver) error {
-	source, err := iofs.New(migrations.FS, dialect)
+	src, err := iofs.New(migrations.FS, dialect)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
-	m, err := migrate.NewWithInstance("iofs", source, dialect, driver)
+	m, err := migrate.NewWithInstance("iofs", src, dialect, driver)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
 	defer m.Close() // releases the driver's dedicated connection
-	if current, _, err := m.Version(); err == nil {
-		last, err := lastMigration(source)
-		if err != nil {
-			return fmt.Errorf("store: migrate: %w", err)
-		}
-		if current > last {
-			return nil
+	err = m.Up()
+	if errors.Is(err, fs.ErrNotExist) { // "no migration found for version N"
+		if current, dirty, verr := m.Version(); verr == nil && !dirty {
+			if last, lerr := lastMigration(src); lerr == nil && current > last {
+				return nil
+			}
 		}
 	}
-	if err := m.Up(); err != nil && !errors.Is(err, migrate.ErrNoChange) {
+	if err != nil && !errors.Is(err, migrate.ErrNoChange) {
 		return fmt.Errorf("store: migrate: %w", err)
 	}
 	return nil

@@ -149,7 +149,7 @@ func count(t *testing.T, db *sql.DB, query string, args ...any) int {
 }
 
 // TestReadyOnANewerSchema: a database that a newer build migrated past this build's last
-// migration (a rolling upgrade) is used as it is, not refused.
+// migration (a rolling upgrade) is used as it is, not refused; one left dirty is refused.
 func TestReadyOnANewerSchema(t *testing.T) {
 	dsn := testenv.Database(t)
 	if err := openStore(t, dsn).Ready(ctxT(t)); err != nil {
@@ -168,6 +168,13 @@ func TestReadyOnANewerSchema(t *testing.T) {
 	}
 	if n := count(t, db, "SELECT version FROM schema_migrations"); n != latestVersion+1 {
 		t.Errorf("schema version %d, want %d left as it was", n, latestVersion+1)
+	}
+	// A newer build's migration that failed halfway (dirty) is not run on.
+	if _, err := db.Exec("UPDATE schema_migrations SET dirty = 1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := openStore(t, dsn).Ready(ctxT(t)); err == nil {
+		t.Error("Ready on a dirty newer schema succeeded, want an error")
 	}
 }
 
