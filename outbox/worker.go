@@ -242,10 +242,7 @@ func (w *Worker) sendProfile(ctx context.Context, m store.OutboxMessage) error {
 			return err
 		}
 	}
-	// Recorded even when a config reload stops the worker now: it was sent.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := w.Store.ProfileSent(rctx, p.User.Phone, body); err != nil {
+	if err := w.Store.ProfileSent(ctx, p.User.Phone, body); err != nil {
 		// Sent all the same: at worst the next update sends this message again.
 		w.Logger.Warn("outbox: recording a sent profile update failed", zap.Int64("id", m.ID), zap.Error(err))
 	}

@@ -28,8 +28,7 @@ type ProfileChange struct {
 // the same user's other fields made in between by another of its devices shows at the
 // next sync), and reports whether it queued a profile update.
 func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (User, bool, error) {
-	// The change is announced even when the client hangs up once it is written.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
+	ctx, cancel := profileWriteContext(ctx)
 	defer cancel()
 	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
 		return User{}, false, fmt.Errorf("store: update profile: %w", err)
@@ -52,7 +51,7 @@ func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change Profile
 // with it; InnoDB then rolls back the UPDATE, which has written nothing, and it is tried
 // again.
 func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (queued bool, err error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), profileWriteTimeout)
+	ctx, cancel := profileWriteContext(ctx)
 	defer cancel()
 	var phone string
 	err = retryDeadlocks(func() (err error) {
@@ -97,9 +96,13 @@ func (s *Store) writeOwnProfile(ctx context.Context, token string, change Profil
 	return strconv.FormatUint(uint64(id), 10), err
 }
 
-// profileWriteTimeout bounds a profile change's statements, which do not end with the
-// request's context.
-const profileWriteTimeout = 10 * time.Second
+// profileWriteContext is the context of a profile change's statements, or of the record
+// of a profile update sent: what they write must be written, and announced, even when
+// the client hangs up (or a config reload stops the worker) once it is done, so they do
+// not end with ctx; they take at most 10 s.
+func profileWriteContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+}
 
 // ToContactsOfSender, as an outbox row's recipients, makes it a profile update: a silent
 // update of the sender's profile (from_addr) to the users who have the sender among their
@@ -116,7 +119,7 @@ const ToContactsOfSender = "*"
 // may be spent waiting for the round before.
 func (s *Store) announceProfile(phone string, now time.Time) (bool, error) {
 	return s.profileAnnouncements.join(phone, func() (bool, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), profileWriteTimeout)
+		ctx, cancel := profileWriteContext(context.Background())
 		defer cancel()
 		return s.queueProfileUpdate(ctx, phone, now)
 	})
@@ -243,6 +246,8 @@ func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (Pr
 // its watchers (ProfileUpdate.SentAlready). The rows of a user's queue go one after
 // another, so the record is there before the next one is claimed.
 func (s *Store) ProfileSent(ctx context.Context, phone string, message []byte) error {
+	ctx, cancel := profileWriteContext(ctx)
+	defer cancel()
 	fp := fingerprint(message)
 	err := retryDeadlocks(func() error {
 		_, err := s.fixed.ExecContext(ctx, "INSERT INTO messenger_profile_sent (phone, fingerprint) VALUES (?, ?) "+s.d.onConflictUpdate+" fingerprint = ?",
