@@ -19,6 +19,7 @@
 #   HALF_RATE [0]: 1 also runs the small cases (full sync, getgroup, profile) against ours
 #     at half the rate wrk reached, open loop (tools/loadgen -rate), for their p99
 #   KEEP_WORK [0]: keep the work folder in /tmp
+#   OURS_OPTIONS []: more lines for our messenger block (e.g. "max_db_connections 8")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
@@ -139,6 +140,7 @@ $tests		}
 		files_dir $WORK/files
 		thumbs_dir $WORK/thumbs
 		download_url http://127.0.0.1:$PORT/files/
+		${OURS_OPTIONS:-}
 	}
 }
 EOF

@@ -195,12 +195,13 @@ func (s *Store) SyncSince(ctx context.Context, token string, since int64, userLi
 	defer rows.Close()
 	found := false
 	members := map[int64]*memberList{}
+	// One set of scan targets for all rows: each row's strings are new values, so u is
+	// copied out as it is.
+	var kind, groupType, role int
+	var u User
+	var member string
+	dest := slices.Concat([]any{&kind}, u.fields(), []any{&groupType, &member, &role})
 	for rows.Next() {
-		var kind int
-		var u User
-		var groupType, role int
-		var member string
-		dest := append(append([]any{&kind}, u.fields()...), &groupType, &member, &role)
 		if err := rows.Scan(dest...); err != nil {
 			return User{}, nil, nil, fmt.Errorf("store: sync: %w", err)
 		}
@@ -244,9 +245,10 @@ func queryUsers(ctx context.Context, q querier, query string, args ...any) ([]Us
 	}
 	defer rows.Close()
 	var users []User
+	var u User
+	dest := u.fields()
 	for rows.Next() {
-		var u User
-		if err := rows.Scan(u.fields()...); err != nil {
+		if err := rows.Scan(dest...); err != nil {
 			return nil, err
 		}
 		users = append(users, u)
