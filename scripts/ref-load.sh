@@ -20,6 +20,9 @@
 #     at half the rate wrk reached, open loop (tools/loadgen -rate), for their p99
 #   KEEP_WORK [0]: keep the work folder in /tmp
 #   OURS_OPTIONS []: more lines for our messenger block (e.g. "max_db_connections 8")
+#   PROFILE_DISTINCT [0]: 1 gives every request of the profile case a status of its own
+#     (scripts/ref-load-distinct.lua around php-ref's wrk script), so that each one changes
+#     the profile on both servers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
@@ -39,6 +42,14 @@ log() { printf '%s [ref-load] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 WORK=$(mktemp -d /tmp/ref-load-work.XXXXXX)
+# LOAD: the folder of the load's run.sh, which runs wrk with the post.lua beside it.
+LOAD=$PHPREF/load
+if [ "${PROFILE_DISTINCT:-0}" = 1 ]; then
+	LOAD=$WORK/load
+	mkdir -p "$LOAD"
+	cp "$PHPREF/load/run.sh" "$LOAD/run.sh"
+	cp scripts/ref-load-distinct.lua "$LOAD/post.lua"
+fi
 # Per-user statement counts need MariaDB's userstat; it is put back as it was on exit.
 USERSTAT=$(mariadb -N -e "SELECT @@GLOBAL.userstat" 2>/dev/null || echo "")
 cleanup() {
@@ -77,7 +88,7 @@ measure() {
 	local name=$1 url=$2 token=$3 pid=$4 out="$WORK/$1.txt" runner case=0 in=0 rss peak=0 s0=0 prof=()
 	: >"$out"
 	: >"$WORK/$name.extra"
-	CALLER_PHONE=$CALLER OUT="$out" "$PHPREF/load/run.sh" "$url" "$token" >/dev/null 2>"$WORK/$name.load.log" &
+	CALLER_PHONE=$CALLER OUT="$out" REF_POST_LUA="$PHPREF/load/post.lua" "$LOAD/run.sh" "$url" "$token" >/dev/null 2>"$WORK/$name.load.log" &
 	runner=$!
 	while kill -0 "$runner" 2>/dev/null; do
 		if pgrep -x wrk -s "$(ps -o sid= -p "$runner" | tr -d ' ')" >/dev/null 2>&1; then
@@ -193,13 +204,13 @@ run_php() {
 }
 
 rate() { sed -n "s/^$1 *req\/s= *\([0-9.]*\).*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
-log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); FAKE_FLAGS='${FAKE_FLAGS:-}'"
+log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); FAKE_FLAGS='${FAKE_FLAGS:-}' PROFILE_DISTINCT=${PROFILE_DISTINCT:-0}"
 for side in $SIDES; do "run_$side"; sleep 3; done
 
 p99() { sed -n "s/^$1 .*p99= *\([0-9.]*\)ms.*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 reqs() { sed -n "s/^$1 .*requests=\([0-9]*\).*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 echo
-echo "$(date -u '+%F %H:%M') UTC, $(nproc) CPUs, load average at the end $(cut -d' ' -f1-3 /proc/loadavg), FAKE_FLAGS='${FAKE_FLAGS:-}'"
+echo "$(date -u '+%F %H:%M') UTC, $(nproc) CPUs, load average at the end $(cut -d' ' -f1-3 /proc/loadavg), FAKE_FLAGS='${FAKE_FLAGS:-}' PROFILE_DISTINCT=${PROFILE_DISTINCT:-0}"
 for side in $SIDES; do echo "--- $side"; cat "$WORK/$side.txt"; done
 [ -s "$WORK/half.txt" ] && { echo "--- ours at half rate, open loop"; cat "$WORK/half.txt"; }
 echo

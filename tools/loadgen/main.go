@@ -43,6 +43,14 @@
 // scripts/load.sh also measures each case with wrk (2 threads), the tool of the issue's
 // reference figures, which costs the machine far less CPU per request than loadgen.
 //
+// -stmt FILE, instead of cases, executes the SQL statement in FILE, prepared, with the
+// command's arguments bound, from -c connections of -dsn for -d, and reports executions
+// per second and, with -watch (mariadbd=PID), the database's CPU per execution: what one
+// statement costs MariaDB without an HTTP server in front of it (docs/performance.md):
+//
+//	go run ./loadgen -stmt update.sql -dsn 'root@unix(/run/mysqld/mysqld.sock)/messenger_ref' \
+//		-c 32 -d 4s -watch mariadbd=$(pidof mariadbd) 'Load Tester' …
+//
 // Every target must be a loopback address; every loop is bounded by -d and -max.
 package main
 
@@ -111,6 +119,7 @@ func main() {
 	watch := flag.String("watch", "", "report the CPU use of these processes per run: name=pid,... (pid self = loadgen)")
 	flag.DurationVar(&maxRun, "max", 15*time.Minute, "give up after this long in all")
 	bodyFile := flag.String("body", "", "the body case's request body: a file holding a form")
+	stmtFile := flag.String("stmt", "", "instead of cases: execute the SQL statement in this file (prepared; its arguments are the command's arguments) against -dsn for -d from -c connections")
 	flag.Parse()
 	if *bodyFile != "" {
 		b, err := os.ReadFile(*bodyFile)
@@ -120,6 +129,21 @@ func main() {
 		o.body = strings.TrimSpace(string(b))
 	}
 
+	if *stmtFile != "" {
+		if o.dsn == "" || o.conns < 1 || o.duration <= 0 {
+			log.Fatal("loadgen: -stmt needs -dsn, and -c and -d positive")
+		}
+		var err error
+		if o.watch, err = parseWatch(*watch); err != nil {
+			log.Fatalf("loadgen: %v", err)
+		}
+		line, err := runStmt(context.Background(), o, *stmtFile, flag.Args())
+		if err != nil {
+			log.Fatalf("loadgen: %v", err)
+		}
+		fmt.Println(line)
+		return
+	}
 	for _, c := range strings.Split(cases, ",") {
 		if c = strings.TrimSpace(c); c != "" {
 			if _, ok := caseTable[c]; !ok {
