@@ -42,14 +42,6 @@ log() { printf '%s [ref-load] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 WORK=$(mktemp -d /tmp/ref-load-work.XXXXXX)
-# LOAD: the folder of the load's run.sh, which runs wrk with the post.lua beside it.
-LOAD=$PHPREF/load
-if [ "${PROFILE_DISTINCT:-0}" = 1 ]; then
-	LOAD=$WORK/load
-	mkdir -p "$LOAD"
-	cp "$PHPREF/load/run.sh" "$LOAD/run.sh"
-	cp scripts/ref-load-distinct.lua "$LOAD/post.lua"
-fi
 # Per-user statement counts need MariaDB's userstat; it is put back as it was on exit.
 USERSTAT=$(mariadb -N -e "SELECT @@GLOBAL.userstat" 2>/dev/null || echo "")
 cleanup() {
@@ -62,6 +54,15 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# LOAD: the folder of the load's run.sh, which runs wrk with the post.lua beside it.
+LOAD=$PHPREF/load
+if [ "${PROFILE_DISTINCT:-0}" = 1 ]; then
+	LOAD=$WORK/load
+	mkdir -p "$LOAD"
+	cp "$PHPREF/load/run.sh" "$LOAD/run.sh"
+	cp scripts/ref-load-distinct.lua "$LOAD/post.lua"
+fi
 
 command -v wrk >/dev/null || $SUDO apt-get install -y -qq wrk jq >/dev/null || die "installing wrk failed"
 command -v jq >/dev/null || $SUDO apt-get install -y -qq jq >/dev/null || die "installing jq failed"
@@ -204,13 +205,13 @@ run_php() {
 }
 
 rate() { sed -n "s/^$1 *req\/s= *\([0-9.]*\).*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
-log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); FAKE_FLAGS='${FAKE_FLAGS:-}' PROFILE_DISTINCT=${PROFILE_DISTINCT:-0}"
+log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg); FAKE_FLAGS='${FAKE_FLAGS:-}' PROFILE_DISTINCT=${PROFILE_DISTINCT:-0} OURS_OPTIONS='${OURS_OPTIONS:-}'"
 for side in $SIDES; do "run_$side"; sleep 3; done
 
 p99() { sed -n "s/^$1 .*p99= *\([0-9.]*\)ms.*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 reqs() { sed -n "s/^$1 .*requests=\([0-9]*\).*/\1/p" "$WORK/$2.txt" 2>/dev/null; }
 echo
-echo "$(date -u '+%F %H:%M') UTC, $(nproc) CPUs, load average at the end $(cut -d' ' -f1-3 /proc/loadavg), FAKE_FLAGS='${FAKE_FLAGS:-}' PROFILE_DISTINCT=${PROFILE_DISTINCT:-0}"
+echo "$(date -u '+%F %H:%M') UTC, $(nproc) CPUs, load average at the end $(cut -d' ' -f1-3 /proc/loadavg), FAKE_FLAGS='${FAKE_FLAGS:-}' PROFILE_DISTINCT=${PROFILE_DISTINCT:-0} OURS_OPTIONS='${OURS_OPTIONS:-}'"
 for side in $SIDES; do echo "--- $side"; cat "$WORK/$side.txt"; done
 [ -s "$WORK/half.txt" ] && { echo "--- ours at half rate, open loop"; cat "$WORK/half.txt"; }
 echo

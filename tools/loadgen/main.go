@@ -45,7 +45,8 @@
 //
 // -stmt FILE, instead of cases, executes the SQL statement in FILE, prepared, with the
 // command's arguments bound, from -c connections of -dsn for -d, and reports executions
-// per second and, with -watch (mariadbd=PID), the database's CPU per execution: what one
+// per second, rows read or changed per execution, and, with -watch (mariadbd=PID), the
+// database's CPU per execution (the database must be on this machine): what one
 // statement costs MariaDB without an HTTP server in front of it (docs/performance.md):
 //
 //	go run ./loadgen -stmt update.sql -dsn 'root@unix(/run/mysqld/mysqld.sock)/messenger_ref' \
@@ -129,15 +130,19 @@ func main() {
 		o.body = strings.TrimSpace(string(b))
 	}
 
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, maxRun)
+	defer cancel()
 	if *stmtFile != "" {
-		if o.dsn == "" || o.conns < 1 || o.duration <= 0 {
-			log.Fatal("loadgen: -stmt needs -dsn, and -c and -d positive")
+		if o.dsn == "" || o.conns < 1 || o.duration <= 0 || cases != "" {
+			log.Fatal("loadgen: -stmt needs -dsn, -c and -d positive, and no -case")
 		}
 		var err error
 		if o.watch, err = parseWatch(*watch); err != nil {
 			log.Fatalf("loadgen: %v", err)
 		}
-		line, err := runStmt(context.Background(), o, *stmtFile, flag.Args())
+		line, err := runStmt(ctx, o, *stmtFile, flag.Args())
 		if err != nil {
 			log.Fatalf("loadgen: %v", err)
 		}
@@ -193,11 +198,6 @@ func main() {
 	if err := loopbackHostPort(o.hook); err != nil {
 		log.Fatalf("loadgen: -hook: %v", err)
 	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, maxRun)
-	defer cancel()
 
 	e, err := newEnv(ctx, o)
 	if err != nil {

@@ -8,13 +8,19 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // runStmt is the -stmt mode: the statement in file, prepared once, executed with args
-// from o.conns connections for o.duration, rows read and dropped. It reports executions
-// per second, rows per execution and, for each -watch process, its CPU per execution:
-// what one statement costs the database, apart from the HTTP server in front of it.
+// from o.conns connections for o.duration (a statement under way then is let finish, ctx
+// bounding it). It reports executions per second, rows read or changed per execution and,
+// for each -watch process, its CPU per execution: what one statement costs the database,
+// apart from the HTTP server in front of it.
 func runStmt(ctx context.Context, o options, file string, args []string) (string, error) {
+	if err := localDSN(o.dsn); err != nil {
+		return "", fmt.Errorf("-dsn: %w", err)
+	}
 	text, err := os.ReadFile(file)
 	if err != nil {
 		return "", fmt.Errorf("-stmt: %w", err)
@@ -36,9 +42,11 @@ func runStmt(ctx context.Context, o options, file string, args []string) (string
 	for i, a := range args {
 		bound[i] = a
 	}
-	// An UPDATE or INSERT is executed; anything else is a query whose rows are read.
-	verb, _, _ := strings.Cut(strings.ToUpper(strings.TrimLeft(query, "( \t\n")), " ")
-	isQuery := verb == "SELECT" || verb == "WITH"
+	// A SELECT (or WITH) is a query whose rows are read; anything else is executed, and its
+	// rows are the ones it changed (MariaDB's affected rows: an UPDATE that writes the
+	// values a row already has changes none).
+	words := strings.Fields(strings.TrimLeft(query, "("))
+	isQuery := len(words) > 0 && (strings.EqualFold(words[0], "SELECT") || strings.EqualFold(words[0], "WITH"))
 
 	var executions, rows atomic.Int64
 	var firstErr error
@@ -71,7 +79,7 @@ func runStmt(ctx context.Context, o options, file string, args []string) (string
 	}
 	secs := cpu1.at.Sub(cpu0.at).Seconds()
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "stmt executions=%d per_s=%.0f rows_per_execution=%.1f", n, float64(n)/secs, float64(rows.Load())/float64(n))
+	fmt.Fprintf(&sb, "stmt executions=%d per_s=%.0f rows_per_execution=%.2f", n, float64(n)/secs, float64(rows.Load())/float64(n))
 	for i, w := range o.watch {
 		if cpu0.procs[i] >= 0 && cpu1.procs[i] >= 0 {
 			fmt.Fprintf(&sb, " cpu_us_per_execution_%s=%.0f", w.name, 1e6*(cpu1.procs[i]-cpu0.procs[i])/float64(n))
@@ -80,11 +88,14 @@ func runStmt(ctx context.Context, o options, file string, args []string) (string
 	return sb.String() + cpuReport(o.watch, cpu0, cpu1), nil
 }
 
-// execOnce runs st once and returns the rows it read (0 for a statement without rows).
+// execOnce runs st once and returns the rows it read, or changed.
 func execOnce(ctx context.Context, st *sql.Stmt, isQuery bool, args []any) (int64, error) {
 	if !isQuery {
-		_, err := st.ExecContext(ctx, args...)
-		return 0, err
+		res, err := st.ExecContext(ctx, args...)
+		if err != nil {
+			return 0, err
+		}
+		return res.RowsAffected()
 	}
 	rs, err := st.QueryContext(ctx, args...)
 	if err != nil {
@@ -96,4 +107,17 @@ func execOnce(ctx context.Context, st *sql.Stmt, isQuery bool, args []any) (int6
 		n++
 	}
 	return n, rs.Err()
+}
+
+// localDSN checks that dsn reaches MySQL over a unix socket or a loopback address: -stmt
+// runs any statement, writes too, as fast as it can.
+func localDSN(dsn string) error {
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return err
+	}
+	if cfg.Net == "unix" {
+		return nil
+	}
+	return loopbackHostPort(cfg.Addr)
 }
