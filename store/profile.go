@@ -212,7 +212,7 @@ func fingerprint(message []byte) int64 {
 // now. ErrNotFound: no such user.
 func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (ProfileUpdate, error) {
 	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''), p.fingerprint,
-		(SELECT COUNT(*) FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
+		EXISTS (SELECT 1 FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
 		FROM users u LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
 		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
@@ -224,11 +224,10 @@ func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (Pr
 	found := false
 	for rows.Next() {
 		var w string
-		var later int
-		if err := rows.Scan(append(p.User.fields(), &w, &p.lastSent, &later)...); err != nil {
+		if err := rows.Scan(append(p.User.fields(), &w, &p.lastSent, &p.Later)...); err != nil {
 			return ProfileUpdate{}, fmt.Errorf("store: profile audience: %w", err)
 		}
-		found, p.Later = true, later > 0
+		found = true
 		if w != "" && w != p.User.Phone {
 			p.Watchers = append(p.Watchers, w)
 		}
