@@ -67,6 +67,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //			concurrency <n>                   (notifications in flight, default 128)
 //			max_backoff <duration>            (default 5m)
 //			lease       <duration>            (claims of a lost instance wait this long, default 2m)
+//			profile_interval <duration>       (spacing of a user's profile updates, default 1s)
 //		}
 //		max_body_size   <size>
 //		download_url    <url>
@@ -318,6 +319,8 @@ func (h *Handler) unmarshalOutbox(d *caddyfile.Dispenser) error {
 			err = durationArg(d, &h.Outbox.MaxBackoff)
 		case "lease":
 			err = durationArg(d, &h.Outbox.Lease)
+		case "profile_interval":
+			err = durationArg(d, &h.Outbox.ProfileInterval)
 		default:
 			return d.Errf("outbox: unknown subdirective %q", d.Val())
 		}

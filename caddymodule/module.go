@@ -192,6 +192,12 @@ type OutboxConfig struct {
 	// claim hands out no delivery after half of it, so it must be at least twice the
 	// mesibo timeout. Default 2m.
 	Lease caddy.Duration `json:"lease,omitempty"`
+	// ProfileInterval spaces the profile updates of one user sent to the users who have
+	// it among their contacts: a change made within it after the user's last update
+	// went out is sent when it is over, together with any other made meanwhile, in one
+	// message with the last state. A change after a quiet spell goes at once. Default
+	// 1s; negative: every change goes as soon as it can.
+	ProfileInterval caddy.Duration `json:"profile_interval,omitempty"`
 }
 
 // OTPConfig sets the rules for login codes.
@@ -370,9 +376,10 @@ func (h *Handler) apiConfig() handlers.Config {
 			MaxPhones: h.ContactDiscovery.MaxPhones,
 			FailOpen:  h.ContactDiscovery.FailOpen,
 		},
-		UploadBudget:  ratelimit.Rule{Events: int(h.UploadBudget.Bytes >> 10), Window: time.Duration(h.UploadBudget.Window)},
-		OpTimeout:     time.Duration(h.OpTimeout),
-		Notifications: h.Notifications,
+		UploadBudget:    ratelimit.Rule{Events: int(h.UploadBudget.Bytes >> 10), Window: time.Duration(h.UploadBudget.Window)},
+		OpTimeout:       time.Duration(h.OpTimeout),
+		Notifications:   h.Notifications,
+		ProfileInterval: time.Duration(h.Outbox.ProfileInterval),
 	}
 }
 
@@ -386,7 +393,7 @@ func (h *Handler) startBackground(ctx caddy.Context, deps deps, m *metrics.Metri
 	worker.ProfileBody = h.api.ProfileUpdate
 	worker.Concurrency, worker.MaxBackoff = h.Outbox.Concurrency, time.Duration(h.Outbox.MaxBackoff)
 	worker.Lease = time.Duration(h.Outbox.Lease)
-	h.api.Outbox = worker.Wake
+	h.api.Outbox = worker.WakeAt
 	workerCtx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); worker.Run(workerCtx) }()
@@ -505,6 +512,9 @@ func (h *Handler) setDefaults() {
 	}
 	if h.Outbox.Lease <= 0 {
 		h.Outbox.Lease = caddy.Duration(store.DefaultOutboxLease)
+	}
+	if h.Outbox.ProfileInterval == 0 {
+		h.Outbox.ProfileInterval = caddy.Duration(outbox.DefaultProfileInterval)
 	}
 	if h.OpTimeout <= 0 {
 		h.OpTimeout = caddy.Duration(30 * time.Second)

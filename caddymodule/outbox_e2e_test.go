@@ -82,3 +82,58 @@ func growing(values []float64) bool {
 	}
 	return true
 }
+
+// TestProfileChangesOfOneSittingGoTogether: a user's first change after a quiet spell
+// reaches the watcher at once; the changes made within the outbox's profile_interval
+// after it went out (name, then status) reach it together, in one message with the last
+// state, once the interval is over, and not before. (3s rather than the default 1s, so
+// that "at once" and "held" stay apart on a slow machine.)
+func TestProfileChangesOfOneSittingGoTogether(t *testing.T) {
+	e := startEnv(t, options{extra: roomy + "\n\t\toutbox {\n\t\t\tprofile_interval 3s\n\t\t}"})
+	const ada, bob = "919812354011", "919812354012"
+	tokAda := e.login(form, "+"+ada, ada)
+	tokBob := e.login(form, "+"+bob, bob)
+	contactsOf(t, e.call(form, map[string]any{"op": "getcontacts", "token": tokBob, "phones": ada}))
+	ofAda := func() []notification {
+		var out []notification
+		for _, n := range e.notifications() {
+			if n.from == ada && n.body["phone"] == ada && n.body["subject"] == "" {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+
+	before := time.Now()
+	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": tokAda, "status": "first"}), "profile")
+	waitWithin(t, 2*time.Second, "the first change to go out at once", func() bool { return len(ofAda()) == 1 })
+	waitFor(t, "the first update to be settled", func() bool { return e.count("SELECT COUNT(*) FROM messenger_outbox") == 0 })
+
+	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": tokAda, "name": "Ada Two"}), "profile")
+	expectOK(t, e.call(form, map[string]any{"op": "profile", "token": tokAda, "status": "second"}), "profile")
+	if n := e.count("SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
+		t.Fatalf("%d rows queued for the two changes, want one update", n)
+	}
+	// The first went out after before, so the next may not go before before+3s.
+	for time.Since(before) < 2900*time.Millisecond {
+		if n := len(ofAda()); n != 1 {
+			t.Fatalf("%d updates of Ada %v after the first change, want 1 within the interval", n, time.Since(before))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitWithin(t, 5*time.Second, "the held update to go out", func() bool { return len(ofAda()) == 2 })
+	waitFor(t, "the outbox to drain", func() bool { return e.count("SELECT COUNT(*) FROM messenger_outbox") == 0 })
+	got := ofAda()
+	if len(got) != 2 {
+		t.Fatalf("%d updates of Ada, want 2", len(got))
+	}
+	for i, want := range []struct{ name, status string }{{"", "first"}, {"Ada Two", "second"}} {
+		b := got[i].body
+		if !slices.Equal(got[i].to, []string{bob}) || b["status"] != want.status || b["name"] != want.name {
+			t.Errorf("update %d: to %v, name %q, status %q; want to Bob, name %q, status %q", i, got[i].to, b["name"], b["status"], want.name, want.status)
+		}
+	}
+	if ts0, ts1 := got[0].body["ts"].(float64), got[1].body["ts"].(float64); ts1 <= ts0 {
+		t.Errorf("ts %v then %v, want growing", ts0, ts1)
+	}
+}

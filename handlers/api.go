@@ -51,6 +51,9 @@ type Config struct {
 	UploadBudget ratelimit.Rule
 	// Notifications are the texts of notifications to other users.
 	Notifications Notifications
+	// ProfileInterval spaces the profile updates of one user sent to its watchers
+	// (store.UpdateProfile); <= 0: not at all.
+	ProfileInterval time.Duration
 }
 
 // Discovery limits how many phone numbers a user may look up: every number not yet in
@@ -111,8 +114,9 @@ type API struct {
 	Identity IdentitySource
 	Media    *media.Store
 	Metrics  *metrics.Metrics
-	// Outbox, when set, is called after a notification was queued, to wake the worker.
-	Outbox func()
+	// Outbox, when set, is called after a notification was queued, with when it is due
+	// (zero: now), to wake the worker then.
+	Outbox func(due time.Time)
 	Logger *zap.Logger
 	// Now is the clock; tests set it.
 	Now func() time.Time

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"time"
 
 	"github.com/caddy-messenger/messenger/store"
 )
@@ -68,10 +69,18 @@ func (a *API) groupNotification(ctx context.Context, from, subject string) func(
 	}
 }
 
-// wake tells the outbox worker that a notification was queued.
+// wake tells the outbox worker that a notification was queued, due now.
 func (a *API) wake() {
 	if a.Outbox != nil {
-		a.Outbox()
+		a.Outbox(time.Time{})
+	}
+}
+
+// wakeForProfile tells the outbox worker about the profile update a change queued, due
+// at due; zero: it queued none.
+func (a *API) wakeForProfile(due time.Time) {
+	if !due.IsZero() && a.Outbox != nil {
+		a.Outbox(due)
 	}
 }
 

@@ -20,7 +20,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 	name, nameCode := req.Text("name", maxTextBytes)
 	status, statusCode := req.Text("status", maxTextBytes)
 	if gidCode == "" && nameCode == "" && statusCode == "" && gid <= 0 && req.File == nil {
-		queued, err := a.Store.UpdateOwnProfile(ctx, c.token, store.ProfileChange{Name: name, Status: status}, c.now)
+		due, err := a.Store.UpdateOwnProfile(ctx, c.token, store.ProfileChange{Name: name, Status: status}, c.now, a.Config.ProfileInterval)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return refusal(c)
@@ -28,9 +28,7 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 			a.logError(ctx, "profile failed", zap.String("op", "profile"), zap.Error(err))
 			return fail("profile", c.now, CodeDBError, "")
 		}
-		if queued {
-			a.wake()
-		}
+		a.wakeForProfile(due)
 		return ok("profile", c.now)
 	}
 	if resp := a.authenticate(ctx, c); resp != nil {
@@ -57,15 +55,13 @@ func (a *API) profile(ctx context.Context, c *call) *Response {
 		return answer
 	}
 	change := store.ProfileChange{Name: name, Status: status, Photo: photo}
-	_, queued, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now)
+	_, due, err := a.Store.UpdateProfile(ctx, c.caller, change, c.now, a.Config.ProfileInterval)
 	if err != nil {
 		a.discardPicture(photo)
 		a.logError(ctx, "profile failed", zap.Error(err))
 		return fail("profile", c.now, CodeDBError, "")
 	}
-	if queued {
-		a.wake()
-	}
+	a.wakeForProfile(due)
 	return ok("profile", c.now)
 }
 

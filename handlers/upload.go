@@ -60,15 +60,13 @@ func (a *API) upload(ctx context.Context, c *call) *Response {
 		record = map[string]any{"photo": g.Photo, "phone": "", "gid": itoa(g.GID), "name": g.Name, "status": "", "ts": g.TS,
 			"members": g.Members}
 	} else {
-		u, queued, err := a.Store.UpdateProfile(ctx, c.caller, store.ProfileChange{Photo: photo}, c.now)
+		u, due, err := a.Store.UpdateProfile(ctx, c.caller, store.ProfileChange{Photo: photo}, c.now, a.Config.ProfileInterval)
 		if err != nil {
 			a.discardPicture(photo)
 			a.logError(ctx, "upload failed", zap.Error(err))
 			return fail("upload", c.now, CodeDBError, "")
 		}
-		if queued {
-			a.wake()
-		}
+		a.wakeForProfile(due)
 		record = map[string]any{"photo": u.Photo, "phone": u.Phone, "gid": "0", "name": u.Name, "status": u.Status, "ts": u.TS}
 	}
 	for k, v := range record {

@@ -35,6 +35,11 @@ const DefaultConcurrency = 128
 // DefaultMaxBackoff caps the wait between attempts of one row unless told otherwise.
 const DefaultMaxBackoff = 5 * time.Minute
 
+// DefaultProfileInterval spaces the profile updates of one user unless told otherwise
+// (store.UpdateProfile): the changes a person makes in one sitting (name, status,
+// picture) after the first, which goes at once, reach the watchers as one message.
+const DefaultProfileInterval = time.Second
+
 // claimGap is the least time between two claims while deliveries finish: the slots
 // freed meanwhile are filled by one claim rather than one claim each.
 const claimGap = 10 * time.Millisecond
@@ -83,6 +88,17 @@ func (w *Worker) Wake() {
 	case w.wake <- struct{}{}:
 	default:
 	}
+}
+
+// WakeAt makes the worker look for due rows at due, a row's due time (now when it is
+// past), so that a row queued to go later goes then rather than at the next poll; it
+// never blocks.
+func (w *Worker) WakeAt(due time.Time) {
+	if wait := time.Until(due); wait > 0 {
+		time.AfterFunc(wait, w.Wake)
+		return
+	}
+	w.Wake()
 }
 
 // dispatch is the state of Run's loop.
@@ -242,7 +258,7 @@ func (w *Worker) sendProfile(ctx context.Context, m store.OutboxMessage) error {
 			return err
 		}
 	}
-	if err := w.Store.ProfileSent(ctx, p.User.Phone, body); err != nil {
+	if err := w.Store.ProfileSent(ctx, p.User.Phone, body, time.Now()); err != nil {
 		// Sent all the same: at worst the next update sends this message again.
 		w.Logger.Warn("outbox: recording a sent profile update failed", zap.Int64("id", m.ID), zap.Error(err))
 	}

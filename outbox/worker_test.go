@@ -348,12 +348,39 @@ func TestWorkerSendsAProfileStateOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, queued, err := s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now()); err != nil || !queued {
-		t.Fatalf("UpdateProfile = %v, %v; want an update queued", queued, err)
+	if _, due, err := s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now(), 0); err != nil || due.IsZero() {
+		t.Fatalf("UpdateProfile = %v, %v; want an update queued", due, err)
 	}
 	w.Wake()
 	sentAll(2)
 	if msg, _ := f.Messages()[1].Fields["message"].(map[string]any); msg["message"] != `{"status":"away"}` {
 		t.Errorf("second message %+v, want the status away", msg)
+	}
+}
+
+// TestWorkerWakeAt: a row queued to go later is sent once WakeAt's time comes, with no
+// poll to find it, and not before.
+func TestWorkerWakeAt(t *testing.T) {
+	s, db, _ := open(t)
+	f := newFake(t)
+	w := worker(t, s, f, 5*time.Second)
+	w.Poll = time.Hour
+	start(t, w)
+	due := time.Now().Add(500 * time.Millisecond)
+	if _, err := db.Exec(`INSERT INTO messenger_outbox (queue, replaceable, from_addr, to_addrs, body, created, next_attempt)
+		VALUES ('user:919800000065', 0, '919800000065', '919800000066', '{}', ?, ?)`, time.Now().Unix(), due.UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	w.WakeAt(due)
+	w.Wake() // a wake before the row is due finds nothing, and does not lose the later one
+	for time.Now().Before(due.Add(-50 * time.Millisecond)) {
+		if n := len(f.Messages()); n != 0 {
+			t.Fatalf("%d messages sent before the row was due", n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	waitFor(t, "the row to be sent once due", 5*time.Second, func() bool { return depth(t, db) == 0 })
+	if n := len(f.Messages()); n != 1 {
+		t.Errorf("%d messages sent, want 1", n)
 	}
 }

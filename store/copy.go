@@ -24,7 +24,7 @@ var copiedTables = []struct {
 	{name: "names", columns: []string{"name", "status"}},
 	{name: "messenger_outbox", columns: []string{"id", "queue", "replaceable", "waiting", "from_addr", "to_addrs", "body", "created", "attempts", "next_attempt", "last_error"},
 		binary: map[string]bool{"body": true}},
-	{name: "messenger_profile_sent", columns: []string{"phone", "fingerprint"}},
+	{name: "messenger_profile_sent", columns: []string{"phone", "fingerprint", "sent_ms"}},
 }
 
 // TableCount is how many rows one table holds.

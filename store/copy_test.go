@@ -46,10 +46,10 @@ func populatedEmbedded(t *testing.T) *store.Store {
 		}
 	}
 	status := "busy"
-	if _, _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute)); err != nil {
+	if _, _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ProfileSent(ctx, "919800000104", []byte("104's profile")); err != nil {
+	if err := s.ProfileSent(ctx, "919800000104", []byte("104's profile"), now.Add(2*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.InsertGroup(ctx, store.NewGroup{GID: 7001, Name: "Team", Owner: "919800000101", Members: []string{"919800000102", "919800000103"}},

@@ -540,9 +540,9 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		name := fmt.Sprint("name ", i)
-		u, queued, err := s.UpdateProfile(ctx, caller, store.ProfileChange{Name: &name}, at)
-		if err != nil || queued != (i == 0) {
-			t.Fatalf("UpdateProfile %d = %v, %v; want queued the first time only (then one waits)", i, queued, err)
+		u, due, err := s.UpdateProfile(ctx, caller, store.ProfileChange{Name: &name}, at, 0)
+		if err != nil || due.IsZero() != (i > 0) {
+			t.Fatalf("UpdateProfile %d = %v, %v; want queued the first time only (then one waits)", i, due, err)
 		}
 		answered = append(answered, u.TS)
 	}
@@ -555,9 +555,9 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 			status := fmt.Sprint("status ", i)
 			var err error
 			if i%2 == 0 {
-				_, _, err = s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at)
+				_, _, err = s.UpdateProfile(ctx, watched, store.ProfileChange{Status: &status}, at, 0)
 			} else {
-				_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 31), store.ProfileChange{Status: &status}, at)
+				_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 31), store.ProfileChange{Status: &status}, at, 0)
 			}
 			if err != nil {
 				t.Errorf("change %d: %v", i, err)
@@ -590,8 +590,8 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 	// Nobody watches 33: the token's way grows ts the same way, and queues nothing.
 	for i := range 3 {
 		status := fmt.Sprint("alone ", i)
-		if queued, err := s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 33), store.ProfileChange{Status: &status}, at); err != nil || queued {
-			t.Fatalf("UpdateOwnProfile = %v, %v; want written, nothing queued", queued, err)
+		if due, err := s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 33), store.ProfileChange{Status: &status}, at, 0); err != nil || !due.IsZero() {
+			t.Fatalf("UpdateOwnProfile = %v, %v; want written, nothing queued", due, err)
 		}
 	}
 	db.QueryRow("SELECT ts FROM users WHERE uid = 33").Scan(&stored)
@@ -643,7 +643,7 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 		}
 		sent, sentTS = append(sent, p.User.Status), append(sentTS, p.User.TS)
 		time.Sleep(2 * time.Millisecond) // mesibo answering: changes come meanwhile
-		return s.ProfileSent(ctx, p.User.Phone, message)
+		return s.ProfileSent(ctx, p.User.Phone, message, time.Now())
 	}
 	work := func() int { // one round of a worker: what it claimed
 		runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Now())
@@ -681,9 +681,9 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 				status := fmt.Sprintf("%d-%d", w, i)
 				var err error
 				if w%2 == 0 {
-					_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 51), store.ProfileChange{Status: &status}, time.Now())
+					_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 51), store.ProfileChange{Status: &status}, time.Now(), 0)
 				} else {
-					_, _, err = s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now())
+					_, _, err = s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now(), 0)
 				}
 				if err != nil {
 					t.Errorf("change %s: %v", status, err)

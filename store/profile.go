@@ -24,33 +24,35 @@ type ProfileChange struct {
 }
 
 // UpdateProfile applies change to the caller's row and sets its ts, then announces it
-// (announceProfile). It answers with the change applied to the user as read (a change of
-// the same user's other fields made in between by another of its devices shows at the
-// next sync), and reports whether it queued a profile update.
-func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time) (User, bool, error) {
+// (announceProfile, with interval). It answers with the change applied to the user as
+// read (a change of the same user's other fields made in between by another of its
+// devices shows at the next sync), and when the profile update it queued is due (zero
+// when it queued none).
+func (s *Store) UpdateProfile(ctx context.Context, caller Caller, change ProfileChange, now time.Time, interval time.Duration) (User, time.Time, error) {
 	ctx, cancel := profileWriteContext(ctx)
 	defer cancel()
 	if _, err := s.fixed.ExecContext(ctx, "UPDATE users "+setProfile+" WHERE uid = ?", setProfileArgs(change, now, caller.UID)...); err != nil {
-		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+		return User{}, time.Time{}, fmt.Errorf("store: update profile: %w", err)
 	}
-	queued, err := s.announceProfile(caller.Phone, now)
+	due, err := s.announceProfile(caller.Phone, now, interval)
 	if err != nil {
-		return User{}, false, fmt.Errorf("store: update profile: %w", err)
+		return User{}, time.Time{}, fmt.Errorf("store: update profile: %w", err)
 	}
-	return change.appliedTo(caller.User, now), queued, nil
+	return change.appliedTo(caller.User, now), due, nil
 }
 
 // UpdateOwnProfile applies change to the row of the user token belongs to, in one
 // statement that also proves the token and tells whose row it wrote, and announces it
-// (announceProfile): a profile op's common case in two round trips, with no token
-// look-up before. It reports whether this change, or one sharing its announcement,
-// queued a profile update. ErrNotFound: the token is not valid, and nothing was written.
+// (announceProfile, with interval): a profile op's common case in two round trips, with
+// no token look-up before. It reports when the profile update that this change, or one
+// sharing its announcement, queued is due (zero when none was). ErrNotFound: the token is
+// not valid, and nothing was written.
 //
 // At MySQL's REPEATABLE READ the UPDATE's subquery locks the token row it reads until it
 // commits, so a new login of the same user (users row, then tokens) can close a deadlock
 // with it; InnoDB then rolls back the UPDATE, which has written nothing, and it is tried
 // again.
-func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time) (queued bool, err error) {
+func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change ProfileChange, now time.Time, interval time.Duration) (due time.Time, err error) {
 	ctx, cancel := profileWriteContext(ctx)
 	defer cancel()
 	var phone string
@@ -59,12 +61,12 @@ func (s *Store) UpdateOwnProfile(ctx context.Context, token string, change Profi
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("store: update own profile: %w", err)
+		return time.Time{}, fmt.Errorf("store: update own profile: %w", err)
 	}
-	if queued, err = s.announceProfile(phone, now); err != nil {
-		return false, fmt.Errorf("store: update own profile: %w", err)
+	if due, err = s.announceProfile(phone, now, interval); err != nil {
+		return time.Time{}, fmt.Errorf("store: update own profile: %w", err)
 	}
-	return queued, nil
+	return due, nil
 }
 
 // writeOwnProfile is UpdateOwnProfile's UPDATE: it returns the phone of the user whose
@@ -111,17 +113,20 @@ func profileWriteContext(ctx context.Context) (context.Context, context.CancelFu
 // watchers holding the profile's last state.
 const ToContactsOfSender = "*"
 
-// announceProfile queues a profile update, due now, of the user with phone, whose change
-// is written, if anybody has that user among their contacts and no profile update of the
-// user is waiting, and reports whether it did. A profile update waiting then is claimed
-// later, and reads the change. The changes of one user that come at once in this process
-// share one look (rounds), after all of them are written, with its own time: a caller's
-// may be spent waiting for the round before.
-func (s *Store) announceProfile(phone string, now time.Time) (bool, error) {
-	return s.profileAnnouncements.join(phone, func() (bool, error) {
+// announceProfile queues a profile update of the user with phone, whose change is
+// written, if anybody has that user among their contacts and no profile update of the
+// user is waiting, and reports when it is due (zero when it queued none). A profile
+// update waiting then is claimed later, and reads the change. The update is due now, or
+// interval after the user's last update went out if that is later: a user's changes
+// made within interval of an update reach the watchers together, in one message with
+// the last state (interval <= 0: each as soon as it can). The changes of one user that
+// come at once in this process share one look (rounds), after all of them are written,
+// with its own time: a caller's may be spent waiting for the round before.
+func (s *Store) announceProfile(phone string, now time.Time, interval time.Duration) (time.Time, error) {
+	return s.profileAnnouncements.join(phone, func() (time.Time, error) {
 		ctx, cancel := profileWriteContext(context.Background())
 		defer cancel()
-		return s.queueProfileUpdate(ctx, phone, now)
+		return s.queueProfileUpdate(ctx, phone, now, interval)
 	})
 }
 
@@ -133,24 +138,31 @@ func (s *Store) announceProfile(phone string, now time.Time) (bool, error) {
 // deadlocks. So one process queues a user's updates one at a time, each asking again
 // (the later ones find the row), and a race with another process is tried again.
 // Watchers gone in between make the row send nothing.
-func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.Time) (queued bool, err error) {
+func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.Time, interval time.Duration) (due time.Time, err error) {
 	var watched, waiting bool
-	err = s.fixed.QueryRowContext(ctx, `SELECT c.uid IS NOT NULL, o.id IS NOT NULL FROM users u
+	var lastSent int64
+	err = s.fixed.QueryRowContext(ctx, `SELECT c.uid IS NOT NULL, o.id IS NOT NULL, COALESCE(p.sent_ms, 0) FROM users u
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN messenger_outbox o ON o.waiting = u.phone
-		WHERE u.phone = ? LIMIT 1`, phone).Scan(&watched, &waiting)
+		LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
+		WHERE u.phone = ? LIMIT 1`, phone).Scan(&watched, &waiting, &lastSent)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && (!watched || waiting) {
-		return false, nil
+		return time.Time{}, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("announce profile: %w", err)
+		return time.Time{}, fmt.Errorf("announce profile: %w", err)
+	}
+	due = now
+	if next := time.UnixMilli(lastSent).Add(interval); interval > 0 && next.After(now) {
+		due = next
 	}
 	defer s.profileQueues.lock(phone)()
+	queued := false
 	err = retryDeadlocks(func() error {
 		if err := s.fixed.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM messenger_outbox WHERE waiting = ?)", phone).Scan(&waiting); err != nil || waiting {
 			return err
 		}
 		res, err := s.fixed.ExecContext(ctx, s.d.insertIgnore+` INTO messenger_outbox (queue, waiting, replaceable, from_addr, to_addrs, body, created, next_attempt)
-			VALUES (?, ?, 1, ?, ?, '', ?, ?)`, "user:"+phone, phone, phone, ToContactsOfSender, now.Unix(), now.UnixMilli())
+			VALUES (?, ?, 1, ?, ?, '', ?, ?)`, "user:"+phone, phone, phone, ToContactsOfSender, now.Unix(), due.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -159,9 +171,12 @@ func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.T
 		return err
 	})
 	if err != nil {
-		return false, fmt.Errorf("announce profile: %w", err)
+		return time.Time{}, fmt.Errorf("announce profile: %w", err)
 	}
-	return queued, nil
+	if !queued {
+		return time.Time{}, nil
+	}
+	return due, nil
 }
 
 // stripedLocks serialise work on one key within this process: a key is hashed to one of
@@ -242,15 +257,16 @@ func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (Pr
 }
 
 // ProfileSent records that message, a profile update of the user with phone, reached
-// its watchers (ProfileUpdate.SentAlready). The rows of a user's queue go one after
-// another, so the record is there before the next one is claimed.
-func (s *Store) ProfileSent(ctx context.Context, phone string, message []byte) error {
+// its watchers at now (ProfileUpdate.SentAlready, and the interval of announceProfile).
+// The rows of a user's queue go one after another, so the record is there before the
+// next one is claimed.
+func (s *Store) ProfileSent(ctx context.Context, phone string, message []byte, now time.Time) error {
 	ctx, cancel := profileWriteContext(ctx)
 	defer cancel()
-	fp := fingerprint(message)
+	fp, sent := fingerprint(message), now.UnixMilli()
 	err := retryDeadlocks(func() error {
-		_, err := s.fixed.ExecContext(ctx, "INSERT INTO messenger_profile_sent (phone, fingerprint) VALUES (?, ?) "+s.d.onConflictUpdate+" fingerprint = ?",
-			phone, fp, fp)
+		_, err := s.fixed.ExecContext(ctx, "INSERT INTO messenger_profile_sent (phone, fingerprint, sent_ms) VALUES (?, ?, ?) "+
+			s.d.onConflictUpdate+" fingerprint = ?, sent_ms = ?", phone, fp, sent, fp, sent)
 		return err
 	})
 	if err != nil {

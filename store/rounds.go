@@ -13,38 +13,38 @@ import (
 // It serves work that is idempotent and only has to happen after something each caller
 // did, such as looking for a waiting profile update after a profile change
 // (announceProfile): the changes of one user coming together share one look.
-type rounds[K comparable] struct {
+type rounds[K comparable, V any] struct {
 	mu      sync.Mutex
-	running map[K]*round // the key's round that has started
-	next    map[K]*round // the key's round that callers join
+	running map[K]*round[V] // the key's round that has started
+	next    map[K]*round[V] // the key's round that callers join
 }
 
 // round is one run of a rounds key, and its result once done is closed.
-type round struct {
-	after   *round // the round running when this one was opened; it starts once that ends
-	callers int    // how many callers joined it
+type round[V any] struct {
+	after   *round[V] // the round running when this one was opened; it starts once that ends
+	callers int       // how many callers joined it
 	done    chan struct{}
-	ok      bool
+	result  V
 	err     error
 }
 
 // join runs run in the next round of key, or waits for that round's run, and returns its
 // result.
-func (r *rounds[K]) join(key K, run func() (bool, error)) (bool, error) {
+func (r *rounds[K, V]) join(key K, run func() (V, error)) (V, error) {
 	r.mu.Lock()
 	if r.running == nil {
-		r.running, r.next = map[K]*round{}, map[K]*round{}
+		r.running, r.next = map[K]*round[V]{}, map[K]*round[V]{}
 	}
 	this, joined := r.next[key]
 	if !joined {
-		this = &round{after: r.running[key], done: make(chan struct{})}
+		this = &round[V]{after: r.running[key], done: make(chan struct{})}
 		r.next[key] = this
 	}
 	this.callers++
 	r.mu.Unlock()
 	if joined {
 		<-this.done
-		return this.ok, this.err
+		return this.result, this.err
 	}
 	// The caller that opened the round runs it.
 	if this.after != nil {
@@ -64,8 +64,8 @@ func (r *rounds[K]) join(key K, run func() (bool, error)) (bool, error) {
 		close(this.done)
 	}()
 	this.err = errRoundFailed // what the joined callers get if run panics
-	this.ok, this.err = run()
-	return this.ok, this.err
+	this.result, this.err = run()
+	return this.result, this.err
 }
 
 // errRoundFailed is the result of a round whose run panicked.

@@ -12,7 +12,7 @@ import (
 // one later run that starts after they all joined, and get its result; other keys do not
 // wait; a run that panics does not leave its key's callers waiting.
 func TestRounds(t *testing.T) {
-	var r rounds[string]
+	var r rounds[string, bool]
 	if ok, err := r.join("a", func() (bool, error) { return true, nil }); !ok || err != nil {
 		t.Fatalf("lone caller = %v, %v", ok, err)
 	}

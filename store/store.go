@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/golang-migrate/migrate/v4"
@@ -47,7 +48,7 @@ type Store struct {
 	// updates; profileAnnouncements lets concurrent changes of one user (by phone) share
 	// the look for a waiting one (announceProfile).
 	profileQueues        stripedLocks
-	profileAnnouncements rounds[string]
+	profileAnnouncements rounds[string, time.Time]
 
 	migrateMu sync.Mutex
 	migrated  atomic.Bool

@@ -21,7 +21,7 @@ import (
 var wantTables = []string{"contacts", "groups", "members", "messenger_outbox", "messenger_profile_sent", "names", "notifytokens", "schema_migrations", "tokens", "users"}
 
 // latestVersion is the number of the newest migration.
-const latestVersion = 6
+const latestVersion = 7
 
 // Columns of the original tables (PROTOCOL.md §6), in the original's order.
 var wantColumns = map[string]string{
@@ -950,8 +950,8 @@ func TestUpdateOwnProfile(t *testing.T) {
 			if c.uid != 35 {
 				before = row(c.uid)
 			}
-			queued, err := s.UpdateOwnProfile(ctx, c.token, store.ProfileChange{Status: &status}, at)
-			if !errors.Is(err, c.err) || queued != c.queued {
+			due, err := s.UpdateOwnProfile(ctx, c.token, store.ProfileChange{Status: &status}, at, 0)
+			if queued := !due.IsZero(); !errors.Is(err, c.err) || queued != c.queued {
 				t.Fatalf("UpdateOwnProfile(user %d) = %v, %v; want %v, %v", c.uid, queued, err, c.queued, c.err)
 			}
 			switch {
@@ -969,7 +969,7 @@ func TestUpdateOwnProfile(t *testing.T) {
 	}
 	// Only the fields sent change: a name (even empty) and a picture, the status stays.
 	empty, photo := "", "1800000060-0123456789abcdef.jpg"
-	if _, err := s.UpdateOwnProfile(ctx, tokenOf(32), store.ProfileChange{Name: &empty, Photo: &photo}, at.Add(time.Minute)); err != nil {
+	if _, err := s.UpdateOwnProfile(ctx, tokenOf(32), store.ProfileChange{Name: &empty, Photo: &photo}, at.Add(time.Minute), 0); err != nil {
 		t.Fatalf("UpdateOwnProfile(32, name and photo) = %v", err)
 	}
 	if got, want := row(32), "|"+status+"|"+photo+"|1800000060"; got != want {
@@ -1009,8 +1009,8 @@ func TestOwnProfileChangeAnnouncedWhenItsTokenGoes(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		queued, err := s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 36), store.ProfileChange{Status: &status}, time.Now())
-		done <- result{queued, err}
+		due, err := s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 36), store.ProfileChange{Status: &status}, time.Now(), 0)
+		done <- result{!due.IsZero(), err}
 	}()
 	for deadline := time.Now().Add(10 * time.Second); count(t, db, "SELECT COUNT(*) FROM users WHERE uid = 36 AND status = 'gone'") == 0; {
 		select {
@@ -1077,7 +1077,7 @@ func TestUpdateOwnProfileDeadlock(t *testing.T) {
 	done := make(chan error, 1)
 	status := "mine"
 	go func() {
-		_, err := s.UpdateOwnProfile(ctx, tokenA, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0))
+		_, err := s.UpdateOwnProfile(ctx, tokenA, store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), 0)
 		done <- err
 	}()
 	// The change holds the token row and waits for 41's; the transaction then asks for
@@ -1139,7 +1139,8 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	}
 	status := "away"
 	for _, uid := range []int64{21, 23} {
-		u, queued, err := s.UpdateProfile(ctx, users[uid], store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0))
+		u, due, err := s.UpdateProfile(ctx, users[uid], store.ProfileChange{Status: &status}, time.Unix(1_800_000_000, 0), 0)
+		queued := !due.IsZero()
 		want := users[uid].User
 		want.Status, want.TS = "away", 1_800_000_000
 		if err != nil || u != want || queued != (uid == 21) {
@@ -1173,7 +1174,7 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	}
 	// Once a message is sent, the update that would send it again need not go; another
 	// one would.
-	if err := s.ProfileSent(ctx, "919812340021", []byte("away")); err != nil {
+	if err := s.ProfileSent(ctx, "919812340021", []byte("away"), time.Unix(1_800_000_000, 500_000_000)); err != nil {
 		t.Fatal(err)
 	}
 	if p, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !p.SentAlready([]byte("away")) || p.SentAlready([]byte("busy")) {
@@ -1181,8 +1182,8 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	}
 	// While it waits, another change queues nothing; once a worker claims it, the next
 	// change queues one behind it.
-	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0)); err != nil || queued {
-		t.Fatalf("UpdateProfile(21) while one waits = %v, %v; want nothing queued", queued, err)
+	if _, due, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_001, 0), 0); err != nil || !due.IsZero() {
+		t.Fatalf("UpdateProfile(21) while one waits = %v, %v; want nothing queued", due, err)
 	}
 	runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, time.Unix(1_800_000_001, 0))
 	if err != nil || len(runs) != 1 || len(runs[0].Messages) != 1 {
@@ -1191,8 +1192,9 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox WHERE waiting IS NOT NULL"); n != 0 {
 		t.Errorf("%d updates still waiting once claimed", n)
 	}
-	if _, queued, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_002, 0)); err != nil || !queued {
-		t.Fatalf("UpdateProfile(21) once claimed = %v, %v; want queued", queued, err)
+	if _, due, err := s.UpdateProfile(ctx, users[21], store.ProfileChange{Status: &status}, time.Unix(1_800_000_002, 0), 0); err != nil ||
+		!due.Equal(time.Unix(1_800_000_002, 0)) {
+		t.Fatalf("UpdateProfile(21) once claimed = %v, %v; want queued, due at once", due, err)
 	}
 	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 2 {
 		t.Errorf("%d rows, want the claimed update and the one behind it", n)
@@ -1209,7 +1211,7 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	name, photo := "Cyd", "1800000060-0123456789abcdef.jpg"
 	before := users[23]
 	before.Status = "away"
-	u, _, err := s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0))
+	u, _, err := s.UpdateProfile(ctx, before, store.ProfileChange{Name: &name, Photo: &photo}, time.Unix(1_800_000_060, 0), 0)
 	want := before.User
 	want.Name, want.Photo, want.TS = name, photo, 1_800_000_060
 	if err != nil || u != want {
@@ -1219,6 +1221,96 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if err := db.QueryRow("SELECT name, status, photo FROM users WHERE uid = 23").Scan(&storedName, &storedStatus, &storedPhoto); err != nil ||
 		storedName != name || storedStatus != "away" || storedPhoto != photo {
 		t.Errorf("user 23 stored as %q %q %q (%v)", storedName, storedStatus, storedPhoto, err)
+	}
+}
+
+// TestProfileInterval: a change after a quiet spell queues its profile update due at
+// once; one made within the interval after an update went out queues it due when the
+// interval is over, and a claim before then leaves it; more changes meanwhile queue
+// nothing; without an interval every update is due at once.
+func TestProfileInterval(t *testing.T) {
+	s, db := readyStore(t)
+	ctx := ctxT(t)
+	for uid, phone := range map[int64]string{61: "919812340061", 62: "919812340062"} {
+		if _, _, err := s.SaveLogin(ctx, store.Login{UID: uid, Phone: phone, Name: "N" + phone, Token: fmt.Sprintf("%064d", uid),
+			Expiry: time.Now().Add(time.Hour), TS: 1}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.SaveContacts(ctx, 62, []string{"919812340061"}, false); err != nil { // 62 watches 61
+		t.Fatal(err)
+	}
+	token := fmt.Sprintf("%064d", 61)
+	start := time.Unix(1_800_000_000, 0)
+	at := func(ms int) time.Time { return start.Add(time.Duration(ms) * time.Millisecond) }
+	change := func(ms int, interval time.Duration) time.Time {
+		t.Helper()
+		status := fmt.Sprint("at ", ms)
+		due, err := s.UpdateOwnProfile(ctx, token, store.ProfileChange{Status: &status}, at(ms), interval)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !due.IsZero() {
+			var stored int64
+			if err := db.QueryRow("SELECT next_attempt FROM messenger_outbox WHERE waiting = 919812340061").Scan(&stored); err != nil ||
+				stored != due.UnixMilli() {
+				t.Errorf("change at %d ms: waiting update due at %d (%v), answered %d", ms, stored, err, due.UnixMilli())
+			}
+		}
+		return due
+	}
+	claim := func(ms int) int {
+		t.Helper()
+		runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, at(ms))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range runs {
+			if _, err := s.DeliverRun(ctx, r, func(m store.OutboxMessage) error {
+				return s.ProfileSent(ctx, m.From, fmt.Append(nil, m.ID), at(ms+10))
+			}, func(int) time.Duration { return time.Second }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return len(runs)
+	}
+	if due := change(0, time.Second); !due.Equal(at(0)) {
+		t.Fatalf("first change: due %v, want at once", due)
+	}
+	if n := claim(0); n != 1 {
+		t.Fatalf("claimed %d runs at 0 ms, want the first update", n)
+	}
+	// Sent at 10 ms: the next change is held until 1,010 ms, and those after it join it.
+	if due := change(300, time.Second); !due.Equal(at(1010)) {
+		t.Fatalf("change 290 ms after a send: due %v, want %v", due, at(1010))
+	}
+	if due := change(600, time.Second); !due.IsZero() {
+		t.Fatalf("change while an update waits: due %v, want nothing queued", due)
+	}
+	if n := claim(1009); n != 0 {
+		t.Fatalf("claimed %d runs at 1,009 ms, want none before the interval is over", n)
+	}
+	if n := count(t, db, "SELECT COUNT(*) FROM messenger_outbox"); n != 1 {
+		t.Fatalf("%d rows queued, want the one waiting update", n)
+	}
+	if n := claim(1010); n != 1 {
+		t.Fatalf("claimed %d runs at 1,010 ms, want the held update", n)
+	}
+	var sent int64
+	if err := db.QueryRow("SELECT sent_ms FROM messenger_profile_sent WHERE phone = 919812340061").Scan(&sent); err != nil ||
+		sent != at(1020).UnixMilli() {
+		t.Errorf("recorded sent at %d (%v), want %d", sent, err, at(1020).UnixMilli())
+	}
+	// Without an interval, a change right after a send is due at once; after a quiet
+	// spell longer than the interval, too.
+	if due := change(1100, 0); !due.Equal(at(1100)) {
+		t.Fatalf("change without an interval: due %v, want at once", due)
+	}
+	if n := claim(1100); n != 1 {
+		t.Fatalf("claimed %d runs at 1,100 ms, want the update", n)
+	}
+	if due := change(5000, time.Second); !due.Equal(at(5000)) {
+		t.Fatalf("change after a quiet spell: due %v, want at once", due)
 	}
 }
 
