@@ -194,9 +194,10 @@ type OutboxConfig struct {
 	Lease caddy.Duration `json:"lease,omitempty"`
 	// ProfileInterval spaces the profile updates of one user sent to the users who have
 	// it among their contacts: a change made within it after the user's last update
-	// went out is sent when it is over, together with any other made meanwhile, in one
-	// message with the last state. A change after a quiet spell goes at once. Default
-	// 1s; negative: every change goes as soon as it can.
+	// went out (or while that one is on its way) is sent when it is over, together with
+	// any other made meanwhile, in one message with the last state. A change after a
+	// quiet spell goes at once. Default 1s; negative: every change goes as soon as it
+	// can.
 	ProfileInterval caddy.Duration `json:"profile_interval,omitempty"`
 }
 
@@ -514,7 +515,7 @@ func (h *Handler) setDefaults() {
 		h.Outbox.Lease = caddy.Duration(store.DefaultOutboxLease)
 	}
 	if h.Outbox.ProfileInterval == 0 {
-		h.Outbox.ProfileInterval = caddy.Duration(outbox.DefaultProfileInterval)
+		h.Outbox.ProfileInterval = caddy.Duration(store.DefaultProfileInterval)
 	}
 	if h.OpTimeout <= 0 {
 		h.OpTimeout = caddy.Duration(30 * time.Second)

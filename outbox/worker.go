@@ -35,11 +35,6 @@ const DefaultConcurrency = 128
 // DefaultMaxBackoff caps the wait between attempts of one row unless told otherwise.
 const DefaultMaxBackoff = 5 * time.Minute
 
-// DefaultProfileInterval spaces the profile updates of one user unless told otherwise
-// (store.UpdateProfile): the changes a person makes in one sitting (name, status,
-// picture) after the first, which goes at once, reach the watchers as one message.
-const DefaultProfileInterval = time.Second
-
 // claimGap is the least time between two claims while deliveries finish: the slots
 // freed meanwhile are filled by one claim rather than one claim each.
 const claimGap = 10 * time.Millisecond
@@ -233,13 +228,13 @@ func (w *Worker) send(ctx context.Context, m store.OutboxMessage) error {
 	return w.sendTo(ctx, m, m.To, m.Body)
 }
 
-// sendProfile delivers a profile update, unless a later one is queued: the sender's
+// sendProfile delivers a profile update, unless a later one is due: the sender's
 // profile as it is now, to the users who have the sender among their contacts now, in
 // messages of up to store.MaxRecipientsPerMessage recipients; not when it is the message
 // the user's last update carried. A failure sends them all again at the next attempt
 // (they carry a state, so the second copy changes nothing).
 func (w *Worker) sendProfile(ctx context.Context, m store.OutboxMessage) error {
-	p, err := w.Store.ProfileAudience(ctx, m.From, m.ID)
+	p, err := w.Store.ProfileAudience(ctx, m.From, m.ID, time.Now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil // the user is gone: nothing to tell

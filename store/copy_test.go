@@ -49,7 +49,7 @@ func populatedEmbedded(t *testing.T) *store.Store {
 	if _, _, err := s.UpdateProfile(ctx, store.Caller{User: u105}, store.ProfileChange{Status: &status}, now.Add(time.Minute), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ProfileSent(ctx, "919800000104", []byte("104's profile"), now.Add(2*time.Minute)); err != nil {
+	if err := s.ProfileSent(ctx, "919800000104", []byte("104's profile"), time.UnixMilli(1_800_000_000_123)); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.InsertGroup(ctx, store.NewGroup{GID: 7001, Name: "Team", Owner: "919800000101", Members: []string{"919800000102", "919800000103"}},
@@ -116,8 +116,13 @@ func TestCopyEmbeddedToMySQL(t *testing.T) {
 		queue != "user:919800000105" || body == nil || len(body) != 0 {
 		t.Errorf("queued profile update after copy = %q %q, %v", queue, body, err)
 	}
-	if p, err := dst.ProfileAudience(ctx, "919800000104", 0); err != nil || !p.SentAlready([]byte("104's profile")) {
+	if p, err := dst.ProfileAudience(ctx, "919800000104", 0, time.Now()); err != nil || !p.SentAlready([]byte("104's profile")) {
 		t.Errorf("after copy, the last profile update of 104 = %+v, %v; want its message sent already", p, err)
+	}
+	var sent int64
+	if err := db.QueryRow("SELECT sent_ms FROM messenger_profile_sent WHERE phone = 919800000104").Scan(&sent); err != nil ||
+		sent != 1_800_000_000_123 {
+		t.Errorf("after copy, 104's last profile update went out at %d (%v), want 1800000000123", sent, err)
 	}
 	var expiry string
 	if err := db.QueryRow("SELECT expirytime FROM tokens WHERE uid = 103").Scan(&expiry); err != nil {

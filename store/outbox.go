@@ -88,6 +88,11 @@ type OutboxRun struct {
 // are delivered: a worker that dies mid-run delays its rows by at most this.
 const DefaultOutboxLease = 2 * time.Minute
 
+// DefaultProfileInterval spaces the profile updates of one user unless told otherwise
+// (UpdateProfile): the changes a person makes in one sitting (name, status, picture)
+// after the first, which goes at once, reach the watchers as one message.
+const DefaultProfileInterval = time.Second
+
 // MaxDeliveryTime is the longest one delivery may take for a lease to hold: a run stops
 // handing out messages once half its lease is gone.
 func MaxDeliveryTime(lease time.Duration) time.Duration { return lease / 2 }

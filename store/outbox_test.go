@@ -633,7 +633,7 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 	var sent []string
 	var sentTS []int64
 	deliver := func(m store.OutboxMessage) error {
-		p, err := s.ProfileAudience(ctx, m.From, m.ID)
+		p, err := s.ProfileAudience(ctx, m.From, m.ID, time.Now())
 		if err != nil || !slices.Equal(p.Watchers, []string{"919812340052"}) {
 			return fmt.Errorf("audience %v, %v", p.Watchers, err)
 		}

@@ -116,12 +116,13 @@ const ToContactsOfSender = "*"
 // announceProfile queues a profile update of the user with phone, whose change is
 // written, if anybody has that user among their contacts and no profile update of the
 // user is waiting, and reports when it is due (zero when it queued none). A profile
-// update waiting then is claimed later, and reads the change. The update is due now, or
-// interval after the user's last update went out if that is later: a user's changes
-// made within interval of an update reach the watchers together, in one message with
-// the last state (interval <= 0: each as soon as it can). The changes of one user that
-// come at once in this process share one look (rounds), after all of them are written,
-// with its own time: a caller's may be spent waiting for the round before.
+// update waiting then is claimed later, and reads the change. The update is due now,
+// unless the user's last update went out less than interval ago, or is on its way: then
+// it is due interval after that (interval after now at most), so a user's changes made
+// meanwhile reach the watchers together, in one message with the last state (interval
+// <= 0: each as soon as it can). The changes of one user that come at once in this
+// process share one look (rounds), after all of them are written, with its own time: a
+// caller's may be spent waiting for the round before.
 func (s *Store) announceProfile(phone string, now time.Time, interval time.Duration) (time.Time, error) {
 	return s.profileAnnouncements.join(phone, func() (time.Time, error) {
 		ctx, cancel := profileWriteContext(context.Background())
@@ -139,12 +140,15 @@ func (s *Store) announceProfile(phone string, now time.Time, interval time.Durat
 // (the later ones find the row), and a race with another process is tried again.
 // Watchers gone in between make the row send nothing.
 func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.Time, interval time.Duration) (due time.Time, err error) {
-	var watched, waiting bool
+	var watched, waiting, sending bool
 	var lastSent int64
-	err = s.fixed.QueryRowContext(ctx, `SELECT c.uid IS NOT NULL, o.id IS NOT NULL, COALESCE(p.sent_ms, 0) FROM users u
+	// A profile update of the user that is no longer waiting is claimed (on its way) or
+	// backing off.
+	err = s.fixed.QueryRowContext(ctx, `SELECT c.uid IS NOT NULL, o.id IS NOT NULL, f.id IS NOT NULL, COALESCE(p.sent_ms, 0) FROM users u
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN messenger_outbox o ON o.waiting = u.phone
+		LEFT JOIN messenger_outbox f ON f.queue = ? AND f.to_addrs = ? AND f.waiting IS NULL
 		LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
-		WHERE u.phone = ? LIMIT 1`, phone).Scan(&watched, &waiting, &lastSent)
+		WHERE u.phone = ? LIMIT 1`, "user:"+phone, ToContactsOfSender, phone).Scan(&watched, &waiting, &sending, &lastSent)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && (!watched || waiting) {
 		return time.Time{}, nil
 	}
@@ -152,8 +156,13 @@ func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.T
 		return time.Time{}, fmt.Errorf("announce profile: %w", err)
 	}
 	due = now
-	if next := time.UnixMilli(lastSent).Add(interval); interval > 0 && next.After(now) {
-		due = next
+	if interval > 0 {
+		switch next, latest := time.UnixMilli(lastSent).Add(interval), now.Add(interval); {
+		case sending || next.After(latest): // latest: the last one goes now, or a clock runs ahead
+			due = latest
+		case next.After(now):
+			due = next
+		}
 	}
 	defer s.profileQueues.lock(phone)()
 	queued := false
@@ -200,8 +209,9 @@ type ProfileUpdate struct {
 	User User
 	// Watchers are the phones of the users who have User among their contacts now.
 	Watchers []string
-	// Later reports that a later profile update of the user is queued: it is sent after
-	// this one and reads the profile then, so this one need not go.
+	// Later reports that a later profile update of the user is queued and due: it is sent
+	// right after this one and reads the profile then, so this one need not go. (One held
+	// back by the interval of announceProfile does not count: this one goes now.)
 	Later bool
 
 	lastSent sql.NullInt64 // the fingerprint of the user's last update sent (ProfileSent)
@@ -224,13 +234,13 @@ func fingerprint(message []byte) int64 {
 }
 
 // ProfileAudience reads what the profile update id of the user with phone is made of
-// now. ErrNotFound: no such user.
-func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64) (ProfileUpdate, error) {
+// at now. ErrNotFound: no such user.
+func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64, now time.Time) (ProfileUpdate, error) {
 	rows, err := s.fixed.QueryContext(ctx, "SELECT "+userColumns+`, COALESCE(w.phone, ''), p.fingerprint,
-		EXISTS (SELECT 1 FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ?)
+		EXISTS (SELECT 1 FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ? AND o.next_attempt <= ?)
 		FROM users u LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
-		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, phone)
+		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, now.UnixMilli(), phone)
 	if err != nil {
 		return ProfileUpdate{}, fmt.Errorf("store: profile audience: %w", err)
 	}

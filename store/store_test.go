@@ -1167,7 +1167,7 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if err := db.QueryRow("SELECT id FROM messenger_outbox").Scan(&id); err != nil {
 		t.Fatal(err)
 	}
-	p, err := s.ProfileAudience(ctx, "919812340021", id)
+	p, err := s.ProfileAudience(ctx, "919812340021", id, time.Unix(1_800_000_002, 0))
 	if err != nil || p.User.UID != 21 || p.User.Status != "away" || !slices.Equal(p.Watchers, []string{"919812340022"}) || p.Later ||
 		p.SentAlready([]byte("away")) {
 		t.Errorf("ProfileAudience(21) = %+v, %v; want 21 away, to 22, to be sent", p, err)
@@ -1177,7 +1177,7 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 	if err := s.ProfileSent(ctx, "919812340021", []byte("away"), time.Unix(1_800_000_000, 500_000_000)); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !p.SentAlready([]byte("away")) || p.SentAlready([]byte("busy")) {
+	if p, err := s.ProfileAudience(ctx, "919812340021", id, time.Unix(1_800_000_002, 0)); err != nil || !p.SentAlready([]byte("away")) || p.SentAlready([]byte("busy")) {
 		t.Errorf("ProfileAudience(21) once its message is sent = %+v, %v; want that message sent already, no other", p, err)
 	}
 	// While it waits, another change queues nothing; once a worker claims it, the next
@@ -1200,10 +1200,10 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 		t.Errorf("%d rows, want the claimed update and the one behind it", n)
 	}
 	// With the later update queued, the claimed one need not go.
-	if p, err := s.ProfileAudience(ctx, "919812340021", id); err != nil || !p.Later {
+	if p, err := s.ProfileAudience(ctx, "919812340021", id, time.Unix(1_800_000_002, 0)); err != nil || !p.Later {
 		t.Errorf("ProfileAudience(21, first update) = later %v, %v; want later, with a second update queued", p.Later, err)
 	}
-	if _, err := s.ProfileAudience(ctx, "919812340029", id); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.ProfileAudience(ctx, "919812340029", id, time.Unix(1_800_000_002, 0)); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("ProfileAudience(unknown) = %v, want ErrNotFound", err)
 	}
 	// Name and picture of the unwatched user (upload answers with them): the fields sent
@@ -1225,9 +1225,10 @@ func TestUpdateProfileNotifiesWatchersOnly(t *testing.T) {
 }
 
 // TestProfileInterval: a change after a quiet spell queues its profile update due at
-// once; one made within the interval after an update went out queues it due when the
-// interval is over, and a claim before then leaves it; more changes meanwhile queue
-// nothing; without an interval every update is due at once.
+// once; one made within the interval after an update went out, or while one is on its
+// way, queues it due when the interval is over (at most the interval from now), and a
+// claim before then leaves it; more changes meanwhile queue nothing; without an
+// interval every update is due at once.
 func TestProfileInterval(t *testing.T) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
@@ -1311,6 +1312,39 @@ func TestProfileInterval(t *testing.T) {
 	}
 	if due := change(5000, time.Second); !due.Equal(at(5000)) {
 		t.Fatalf("change after a quiet spell: due %v, want at once", due)
+	}
+	// A change while that update is on its way (claimed, its time not yet recorded) is
+	// held for the interval from now; the update on its way still goes (a held update is
+	// no later one that would send for it), and once the held one is due, it would not.
+	runs, err := s.ClaimOutbox(ctx, 10, 20, time.Minute, at(5000))
+	if err != nil || len(runs) != 1 {
+		t.Fatalf("claim at 5,000 ms = %+v, %v; want the update", runs, err)
+	}
+	if due := change(5050, time.Second); !due.Equal(at(6050)) {
+		t.Fatalf("change while an update is on its way: due %v, want %v", due, at(6050))
+	}
+	onItsWay := runs[0].Messages[0].ID
+	if p, err := s.ProfileAudience(ctx, "919812340061", onItsWay, at(5060)); err != nil || p.Later || p.User.Status != "at 5050" {
+		t.Errorf("the update on its way at 5,060 ms = %+v, %v; want to go, with the status at 5050", p, err)
+	}
+	if p, err := s.ProfileAudience(ctx, "919812340061", onItsWay, at(6050)); err != nil || !p.Later {
+		t.Errorf("the update on its way at 6,050 ms = later %v, %v; want later: the held one is due", p.Later, err)
+	}
+	if _, err := s.DeliverRun(ctx, runs[0], func(m store.OutboxMessage) error {
+		return s.ProfileSent(ctx, m.From, fmt.Append(nil, m.ID), at(5100))
+	}, func(int) time.Duration { return time.Second }); err != nil {
+		t.Fatal(err)
+	}
+	if n := claim(6050); n != 1 {
+		t.Fatalf("claimed %d runs at 6,050 ms, want the held update", n)
+	}
+	// A last update recorded by a clock an hour ahead holds the next one for the
+	// interval, not the hour.
+	if err := s.ProfileSent(ctx, "919812340061", []byte("ahead"), at(3_600_000)); err != nil {
+		t.Fatal(err)
+	}
+	if due := change(7000, time.Second); !due.Equal(at(8000)) {
+		t.Fatalf("change after an update recorded an hour ahead: due %v, want %v", due, at(8000))
 	}
 }
 
