@@ -142,11 +142,12 @@ func (s *Store) announceProfile(phone string, now time.Time, interval time.Durat
 func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.Time, interval time.Duration) (due time.Time, err error) {
 	var watched, waiting, sending bool
 	var lastSent int64
-	// A profile update of the user that is no longer waiting is claimed (on its way) or
-	// backing off.
+	// f: a profile update of the user that is no longer waiting, so claimed (on its way)
+	// or backing off. Its test of waiting is written so that no database answers it from
+	// the waiting key (SQLite would, walking every row that does not wait).
 	err = s.fixed.QueryRowContext(ctx, `SELECT c.uid IS NOT NULL, o.id IS NOT NULL, f.id IS NOT NULL, COALESCE(p.sent_ms, 0) FROM users u
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN messenger_outbox o ON o.waiting = u.phone
-		LEFT JOIN messenger_outbox f ON f.queue = ? AND f.to_addrs = ? AND f.waiting IS NULL
+		LEFT JOIN messenger_outbox f ON f.queue = ? AND f.to_addrs = ? AND COALESCE(f.waiting, 0) = 0
 		LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
 		WHERE u.phone = ? LIMIT 1`, "user:"+phone, ToContactsOfSender, phone).Scan(&watched, &waiting, &sending, &lastSent)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && (!watched || waiting) {
