@@ -613,8 +613,14 @@ func TestProfileTSGrowsWithEveryChange(t *testing.T) {
 // at once, some through the token's way and some with the caller known, and a worker
 // claims and sends profile updates meanwhile (reading the profile when it sends, as
 // outbox.Worker does), the last update sent carries the last change, no state is sent
-// twice, and fewer updates than changes are sent.
+// twice, and fewer updates than changes are sent; with profile updates spaced or not.
 func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
+	for _, interval := range []time.Duration{0, 20 * time.Millisecond} {
+		t.Run(fmt.Sprint("interval ", interval), func(t *testing.T) { lastStateSent(t, interval) })
+	}
+}
+
+func lastStateSent(t *testing.T, interval time.Duration) {
 	s, db := readyStore(t)
 	ctx := ctxT(t)
 	for uid, phone := range map[int64]string{51: "919812340051", 52: "919812340052"} {
@@ -681,9 +687,9 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 				status := fmt.Sprintf("%d-%d", w, i)
 				var err error
 				if w%2 == 0 {
-					_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 51), store.ProfileChange{Status: &status}, time.Now(), 0)
+					_, err = s.UpdateOwnProfile(ctx, fmt.Sprintf("%064d", 51), store.ProfileChange{Status: &status}, time.Now(), interval)
 				} else {
-					_, _, err = s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now(), 0)
+					_, _, err = s.UpdateProfile(ctx, caller, store.ProfileChange{Status: &status}, time.Now(), interval)
 				}
 				if err != nil {
 					t.Errorf("change %s: %v", status, err)
@@ -695,7 +701,14 @@ func TestProfileChangesEndWithTheLastStateSent(t *testing.T) {
 	wg.Wait()
 	close(done)
 	<-worked
-	for work() > 0 { // the updates queued after the worker's last round
+	// The updates queued after the worker's last round, held ones included.
+	for deadline := time.Now().Add(10 * time.Second); count(t, db, "SELECT COUNT(*) FROM messenger_outbox") > 0; {
+		if work() == 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the outbox did not drain")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 	var last string
 	if err := db.QueryRow("SELECT status FROM users WHERE uid = 51").Scan(&last); err != nil {
