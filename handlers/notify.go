@@ -46,7 +46,7 @@ func (b notificationBody) bytes() []byte {
 // subject or text it is a silent update of the contact, which a newer one replaces.
 func (a *API) profileNotification(ctx context.Context, subject, msg string) func(store.User) store.Notification {
 	return func(u store.User) store.Notification {
-		return store.Notification{From: u.Phone, Queue: "user:" + u.Phone, Replaceable: subject == "" && msg == "", Body: notificationBody{
+		return store.Notification{From: u.Phone, Queue: store.UserQueue(u.Phone), Replaceable: subject == "" && msg == "", Body: notificationBody{
 			Subject: subject, Msg: msg, Name: u.Name, Phone: u.Phone, Status: u.Status,
 			Photo: u.Photo, TS: u.TS, TN: a.Media.Thumbnail(ctx, u.Photo),
 		}.bytes()}

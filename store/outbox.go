@@ -28,6 +28,10 @@ type Notification struct {
 	Replaceable bool
 }
 
+// UserQueue is the queue (Notification.Queue) of the notifications about the profile of
+// the user with phone.
+func UserQueue(phone string) string { return "user:" + phone }
+
 // MaxRecipientsPerMessage keeps one mesibo call to a sane size; a notification to more
 // phones becomes several outbox rows.
 const MaxRecipientsPerMessage = 200

@@ -149,7 +149,7 @@ func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.T
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN messenger_outbox o ON o.waiting = u.phone
 		LEFT JOIN messenger_outbox f ON f.queue = ? AND f.to_addrs = ? AND COALESCE(f.waiting, 0) = 0
 		LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
-		WHERE u.phone = ? LIMIT 1`, "user:"+phone, ToContactsOfSender, phone).Scan(&watched, &waiting, &sending, &lastSent)
+		WHERE u.phone = ? LIMIT 1`, UserQueue(phone), ToContactsOfSender, phone).Scan(&watched, &waiting, &sending, &lastSent)
 	if errors.Is(err, sql.ErrNoRows) || err == nil && (!watched || waiting) {
 		return time.Time{}, nil
 	}
@@ -172,7 +172,7 @@ func (s *Store) queueProfileUpdate(ctx context.Context, phone string, now time.T
 			return err
 		}
 		res, err := s.fixed.ExecContext(ctx, s.d.insertIgnore+` INTO messenger_outbox (queue, waiting, replaceable, from_addr, to_addrs, body, created, next_attempt)
-			VALUES (?, ?, 1, ?, ?, '', ?, ?)`, "user:"+phone, phone, phone, ToContactsOfSender, now.Unix(), due.UnixMilli())
+			VALUES (?, ?, 1, ?, ?, '', ?, ?)`, UserQueue(phone), phone, phone, ToContactsOfSender, now.Unix(), due.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -241,7 +241,7 @@ func (s *Store) ProfileAudience(ctx context.Context, phone string, id int64, now
 		EXISTS (SELECT 1 FROM messenger_outbox o WHERE o.queue = ? AND o.id > ? AND o.to_addrs = ? AND o.next_attempt <= ?)
 		FROM users u LEFT JOIN messenger_profile_sent p ON p.phone = u.phone
 		LEFT JOIN contacts c ON c.phone = u.phone AND c.uid != u.uid LEFT JOIN users w ON w.uid = c.uid
-		WHERE u.phone = ?`, "user:"+phone, id, ToContactsOfSender, now.UnixMilli(), phone)
+		WHERE u.phone = ?`, UserQueue(phone), id, ToContactsOfSender, now.UnixMilli(), phone)
 	if err != nil {
 		return ProfileUpdate{}, fmt.Errorf("store: profile audience: %w", err)
 	}
